@@ -1,0 +1,8 @@
+"""rnnlens: train character-level RNN, LSTM and GRU language models, sample from them, see inside them."""
+
+__version__ = "0.1.0"
+
+from rnnlens.api import LanguageModel, load, resume, train  # noqa: E402
+from rnnlens.errors import RnnlensError  # noqa: E402
+
+__all__ = ["LanguageModel", "RnnlensError", "load", "resume", "train", "__version__"]

@@ -1,0 +1,150 @@
+"""The Python API; the CLI is a thin layer over these functions.
+
+    import rnnlens
+    run = rnnlens.train(data="input.txt", out="runs/demo", max_steps=500)
+    lm = rnnlens.load("runs/demo")
+    print(lm.sample(200, prime="The ", temperature=0.8, seed=1))
+    print(lm.evaluate(data="input.txt", split="test").loss)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from rnnlens.checkpoint import BEST, find_checkpoint, read_checkpoint
+from rnnlens.corpus import Vocab, load_corpus
+from rnnlens.errors import RnnlensError
+from rnnlens.evaluate import EvalResult, evaluate
+from rnnlens.model import CharRNN, ModelConfig, count_parameters, size_for_params
+from rnnlens.sample import SamplingOptions, generate
+from rnnlens.train import TrainConfig, Trainer, resolve_device
+
+
+class LanguageModel:
+    """A trained model with its vocabulary: sample from it, score text with it."""
+
+    def __init__(self, model: CharRNN, vocab: Vocab, meta: dict | None = None, path: Path | None = None):
+        self.model = model
+        self.vocab = vocab
+        self.meta = meta or {}
+        self.path = path
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.model.cfg
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"LanguageModel({c.cell} {c.layers}x{c.size}, vocab {len(self.vocab)}, "
+                f"{count_parameters(c):,} parameters, from {self.path})")
+
+    def encode(self, text: str, unknown: str = "error", replacement: str | None = None) -> torch.Tensor:
+        return torch.from_numpy(self.vocab.encode(text, unknown=unknown, replacement=replacement))
+
+    def stream(self, length: int = 500, prime: str | None = None, *, temperature: float = 1.0,
+               top_k: int | None = None, top_p: float | None = None, argmax: bool = False,
+               seed: int | None = None, unknown: str = "error", replacement: str | None = None) -> Iterator[str]:
+        """Yield sampled characters one by one after `prime` (which is not repeated)."""
+        opts = SamplingOptions(temperature=temperature, top_k=top_k, top_p=top_p, argmax=argmax)
+        if prime is None or prime == "":
+            prime = "\n" if "\n" in self.vocab.chars else self.vocab.chars[0]
+        ids = self.encode(prime, unknown=unknown, replacement=replacement)
+        chars = self.vocab.chars
+        for i in generate(self.model, ids, length, opts, seed=seed):
+            yield chars[i]
+
+    def sample(self, length: int = 500, prime: str | None = None, **kwargs) -> str:
+        """The continuation of `prime`: `length` sampled characters (see `stream` for the options)."""
+        return "".join(self.stream(length, prime, **kwargs))
+
+    def evaluate(self, text: str | None = None, *, data: str | None = None, split: str = "test",
+                 batch_size: int = 50, seq_len: int = 100, keep_losses: bool = False,
+                 unknown: str = "error", glob: str | None = None,
+                 split_fractions=None, encoding_errors: str = "strict") -> EvalResult:
+        """Cross-entropy over a string (`text`), or over a split of a corpus (`data`, `split`).
+
+        With neither, the split of the corpus the model was trained on.
+        """
+        if text is not None:
+            ids = self.vocab.encode(text, unknown=unknown)
+        else:
+            if data is None:
+                data = self.meta.get("train", {}).get("data")
+                if data is None:
+                    raise RnnlensError("this checkpoint does not say which corpus it was trained on; pass --data")
+                glob = glob or self.meta["train"].get("glob")
+                split_fractions = split_fractions or self.meta["train"].get("split")
+            corpus = load_corpus(data, glob=glob, split=split_fractions, encoding_errors=encoding_errors)
+            part = corpus.split(split)
+            ids = self._translate(corpus.vocab, part, unknown)
+        return evaluate(self.model, ids, batch_size=batch_size, seq_len=seq_len, keep_losses=keep_losses)
+
+    def _translate(self, vocab: Vocab, ids: np.ndarray, unknown: str) -> np.ndarray:
+        """Ids in a corpus's vocabulary -> ids in the model's (they differ when evaluating on other text)."""
+        if vocab.chars == self.vocab.chars:
+            return ids
+        mapping = np.full(len(vocab), -1, dtype=np.int64)
+        index = {c: i for i, c in enumerate(self.vocab.chars)}
+        for j, c in enumerate(vocab.chars):
+            mapping[j] = index.get(c, -1)
+        out = mapping[np.asarray(ids, dtype=np.int64)]
+        if (out < 0).any():
+            missing = sorted({vocab.chars[j] for j in np.unique(np.asarray(ids)[out < 0])})
+            if unknown == "drop":
+                return out[out >= 0]
+            shown = ", ".join(repr(c) for c in missing[:20])
+            raise RnnlensError(f"the text has {len(missing)} characters the model never saw ({shown}); "
+                               "evaluate on text from the model's corpus, or use --unknown drop")
+        return out
+
+    def to(self, device) -> "LanguageModel":
+        self.model.to(resolve_device(device) if isinstance(device, str) else device)
+        return self
+
+
+def load(run: str | Path, *, device: str = "cpu", which: str = BEST) -> LanguageModel:
+    """Load a run folder (its best checkpoint, else its last) or one .safetensors file."""
+    path = find_checkpoint(run, prefer=which)
+    ckpt = read_checkpoint(path)
+    try:
+        model = ckpt.build_model()
+    except RuntimeError as e:
+        raise RnnlensError(f"checkpoint {path} does not match its own config ({str(e).splitlines()[0]}); "
+                           "it is damaged: restore it or retrain") from None
+    lm = LanguageModel(model, ckpt.vocab, ckpt.meta, path)
+    return lm.to(device)
+
+
+def train(data: str = "pystdlib", out: str | Path = "runs/latest", *, model: str = "lstm", layers: int = 2,
+          size: int | None = None, params: int | None = None, dropout: float = 0.0, input: str = "embedding",
+          embedding_size: int = 64, init: str = "uniform", forget_bias: float = 1.0, force: bool = False,
+          progress: bool = True, **train_kwargs) -> LanguageModel:
+    """Train a model into `out` and return the best one. Keyword arguments are TrainConfig's fields."""
+    cfg = TrainConfig(data=str(data), **train_kwargs)
+    corpus = load_corpus(cfg.data, glob=cfg.glob, split=cfg.split, encoding_errors=cfg.encoding_errors,
+                         progress=progress)
+    model_cfg = ModelConfig(vocab_size=len(corpus.vocab), cell=model, layers=layers, size=size or 128,
+                            dropout=dropout, input=input, embedding_size=embedding_size, init=init,
+                            forget_bias=forget_bias)
+    if params is not None:
+        if size is not None:
+            raise RnnlensError("give either --size or --params, not both")
+        model_cfg.size = size_for_params(model_cfg, params)
+    trainer = Trainer.start(out, model_cfg, cfg, force=force, progress=progress, corpus=corpus)
+    trainer.run()
+    return load(out)
+
+
+def resume(run: str | Path, *, progress: bool = True, **overrides) -> LanguageModel:
+    """Continue a run from its last checkpoint (stopping rules and device may change)."""
+    trainer = Trainer.resume(run, overrides={k: v for k, v in overrides.items() if v is not None}, progress=progress)
+    trainer.run()
+    return load(run)

@@ -1,0 +1,185 @@
+"""The character language model: embedding (or one-hot) -> fused torch RNN/LSTM/GRU stack -> linear.
+
+Training always goes through torch's fused modules (oneDNN on CPU, cuDNN on GPU); nothing
+here loops over time steps. Shapes: B batch rows, T time steps, V vocabulary, H width, L layers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from rnnlens.errors import RnnlensError
+
+CELLS = ("lstm", "gru", "rnn")
+INPUTS = ("embedding", "onehot")
+INITS = ("uniform", "torch")
+# Gates per cell in torch's weight layout: LSTM rows are [i, f, g, o], GRU rows [r, z, n].
+GATE_ROWS = {"lstm": 4, "gru": 3, "rnn": 1}
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild the network; stored as JSON in every checkpoint."""
+
+    vocab_size: int
+    cell: str = "lstm"
+    layers: int = 2
+    size: int = 128
+    dropout: float = 0.0
+    input: str = "embedding"
+    embedding_size: int = 64
+    init: str = "uniform"
+    init_range: float = 0.08
+    forget_bias: float = 1.0
+
+    def __post_init__(self):
+        check_choice("--model", self.cell, CELLS)
+        check_choice("--input", self.input, INPUTS)
+        check_choice("--init", self.init, INITS)
+        check_range("--layers", self.layers, 1, None, integer=True)
+        check_range("--size", self.size, 1, None, integer=True)
+        check_range("--embedding-size", self.embedding_size, 1, None, integer=True)
+        check_range("vocab_size", self.vocab_size, 1, None, integer=True)
+        check_range("--dropout", self.dropout, 0.0, 1.0, high_open=True)
+        check_range("--init-range", self.init_range, 0.0, None, low_open=True)
+
+    @property
+    def input_size(self) -> int:
+        return self.vocab_size if self.input == "onehot" else self.embedding_size
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def check_choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise RnnlensError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def check_range(name, value, low=None, high=None, *, integer=False, low_open=False, high_open=False):
+    """Validate a hyperparameter up front, scikit-learn style: the message names the parameter and range."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if integer and ok:
+        ok = float(value).is_integer()
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        lo = "" if low is None else (f"> {low}" if low_open else f">= {low}")
+        hi = "" if high is None else (f"< {high}" if high_open else f"<= {high}")
+        rng = " and ".join(s for s in (lo, hi) if s)
+        kind = "an integer" if integer else "a number"
+        raise RnnlensError(f"{name} must be {kind} {rng}; got {value!r}")
+
+
+def count_parameters(cfg: ModelConfig) -> int:
+    """Closed-form parameter count, equal to sum(p.numel()) of CharRNN(cfg) (tested)."""
+    gates = GATE_ROWS[cfg.cell]
+    total = cfg.vocab_size * cfg.embedding_size if cfg.input == "embedding" else 0
+    inp = cfg.input_size
+    for _ in range(cfg.layers):
+        total += gates * cfg.size * (inp + cfg.size) + 2 * gates * cfg.size
+        inp = cfg.size
+    return total + cfg.size * cfg.vocab_size + cfg.vocab_size
+
+
+def size_for_params(cfg: ModelConfig, budget: int) -> int:
+    """The width whose parameter count is closest to `budget` (the paper compares types at equal size)."""
+    check_range("--params", budget, 1, None)
+    lo, hi = 1, 1
+    while count_parameters(_with_size(cfg, hi)) < budget:
+        hi *= 2
+    while hi - lo > 1:  # count is increasing in width: bisect for the crossing
+        mid = (lo + hi) // 2
+        if count_parameters(_with_size(cfg, mid)) < budget:
+            lo = mid
+        else:
+            hi = mid
+    return min((lo, hi), key=lambda h: abs(count_parameters(_with_size(cfg, h)) - budget))
+
+
+def _with_size(cfg: ModelConfig, size: int) -> ModelConfig:
+    return ModelConfig.from_dict({**cfg.to_dict(), "size": size})
+
+
+def parse_count(text: str) -> int:
+    """'3.3M' -> 3300000, '250k' -> 250000, '1e6' -> 1000000."""
+    t = str(text).strip().lower()
+    scale = {"k": 1e3, "m": 1e6, "g": 1e9}.get(t[-1:], 1)
+    try:
+        value = float(t[:-1] if scale != 1 else t) * scale
+    except ValueError:
+        raise RnnlensError(f"--params must be a count like 250k, 3.3M or 1e6; got {text!r}") from None
+    check_range("--params", value, 1, None)
+    return int(round(value))
+
+
+class CharRNN(nn.Module):
+    """Embedding -> nn.LSTM/GRU/RNN (fused, batch_first) -> linear head over the vocabulary."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.embedding_size) if cfg.input == "embedding" else None
+        rnn_cls = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[cfg.cell]
+        # torch applies dropout between layers only (not after the last); we add the last one by hand
+        self.rnn = rnn_cls(cfg.input_size, cfg.size, num_layers=cfg.layers, batch_first=True,
+                           dropout=cfg.dropout if cfg.layers > 1 else 0.0)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.head = nn.Linear(cfg.size, cfg.vocab_size)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        cfg = self.cfg
+        if cfg.init == "uniform":  # char-rnn's init: every weight and bias U(-r, r)
+            for p in self.parameters():
+                nn.init.uniform_(p, -cfg.init_range, cfg.init_range)
+        if cfg.cell == "lstm" and cfg.forget_bias:
+            # torch keeps two biases per layer (b_ih, b_hh) that add up; put the whole offset on b_ih.
+            h = cfg.size
+            for layer in range(cfg.layers):
+                getattr(self.rnn, f"bias_ih_l{layer}").data[h:2 * h] = cfg.forget_bias
+                getattr(self.rnn, f"bias_hh_l{layer}").data[h:2 * h] = 0.0
+
+    def inputs(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids [B, T] long -> [B, T, I] float."""
+        if self.embed is not None:
+            return self.embed(ids)
+        return F.one_hot(ids, self.cfg.vocab_size).to(self.head.weight.dtype)
+
+    def forward(self, ids: torch.Tensor, state=None):
+        """ids [B, T] -> (logits [B, T, V], state). state: (h, c) each [L, B, H] for LSTM, h for GRU/RNN."""
+        out, state = self.rnn(self.inputs(ids), state)  # out [B, T, H]
+        return self.head(self.drop(out)), state
+
+    def initial_state(self, batch: int, device=None):
+        h = torch.zeros(self.cfg.layers, batch, self.cfg.size, device=device or self.head.weight.device)
+        return (h, h.clone()) if self.cfg.cell == "lstm" else h
+
+
+def detach_state(state):
+    if state is None:
+        return None
+    if isinstance(state, tuple):
+        return tuple(s.detach() for s in state)
+    return state.detach()
+
+
+def state_tensors(state) -> list[torch.Tensor]:
+    """A recurrent state as a list (LSTM: [h, c]; GRU/RNN: [h])."""
+    return list(state) if isinstance(state, tuple) else [state]
+
+
+def state_from_tensors(cell: str, tensors: list[torch.Tensor]):
+    return (tensors[0], tensors[1]) if cell == "lstm" else tensors[0]

@@ -1,0 +1,1 @@
+"""Renderers: turn plain data into pictures. No renderer computes an analysis."""

@@ -1,0 +1,564 @@
+"""The trainer: truncated BPTT with carried state, schedules, validation, checkpoints, recovery.
+
+One step = one window of B x T characters through the fused model. The data position is
+(epoch, window); with it, the optimizer, the carried state and the RNG state, `last.safetensors`
+resumes a run exactly (same final weights as an uninterrupted run on the CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from rnnlens.batches import StreamBatches
+from rnnlens.checkpoint import BEST, LAST, read_checkpoint, save_checkpoint, write_json_atomic
+from rnnlens.corpus import Corpus, load_corpus
+from rnnlens.errors import RnnlensError
+from rnnlens.evaluate import evaluate
+from rnnlens.model import (CharRNN, ModelConfig, check_choice, check_range, detach_state,
+                           state_from_tensors, state_tensors)
+
+OPTIMIZERS = ("rmsprop", "adam", "adamw", "sgd")
+SCHEDULES = ("step", "cosine", "constant")
+CLIP_MODES = ("norm", "value")
+DEVICES = ("auto", "cpu", "cuda")
+MAX_ROLLBACKS = 8
+
+
+@dataclass
+class TrainConfig:
+    """How to train; stored in every checkpoint. Defaults: see docs/training.md for why."""
+
+    # data
+    data: str = "pystdlib"
+    glob: str | None = None
+    split: tuple[float, float, float] | None = None
+    encoding_errors: str = "strict"
+    # batches
+    batch_size: int = 50
+    seq_len: int = 100
+    # optimizer and schedule
+    optimizer: str = "adam"
+    lr: float = 3e-3
+    rmsprop_alpha: float = 0.95
+    weight_decay: float = 0.0
+    lr_schedule: str = "cosine"
+    lr_decay: float = 0.97          # 'step' schedule: x lr_decay per epoch once lr_decay_after epochs are done
+    lr_decay_after: int = 10
+    min_lr_ratio: float = 0.1       # 'cosine' schedule ends at lr * min_lr_ratio
+    grad_clip: float = 5.0
+    clip_mode: str = "norm"
+    # stopping
+    max_epochs: float | None = None
+    max_steps: int | None = None
+    time_budget: float | None = None    # seconds of training (validation time not counted)
+    patience: int | None = None         # validations without improvement before stopping
+    # bookkeeping
+    eval_every: int = 500               # steps between validations (and at every epoch end)
+    checkpoint_every: int | None = None  # steps between last.safetensors writes; default eval_every
+    log_every: int = 10
+    eval_batch_size: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool = False
+    compile: bool = False
+    tensorboard: bool = False
+
+    def __post_init__(self):
+        if self.split is not None:
+            self.split = tuple(self.split)
+        check_choice("--optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("--lr-schedule", self.lr_schedule, SCHEDULES)
+        check_choice("--clip-mode", self.clip_mode, CLIP_MODES)
+        check_choice("--device", self.device, DEVICES)
+        check_range("--batch-size", self.batch_size, 1, None, integer=True)
+        check_range("--seq-len", self.seq_len, 1, None, integer=True)
+        check_range("--lr", self.lr, 0.0, None, low_open=True)
+        check_range("--rmsprop-alpha", self.rmsprop_alpha, 0.0, 1.0, high_open=True)
+        check_range("--weight-decay", self.weight_decay, 0.0, None)
+        check_range("--lr-decay", self.lr_decay, 0.0, 1.0, low_open=True)
+        check_range("--lr-decay-after", self.lr_decay_after, 0, None, integer=True)
+        check_range("--min-lr-ratio", self.min_lr_ratio, 0.0, 1.0)
+        check_range("--grad-clip", self.grad_clip, 0.0, None)
+        for name, value, integer in (("--max-epochs", self.max_epochs, False), ("--max-steps", self.max_steps, True),
+                                     ("--time-budget", self.time_budget, False), ("--patience", self.patience, True)):
+            if value is not None:
+                check_range(name, value, 0, None, integer=integer, low_open=True)
+        check_range("--eval-every", self.eval_every, 0, None, integer=True)
+        check_range("--log-every", self.log_every, 1, None, integer=True)
+        if self.checkpoint_every is not None:
+            check_range("--checkpoint-every", self.checkpoint_every, 1, None, integer=True)
+        if self.eval_batch_size is not None:
+            check_range("--eval-batch-size", self.eval_batch_size, 1, None, integer=True)
+        check_range("--seed", self.seed, 0, 2**63 - 1, integer=True)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RnnlensError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu "
+                           "or install a CUDA build of torch (see README.md)")
+    return torch.device(name)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if cfg.optimizer == "rmsprop":
+        # char-rnn's RMSProp: alpha 0.95, eps 1e-8
+        return torch.optim.RMSprop(params, lr=cfg.lr, alpha=cfg.rmsprop_alpha, eps=1e-8, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def parse_duration(text: str) -> float:
+    """'90' or '90s' -> 90, '10m' -> 600, '1.5h' -> 5400 (seconds)."""
+    t = str(text).strip().lower()
+    scale = {"s": 1, "m": 60, "h": 3600, "d": 86400}.get(t[-1:], None)
+    try:
+        value = float(t[:-1]) * scale if scale else float(t)
+    except ValueError:
+        raise RnnlensError(f"--time-budget must be a duration like 90s, 10m or 1.5h; got {text!r}") from None
+    check_range("--time-budget", value, 0, None, low_open=True)
+    return value
+
+
+@dataclass
+class TrainState:
+    """Where a run is; JSON in last.safetensors. `window` is the next window to train on."""
+
+    step: int = 0
+    epoch: int = 0
+    window: int = 0
+    elapsed: float = 0.0         # training seconds so far (all sessions)
+    best_val: float | None = None
+    best_step: int | None = None
+    bad_evals: int = 0           # validations since the last improvement
+    lr_scale: float = 1.0        # lowered by each rollback after a NaN / exploding loss
+    rollbacks: int = 0
+    done: bool = False
+    stop_reason: str | None = None
+
+
+class Trainer:
+    """Train a CharRNN on a corpus into a run folder. Use `Trainer.start(...)` or `Trainer.resume(run)`."""
+
+    def __init__(self, run_dir: Path, corpus: Corpus, model_cfg: ModelConfig, cfg: TrainConfig,
+                 state: TrainState | None = None, progress: bool = True, log=None):
+        self.run_dir = Path(run_dir)
+        self.corpus = corpus
+        self.model_cfg = model_cfg
+        self.cfg = cfg
+        self.state = state or TrainState()
+        self.progress = progress
+        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.device = resolve_device(cfg.device)
+        self.batches = StreamBatches(corpus.split("train"), cfg.batch_size, cfg.seq_len, "train")
+        val = corpus.split("val")
+        self.val_data = val if len(val) >= 2 else None
+        if self.val_data is None:
+            self.log("note: the validation split is empty; best.safetensors will track the last step instead")
+        torch.manual_seed(cfg.seed)
+        self.model = CharRNN(model_cfg).to(self.device)
+        self.step_model = torch.compile(self.model) if cfg.compile else self.model
+        self.optimizer = make_optimizer(self.model, cfg)
+        self.hidden = None
+        self._tb = None
+        self._stop_signal = None
+
+    # ---------------------------------------------------------------- construction
+    @classmethod
+    def start(cls, run_dir, model_cfg: ModelConfig | None = None, cfg: TrainConfig | None = None,
+              force: bool = False, progress: bool = True, corpus: Corpus | None = None, log=None,
+              **model_kwargs) -> "Trainer":
+        """A new run. `model_cfg` may be None: then it is built from model_kwargs and the corpus vocab."""
+        cfg = cfg or TrainConfig()
+        run_dir = Path(run_dir)
+        if run_dir.exists() and not run_dir.is_dir():
+            raise RnnlensError(f"--out {run_dir} is a file, not a folder; choose another path")
+        if run_dir.exists() and any(run_dir.iterdir()) and not force:
+            raise RnnlensError(f"{run_dir} already holds files of another run; use --resume {run_dir} to continue it, "
+                               "--force to overwrite it, or another --out")
+        corpus = corpus or load_corpus(cfg.data, glob=cfg.glob, split=cfg.split,
+                                       encoding_errors=cfg.encoding_errors, progress=progress)
+        if model_cfg is None:
+            model_cfg = ModelConfig(vocab_size=len(corpus.vocab), **model_kwargs)
+        elif model_cfg.vocab_size != len(corpus.vocab):
+            raise RnnlensError(f"model vocab_size {model_cfg.vocab_size} does not match the corpus ({len(corpus.vocab)})")
+        if force and run_dir.exists():
+            for name in (LAST, BEST, "metrics.jsonl", "run.json", "summary.json", "loss.png"):
+                (run_dir / name).unlink(missing_ok=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        trainer = cls(run_dir, corpus, model_cfg, cfg, progress=progress, log=log)
+        write_json_atomic(run_dir / "run.json", trainer.describe())
+        trainer.save_last()  # a good state to roll back to from the very first step
+        return trainer
+
+    @classmethod
+    def resume(cls, run_dir, overrides: dict | None = None, progress: bool = True, log=None) -> "Trainer":
+        """Continue a run from last.safetensors. `overrides` may change stopping rules and the device."""
+        run_dir = Path(run_dir)
+        ckpt = read_checkpoint(_existing_last(run_dir))
+        meta = ckpt.meta
+        if "train" not in meta or "state" not in meta:
+            raise RnnlensError(f"{ckpt.path} holds weights only, not a training state; it cannot be resumed")
+        cfg_dict = dict(meta["train"])
+        allowed = {"max_epochs", "max_steps", "time_budget", "patience", "device", "eval_every",
+                   "checkpoint_every", "log_every", "tensorboard", "compile", "bf16"}
+        for k, v in (overrides or {}).items():
+            if k not in allowed:
+                raise RnnlensError(f"--{k.replace('_', '-')} cannot change when resuming; only "
+                                   + ", ".join("--" + a.replace("_", "-") for a in sorted(allowed)))
+            cfg_dict[k] = v
+        cfg = TrainConfig.from_dict(cfg_dict)
+        corpus = load_corpus(cfg.data, glob=cfg.glob, split=cfg.split, encoding_errors=cfg.encoding_errors,
+                             progress=progress)
+        if corpus.content_hash != meta.get("corpus", {}).get("content_hash"):
+            raise RnnlensError(f"the corpus {cfg.data!r} changed since this run started (content hash differs); "
+                               "resume with the original text or start a new run")
+        state = TrainState(**meta["state"])
+        state.done = False
+        state.stop_reason = None
+        trainer = cls(run_dir, corpus, ckpt.config, cfg, state=state, progress=progress, log=log)
+        trainer.load_training_tensors(ckpt)
+        return trainer
+
+    def load_training_tensors(self, ckpt) -> None:
+        self.model.load_state_dict(ckpt.model_state())
+        per_param: dict[int, dict] = {}
+        for key, value in ckpt.group("optim").items():  # 'optim.{param index}.{name}'
+            idx, name = key.split(".", 1)
+            per_param.setdefault(int(idx), {})[name] = value
+        sd = self.optimizer.state_dict()
+        sd["state"] = per_param
+        self.optimizer.load_state_dict(sd)  # moves tensors to each parameter's device and dtype
+        hidden = ckpt.group("state")
+        if hidden:
+            tensors = [hidden[str(i)].to(self.device) for i in range(len(hidden))]
+            self.hidden = state_from_tensors(self.model_cfg.cell, tensors)
+        else:
+            self.hidden = None
+        rng = ckpt.group("rng")
+        if "cpu" in rng:
+            torch.set_rng_state(rng["cpu"])
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
+
+    def describe(self) -> dict:
+        from rnnlens.model import count_parameters
+        return {
+            "format": "rnnlens-run",
+            "model": self.model_cfg.to_dict(),
+            "parameters": count_parameters(self.model_cfg),
+            "train": self.cfg.to_dict(),
+            "corpus": self.corpus_info(),
+        }
+
+    def corpus_info(self) -> dict:
+        c = self.corpus
+        return {"name": c.name, "content_hash": c.content_hash, "chars": len(c),
+                "splits": {k: list(v) for k, v in c.splits.items()}, "vocab_size": len(c.vocab)}
+
+    # ---------------------------------------------------------------- checkpoints
+    def save_last(self) -> None:
+        extra = {}
+        for idx, entry in self.optimizer.state_dict()["state"].items():
+            for k, v in entry.items():
+                extra[f"optim.{idx}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+        if self.hidden is not None:
+            for i, t in enumerate(state_tensors(self.hidden)):
+                extra[f"state.{i}"] = t
+        extra["rng.cpu"] = torch.get_rng_state()
+        if self.device.type == "cuda":
+            extra["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        meta = {"kind": "training", "train": self.cfg.to_dict(), "state": asdict(self.state),
+                "corpus": self.corpus_info()}
+        save_checkpoint(self.run_dir / LAST, self.model, self.corpus.vocab, meta, extra)
+
+    def save_best(self, val_loss: float | None) -> None:
+        meta = {"kind": "weights", "step": self.state.step, "epoch": self.state.epoch, "val_loss": val_loss,
+                "train": self.cfg.to_dict(), "corpus": self.corpus_info()}
+        save_checkpoint(self.run_dir / BEST, self.model, self.corpus.vocab, meta)
+
+    def rollback(self, reason: str) -> None:
+        """Reload last.safetensors and lower the learning rate: a NaN must not end a long run."""
+        self.state.rollbacks += 1
+        if self.state.rollbacks > MAX_ROLLBACKS:
+            raise RnnlensError(f"training diverged {MAX_ROLLBACKS} times ({reason}); the last good state is in "
+                               f"{self.run_dir / LAST}; lower --lr or --grad-clip and resume or restart")
+        keep = self.state.rollbacks
+        ckpt = read_checkpoint(self.run_dir / LAST)
+        self.load_training_tensors(ckpt)
+        self.state = TrainState(**ckpt.meta["state"])
+        self.state.rollbacks = keep
+        self.state.lr_scale *= 0.5
+        self.log(f"warning: {reason} at step {self.state.step + 1}; rolled back to step {self.state.step} "
+                 f"and halved the learning rate (now x{self.state.lr_scale:g} of --lr)")
+
+    # ---------------------------------------------------------------- schedule
+    def progress_fraction(self) -> float | None:
+        """How far through the planned run we are, in [0, 1], or None when no end is known."""
+        s, cfg = self.state, self.cfg
+        fractions = []
+        if cfg.max_steps:
+            fractions.append(s.step / cfg.max_steps)
+        if cfg.max_epochs:
+            fractions.append((s.epoch + s.window / len(self.batches)) / cfg.max_epochs)
+        if cfg.time_budget:
+            fractions.append(s.elapsed / cfg.time_budget)
+        return min(1.0, max(fractions)) if fractions else None
+
+    def current_lr(self) -> float:
+        cfg, s = self.cfg, self.state
+        lr = cfg.lr * s.lr_scale
+        if cfg.lr_schedule == "step":
+            done_epochs = s.epoch
+            if done_epochs >= cfg.lr_decay_after and done_epochs > 0:
+                lr *= cfg.lr_decay ** (done_epochs - cfg.lr_decay_after + 1)
+        elif cfg.lr_schedule == "cosine":
+            frac = self.progress_fraction()
+            if frac is not None:
+                lo = cfg.min_lr_ratio
+                lr *= lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * frac))
+        return lr
+
+    # ---------------------------------------------------------------- the loop
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        """One window: forward, loss, backward, clip, update. Returns (loss, grad norm)."""
+        cfg = self.cfg
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            logits, hidden = self.step_model(x, self.hidden)
+            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0 and cfg.clip_mode == "norm":
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip))
+        else:
+            grad_norm = float(torch.linalg.vector_norm(
+                torch.stack([p.grad.norm() for p in self.model.parameters() if p.grad is not None])))
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_value_(self.model.parameters(), cfg.grad_clip)
+        loss_value = loss.item()
+        if math.isfinite(loss_value) and math.isfinite(grad_norm):
+            self.optimizer.step()
+            self.hidden = detach_state(hidden)
+        return loss_value, grad_norm
+
+    def should_stop(self) -> str | None:
+        s, cfg = self.state, self.cfg
+        if cfg.max_steps and s.step >= cfg.max_steps:
+            return f"reached --max-steps {cfg.max_steps}"
+        if cfg.max_epochs and s.epoch + s.window / len(self.batches) >= cfg.max_epochs - 1e-9:
+            return f"reached --max-epochs {cfg.max_epochs:g}"
+        if cfg.time_budget and s.elapsed >= cfg.time_budget:
+            return f"used the --time-budget of {cfg.time_budget:g} s"
+        if cfg.patience and s.bad_evals >= cfg.patience:
+            return f"validation loss did not improve for {cfg.patience} validations (--patience)"
+        if self._stop_signal:
+            return f"interrupted ({self._stop_signal})"
+        return None
+
+    def validate(self) -> float | None:
+        if self.val_data is None:
+            return None
+        bs = self.cfg.eval_batch_size or self.cfg.batch_size
+        return evaluate(self.model, self.val_data, batch_size=bs, seq_len=self.cfg.seq_len).loss
+
+    def run(self) -> TrainState:
+        """Train until a stopping rule fires; always leaves last.safetensors and best.safetensors."""
+        cfg, s = self.cfg, self.state
+        if not any([cfg.max_steps, cfg.max_epochs, cfg.time_budget]):
+            raise RnnlensError("give a stopping rule: --max-epochs, --max-steps or --time-budget")
+        checkpoint_every = cfg.checkpoint_every or cfg.eval_every or 500
+        chars_per_step = cfg.batch_size * cfg.seq_len
+        metrics = open(self.run_dir / "metrics.jsonl", "a")
+        bar = self._progress_bar()
+        old_handlers = self._install_signal_handlers()
+        loss_sum, loss_n, window_t0, window_steps = 0.0, 0, time.perf_counter(), 0
+        smooth = None
+        try:
+            while (reason := self.should_stop()) is None:
+                lr = self.current_lr()
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                if s.window == 0:
+                    self.hidden = None  # a new epoch starts each stream at the beginning of its text again
+                x, y = self.batches.window(s.window)
+                x = x.to(self.device, non_blocking=True)
+                y = y.to(self.device, non_blocking=True)
+                t0 = time.perf_counter()
+                loss, grad_norm = self.train_step(x, y)
+                s.elapsed += time.perf_counter() - t0
+                exploding = smooth is not None and loss > max(3.0 * smooth, smooth + 5.0)
+                if not (math.isfinite(loss) and math.isfinite(grad_norm)) or exploding:
+                    self.rollback("a non-finite loss" if not math.isfinite(loss) else
+                                  "a non-finite gradient" if not math.isfinite(grad_norm) else
+                                  f"an exploding loss ({loss:.2f} against a running {smooth:.2f})")
+                    smooth = None
+                    continue
+                smooth = loss if smooth is None else 0.98 * smooth + 0.02 * loss
+                s.step += 1
+                s.window += 1
+                epoch_end = s.window >= len(self.batches)
+                if epoch_end:
+                    s.epoch += 1
+                    s.window = 0
+                loss_sum += loss
+                loss_n += 1
+                window_steps += 1
+                if bar is not None:
+                    bar.update(1)
+                if s.step % cfg.log_every == 0 or epoch_end:
+                    dt = time.perf_counter() - window_t0
+                    row = {"step": s.step, "epoch": round(s.epoch + s.window / len(self.batches), 4),
+                           "train_loss": loss_sum / loss_n, "lr": lr,
+                           "chars_per_s": window_steps * chars_per_step / max(dt, 1e-9), "elapsed_s": s.elapsed}
+                    self._write_metrics(metrics, row)
+                    if bar is not None:
+                        bar.set_postfix_str(self._postfix(row), refresh=False)
+                    loss_sum, loss_n, window_t0, window_steps = 0.0, 0, time.perf_counter(), 0
+                validated = False
+                if (cfg.eval_every and s.step % cfg.eval_every == 0) or epoch_end:
+                    self._validate_and_track(metrics, bar)
+                    validated = True
+                if validated or s.step % checkpoint_every == 0:
+                    self.save_last()
+                if bar is not None:
+                    self._update_total(bar)
+            s.stop_reason = reason
+        except KeyboardInterrupt:
+            s.stop_reason = "interrupted (Ctrl-C)"
+        finally:
+            self._restore_signal_handlers(old_handlers)
+            if bar is not None:
+                bar.close()
+        try:
+            if s.stop_reason and not s.stop_reason.startswith("interrupted") and s.best_step != s.step:
+                self._validate_and_track(metrics, None)
+            s.done = not s.stop_reason.startswith("interrupted")
+            self.save_last()
+            if not (self.run_dir / BEST).exists():
+                self.save_best(None)
+        finally:
+            metrics.close()
+            if self._tb is not None:
+                self._tb.close()
+        self._plot()
+        return s
+
+    def _validate_and_track(self, metrics, bar) -> None:
+        s = self.state
+        val = self.validate()
+        if val is None:
+            self.save_best(None)
+            s.best_step = s.step
+            return
+        improved = s.best_val is None or val < s.best_val
+        if improved:
+            s.best_val, s.best_step, s.bad_evals = val, s.step, 0
+            self.save_best(val)
+        else:
+            s.bad_evals += 1
+        row = {"step": s.step, "epoch": round(s.epoch + s.window / len(self.batches), 4),
+               "val_loss": val, "val_bpc": val / math.log(2), "elapsed_s": s.elapsed}
+        self._write_metrics(metrics, row)
+        if bar is not None:
+            bar.write(f"step {s.step}: val {val:.4f} nats/char ({val / math.log(2):.3f} bits/char)"
+                      + (" *best*" if improved else ""))
+
+    def _write_metrics(self, metrics, row: dict) -> None:
+        metrics.write(json.dumps(row) + "\n")
+        metrics.flush()
+        if self.cfg.tensorboard:
+            if self._tb is None:
+                try:
+                    from torch.utils.tensorboard import SummaryWriter
+                except ImportError:
+                    raise RnnlensError("--tensorboard needs the tensorboard package: pip install 'rnnlens[tensorboard]'") from None
+                self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
+            for k, v in row.items():
+                if k not in ("step", "epoch"):
+                    self._tb.add_scalar(k, v, row["step"])
+
+    def _progress_bar(self):
+        if not self.progress:
+            return None
+        from tqdm import tqdm
+        return tqdm(total=self._estimate_total(), initial=self.state.step, unit="step", dynamic_ncols=True,
+                    file=sys.stderr, smoothing=0.1, mininterval=0.5)
+
+    def _estimate_total(self) -> int | None:
+        cfg, s = self.cfg, self.state
+        totals = []
+        if cfg.max_steps:
+            totals.append(cfg.max_steps)
+        if cfg.max_epochs:
+            totals.append(math.ceil(cfg.max_epochs * len(self.batches)))
+        if cfg.time_budget and s.elapsed > 0 and s.step > 0:
+            totals.append(int(s.step + (cfg.time_budget - s.elapsed) * s.step / s.elapsed))
+        return min(totals) if totals else None
+
+    def _update_total(self, bar) -> None:
+        if self.cfg.time_budget and self.state.step % 20 == 0:
+            bar.total = self._estimate_total()
+
+    def _postfix(self, row: dict) -> str:
+        txt = f"loss {row['train_loss']:.3f} | {row['chars_per_s'] / 1000:.1f}K chars/s | lr {row['lr']:.2e}"
+        if self.state.best_val is not None:
+            txt += f" | best val {self.state.best_val:.3f}"
+        return txt
+
+    def _install_signal_handlers(self):
+        """SIGTERM (a cluster's or a process manager's stop) saves and exits like Ctrl-C."""
+        if os.name != "posix" or not _in_main_thread():
+            return None
+
+        def on_term(signum, frame):
+            self._stop_signal = "SIGTERM"
+        return signal.signal(signal.SIGTERM, on_term)
+
+    def _restore_signal_handlers(self, old) -> None:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+
+    def _plot(self) -> None:
+        from rnnlens.render.plots import plot_loss_curve
+        try:
+            plot_loss_curve(self.run_dir / "metrics.jsonl", self.run_dir / "loss.png")
+        except Exception as e:  # a figure must never cost a finished run
+            self.log(f"note: could not draw loss.png ({e})")
+
+
+def _in_main_thread() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+def _existing_last(run_dir: Path) -> Path:
+    if not run_dir.exists():
+        raise RnnlensError(f"--resume {run_dir}: no such run folder; start it with `rnnlens train --out {run_dir}`")
+    last = run_dir / LAST
+    if not last.exists():
+        raise RnnlensError(f"--resume {run_dir}: no {LAST} in it, so there is nothing to resume; "
+                           "start a new run with --out")
+    return last
