@@ -19,7 +19,7 @@ from rnnlens.checkpoint import BEST, find_checkpoint, read_checkpoint
 from rnnlens.corpus import Vocab, load_corpus
 from rnnlens.errors import RnnlensError
 from rnnlens.evaluate import EvalResult, evaluate
-from rnnlens.model import CharRNN, ModelConfig, count_parameters, size_for_params
+from rnnlens.model import CharRNN, ModelConfig, count_parameters, parse_count, size_for_params
 from rnnlens.sample import SamplingOptions, generate
 from rnnlens.train import TrainConfig, Trainer, resolve_device
 
@@ -119,25 +119,32 @@ def load(run: str | Path, *, device: str = "cpu", which: str = BEST) -> Language
     except RuntimeError as e:
         raise RnnlensError(f"checkpoint {path} does not match its own config ({str(e).splitlines()[0]}); "
                            "it is damaged: restore it or retrain") from None
+    model.eval()  # a loaded model is for inference: no dropout unless someone asks for train()
     lm = LanguageModel(model, ckpt.vocab, ckpt.meta, path)
     return lm.to(device)
 
 
-def train(data: str = "pystdlib", out: str | Path = "runs/latest", *, model: str = "lstm", layers: int = 2,
-          size: int | None = None, params: int | None = None, dropout: float = 0.0, input: str = "embedding",
-          embedding_size: int = 64, init: str = "uniform", forget_bias: float = 1.0, force: bool = False,
-          progress: bool = True, **train_kwargs) -> LanguageModel:
-    """Train a model into `out` and return the best one. Keyword arguments are TrainConfig's fields."""
-    cfg = TrainConfig(data=str(data), **train_kwargs)
+def train(data: str = "pystdlib", out: str | Path = "runs/latest", *, model: str = "lstm",
+          params: int | str | None = None, force: bool = False, progress: bool = True, **kwargs) -> LanguageModel:
+    """Train a model into `out` and return its best checkpoint.
+
+    Keyword arguments are ModelConfig's fields (layers, size, dropout, input, embedding_size, init,
+    init_range, forget_bias) and TrainConfig's (batch_size, seq_len, lr, max_steps, time_budget, ...).
+    `params` (e.g. "3.3M") sizes the width to a parameter budget instead of `size`.
+    """
+    model_fields = set(ModelConfig.__dataclass_fields__) - {"vocab_size", "cell"}
+    model_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in model_fields}
+    unknown = set(kwargs) - set(TrainConfig.__dataclass_fields__)
+    if unknown:
+        raise RnnlensError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+    cfg = TrainConfig(data=str(data), **kwargs)
     corpus = load_corpus(cfg.data, glob=cfg.glob, split=cfg.split, encoding_errors=cfg.encoding_errors,
                          progress=progress)
-    model_cfg = ModelConfig(vocab_size=len(corpus.vocab), cell=model, layers=layers, size=size or 128,
-                            dropout=dropout, input=input, embedding_size=embedding_size, init=init,
-                            forget_bias=forget_bias)
+    model_cfg = ModelConfig(vocab_size=len(corpus.vocab), cell=model, **model_kwargs)
     if params is not None:
-        if size is not None:
+        if "size" in model_kwargs:
             raise RnnlensError("give either --size or --params, not both")
-        model_cfg.size = size_for_params(model_cfg, params)
+        model_cfg.size = size_for_params(model_cfg, parse_count(params) if isinstance(params, str) else params)
     trainer = Trainer.start(out, model_cfg, cfg, force=force, progress=progress, corpus=corpus)
     trainer.run()
     return load(out)

@@ -116,10 +116,10 @@ def add_train_arguments(p) -> None:
                    help="invalid UTF-8: stop with an error (default), or replace / ignore the bad bytes")
     g = p.add_argument_group("model")
     g.add_argument("--model", choices=["lstm", "gru", "rnn"], help="cell type (default lstm)")
-    g.add_argument("--layers", type=int, help="stacked layers (default 2)")
-    g.add_argument("--size", type=int, help="units per layer (default 256)")
+    g.add_argument("--layers", type=int, help="stacked layers (default 1)")
+    g.add_argument("--size", type=int, help="units per layer (default 512)")
     g.add_argument("--params", help="size the width to this parameter count instead of --size, e.g. 3.3M")
-    g.add_argument("--dropout", type=float, help="dropout between layers and before the output, in [0, 1) (default 0)")
+    g.add_argument("--dropout", type=float, help="dropout between layers and before the output, in [0, 1) (default 0.2)")
     g.add_argument("--input", choices=["embedding", "onehot"], help="input encoding (default embedding)")
     g.add_argument("--embedding-size", type=int, help="embedding width (default 64)")
     g.add_argument("--init", choices=["uniform", "torch"], help="uniform +-init-range like char-rnn (default), or torch's")
@@ -189,7 +189,6 @@ def cmd_train(args) -> int:
                              progress=progress)
         model_kwargs = {k: getattr(args, k) for k in MODEL_ARGS if getattr(args, k) is not None}
         model_kwargs["cell"] = model_kwargs.pop("model", "lstm")
-        model_kwargs.setdefault("size", 256)
         model_cfg = ModelConfig(vocab_size=len(corpus.vocab), **model_kwargs)
         if args.params is not None:
             if args.size is not None:

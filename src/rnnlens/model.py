@@ -27,10 +27,11 @@ class ModelConfig:
     """Everything needed to rebuild the network; stored as JSON in every checkpoint."""
 
     vocab_size: int
+    # defaults: the winner of the 30-minute quality-per-CPU-minute run (docs/benchmarks.md)
     cell: str = "lstm"
-    layers: int = 2
-    size: int = 128
-    dropout: float = 0.0
+    layers: int = 1
+    size: int = 512
+    dropout: float = 0.2
     input: str = "embedding"
     embedding_size: int = 64
     init: str = "uniform"

@@ -44,11 +44,13 @@ class TrainConfig:
     split: tuple[float, float, float] | None = None
     encoding_errors: str = "strict"
     # batches
-    batch_size: int = 50
+    # defaults: what won quality per CPU-minute on 2 cores (docs/benchmarks.md); small batches
+    # mean more updates per second, which beats throughput per character on a CPU
+    batch_size: int = 16
     seq_len: int = 100
     # optimizer and schedule
     optimizer: str = "adam"
-    lr: float = 3e-3
+    lr: float = 4e-3
     rmsprop_alpha: float = 0.95
     weight_decay: float = 0.0
     lr_schedule: str = "cosine"
@@ -185,6 +187,7 @@ class Trainer:
         self.hidden = None
         self._tb = None
         self._stop_signal = None
+        self._last_eval_step = None
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -306,11 +309,13 @@ class Trainer:
         if self.state.rollbacks > MAX_ROLLBACKS:
             raise RnnlensError(f"training diverged {MAX_ROLLBACKS} times ({reason}); the last good state is in "
                                f"{self.run_dir / LAST}; lower --lr or --grad-clip and resume or restart")
-        keep = self.state.rollbacks
+        keep, elapsed = self.state.rollbacks, self.state.elapsed
         ckpt = read_checkpoint(self.run_dir / LAST)
         self.load_training_tensors(ckpt)
-        self.state = TrainState(**ckpt.meta["state"])
-        self.state.rollbacks = keep
+        # update in place: run() holds this object
+        for k, v in ckpt.meta["state"].items():
+            setattr(self.state, k, v)
+        self.state.rollbacks, self.state.elapsed = keep, elapsed
         self.state.lr_scale *= 0.5
         self.log(f"warning: {reason} at step {self.state.step + 1}; rolled back to step {self.state.step} "
                  f"and halved the learning rate (now x{self.state.lr_scale:g} of --lr)")
@@ -381,7 +386,7 @@ class Trainer:
     def validate(self) -> float | None:
         if self.val_data is None:
             return None
-        bs = self.cfg.eval_batch_size or self.cfg.batch_size
+        bs = self.cfg.eval_batch_size or max(self.cfg.batch_size, 50)  # no gradients: wider is faster
         return evaluate(self.model, self.val_data, batch_size=bs, seq_len=self.cfg.seq_len).loss
 
     def run(self) -> TrainState:
@@ -453,7 +458,7 @@ class Trainer:
             if bar is not None:
                 bar.close()
         try:
-            if s.stop_reason and not s.stop_reason.startswith("interrupted") and s.best_step != s.step:
+            if not s.stop_reason.startswith("interrupted") and self._last_eval_step != s.step:
                 self._validate_and_track(metrics, None)
             s.done = not s.stop_reason.startswith("interrupted")
             self.save_last()
@@ -468,6 +473,7 @@ class Trainer:
 
     def _validate_and_track(self, metrics, bar) -> None:
         s = self.state
+        self._last_eval_step = s.step
         val = self.validate()
         if val is None:
             self.save_best(None)

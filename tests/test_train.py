@@ -1,0 +1,224 @@
+"""Training end to end, resume after SIGKILL, rollback after NaN, Ctrl-C, checkpoints."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import rnnlens
+from rnnlens.checkpoint import read_checkpoint, save_checkpoint
+from rnnlens.errors import RnnlensError
+from rnnlens.train import TrainConfig, Trainer
+
+SMALL = dict(layers=2, size=24, embedding_size=8, dropout=0.1, batch_size=4, seq_len=20, lr=1e-2,
+             eval_every=10, log_every=5)
+
+
+def test_train_sample_eval_end_to_end(tmp_path, text_file):
+    lm = rnnlens.train(data=str(text_file), out=tmp_path / "run", max_steps=300, progress=False, seed=3,
+                       layers=1, size=32, embedding_size=8, dropout=0.0, batch_size=8, seq_len=25, lr=2e-2,
+                       eval_every=100)
+    # a model that learned the words: far below the 3.0 nats of a uniform guess over 20 characters
+    result = lm.evaluate(split="test")
+    assert result.loss < 1.2, result.loss
+    assert abs(result.bpc - result.loss / math.log(2)) < 1e-9
+    text = lm.sample(300, prime="the ", temperature=0.5, seed=1)
+    assert len(text) == 300 and set(text) <= set(lm.vocab.chars)
+    words = [w.strip(".") for w in text.split()]
+    known = {"the", "cat", "sat", "on", "mat", "and", "dog", "ran", "to", "a", "red", "box"}
+    assert sum(w in known for w in words) / len(words) > 0.7
+    run = tmp_path / "run"
+    for name in ("best.safetensors", "last.safetensors", "run.json", "metrics.jsonl", "loss.png"):
+        assert (run / name).exists(), name
+    rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any("val_loss" in r for r in rows) and any("chars_per_s" in r for r in rows)
+    assert (run / "loss.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_sampling_is_deterministic_with_a_seed_and_respects_top_k(tmp_path, text_file):
+    lm = rnnlens.train(data=str(text_file), out=tmp_path / "run", max_steps=20, progress=False, **SMALL)
+    a = lm.sample(100, prime="the", seed=7)
+    assert a == lm.sample(100, prime="the", seed=7)
+    assert a != lm.sample(100, prime="the", seed=8)
+    greedy = lm.sample(50, prime="the", argmax=True)
+    assert lm.sample(50, prime="the", top_k=1, seed=1) == greedy
+    assert lm.sample(50, prime="the", top_p=1e-6, seed=2) == greedy
+
+
+def test_unknown_prime_characters(tmp_path, text_file):
+    lm = rnnlens.train(data=str(text_file), out=tmp_path / "run", max_steps=5, progress=False, **SMALL)
+    with pytest.raises(RnnlensError) as e:
+        lm.sample(10, prime="the ZQ€")
+    assert "'Z'" in str(e.value) and "'€'" in str(e.value) and "--unknown" in str(e.value)
+    assert len(lm.sample(10, prime="the ZQ", unknown="drop", seed=0)) == 10
+    assert len(lm.sample(10, prime="the ZQ", unknown="replace", seed=0)) == 10
+
+
+def test_evaluate_per_character_losses_match_a_direct_forward(tmp_path, text_file):
+    lm = rnnlens.train(data=str(text_file), out=tmp_path / "run", max_steps=10, progress=False, **SMALL)
+    text = "the cat sat on the mat.\nthe dog ran to a red box.\n"
+    res = lm.evaluate(text, batch_size=1, seq_len=7, keep_losses=True)
+    ids = lm.encode(text)
+    with torch.no_grad():
+        logits, _ = lm.model(ids[None, :-1])
+        direct = torch.nn.functional.cross_entropy(logits[0], ids[1:], reduction="none").numpy()
+    assert res.chars == len(text) - 1 and res.losses.shape == (len(text) - 1,)
+    np.testing.assert_allclose(res.losses, direct, atol=1e-5)
+    assert res.loss == pytest.approx(float(direct.mean()), abs=1e-6)
+
+
+def _weights(run: Path, name="last.safetensors"):
+    return read_checkpoint(run / name).model_state()
+
+
+KILL_SCRIPT = """
+import os, signal, sys
+from rnnlens.train import Trainer
+original = Trainer.train_step
+def dying_step(self, x, y):
+    if self.state.step == int(os.environ["KILL_AT"]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(self, x, y)
+Trainer.train_step = dying_step
+from rnnlens.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_resume_after_sigkill_gives_the_same_weights(tmp_path, text_file):
+    args = ["train", "--data", str(text_file), "--layers", "2", "--size", "16", "--embedding-size", "8",
+            "--dropout", "0.2", "--batch-size", "4", "--seq-len", "30", "--max-steps", "70",
+            "--eval-every", "25", "--checkpoint-every", "10", "--seed", "5", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(rnnlens.__file__).parents[1])}
+    script = tmp_path / "kill.py"
+    script.write_text(KILL_SCRIPT)
+    full = subprocess.run([sys.executable, str(script), *args, "--out", str(tmp_path / "full")],
+                          env={**env, "KILL_AT": "-1"}, capture_output=True, text=True)
+    assert full.returncode == 0, full.stderr
+    killed = subprocess.run([sys.executable, str(script), *args, "--out", str(tmp_path / "cut")],
+                            env={**env, "KILL_AT": "43"}, capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL
+    state = read_checkpoint(tmp_path / "cut" / "last.safetensors").meta["state"]
+    assert state["step"] == 40 and state["window"] > 0   # mid-epoch: the carried state matters
+    resumed = subprocess.run([sys.executable, str(script), "train", "--resume", str(tmp_path / "cut"), "--quiet"],
+                             env={**env, "KILL_AT": "-1"}, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "cut")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_nan_rolls_back_and_halves_the_learning_rate(tmp_path, text_file, monkeypatch):
+    logs = []
+    cfg = TrainConfig(data=str(text_file), max_steps=40, checkpoint_every=10, **{k: v for k, v in SMALL.items()
+                                                                                 if k not in ("layers", "size", "embedding_size", "dropout")})
+    trainer = Trainer.start(tmp_path / "run", cfg=cfg, progress=False, log=logs.append, layers=1, size=16)
+    original = Trainer.train_step
+    fired = []
+
+    def poisoned(self, x, y):
+        if self.state.step == 25 and not fired:
+            fired.append(1)
+            return float("nan"), float("nan")
+        return original(self, x, y)
+    monkeypatch.setattr(Trainer, "train_step", poisoned)
+    state = trainer.run()
+    assert fired and state.step == 40 and state.rollbacks == 1 and state.lr_scale == 0.5
+    assert any("rolled back to step 20" in m and "halved the learning rate" in m for m in logs)
+    for v in trainer.model.state_dict().values():
+        assert torch.isfinite(v).all()
+
+
+def test_ctrl_c_saves_and_resume_continues(tmp_path, text_file, monkeypatch):
+    cfg = TrainConfig(data=str(text_file), max_steps=30, batch_size=4, seq_len=20, eval_every=100)
+    trainer = Trainer.start(tmp_path / "run", cfg=cfg, progress=False, log=lambda m: None, layers=1, size=16)
+    original = Trainer.train_step
+
+    def interrupt(self, x, y):
+        if self.state.step == 12:
+            raise KeyboardInterrupt
+        return original(self, x, y)
+    monkeypatch.setattr(Trainer, "train_step", interrupt)
+    state = trainer.run()
+    assert state.stop_reason == "interrupted (Ctrl-C)" and state.step == 12
+    assert read_checkpoint(tmp_path / "run" / "last.safetensors").meta["state"]["step"] == 12
+    monkeypatch.setattr(Trainer, "train_step", original)
+    resumed = Trainer.resume(tmp_path / "run", progress=False, log=lambda m: None)
+    assert resumed.state.step == 12
+    assert resumed.run().step == 30
+
+
+def test_early_stopping_and_time_budget(tmp_path, text_file, monkeypatch):
+    losses = iter([3.0, 2.5, 2.6, 2.4, 2.45, 2.5, 1.0])  # improves at the 2nd and 4th, then 2 misses
+    monkeypatch.setattr(Trainer, "validate", lambda self: next(losses))
+    cfg = TrainConfig(data=str(text_file), max_steps=10_000, batch_size=4, seq_len=20, eval_every=5, patience=2)
+    state = Trainer.start(tmp_path / "a", cfg=cfg, progress=False, log=lambda m: None, layers=1, size=8).run()
+    assert "did not improve for 2 validations" in state.stop_reason
+    assert state.step == 30 and state.best_val == 2.4 and state.best_step == 20
+    assert read_checkpoint(tmp_path / "a" / "best.safetensors").meta["step"] == 20
+    monkeypatch.undo()
+    cfg = TrainConfig(data=str(text_file), time_budget=1.0, batch_size=4, seq_len=20, eval_every=0)
+    state = Trainer.start(tmp_path / "b", cfg=cfg, progress=False, log=lambda m: None, layers=1, size=8).run()
+    assert "time-budget" in state.stop_reason and 1.0 <= state.elapsed < 3.0
+
+
+def test_step_schedule_matches_char_rnn_rule(tmp_path, text_file):
+    cfg = TrainConfig(data=str(text_file), max_epochs=1, lr=1.0, lr_schedule="step", lr_decay=0.5, lr_decay_after=2,
+                      batch_size=4, seq_len=20)
+    trainer = Trainer.start(tmp_path / "r", cfg=cfg, progress=False, log=lambda m: None, layers=1, size=8)
+    lrs = []
+    for epoch in range(5):
+        trainer.state.epoch = epoch
+        lrs.append(trainer.current_lr())
+    assert lrs == [1.0, 1.0, 0.5, 0.25, 0.125]
+
+
+def test_checkpoint_write_is_atomic(tmp_path, text_file, monkeypatch):
+    lm = rnnlens.train(data=str(text_file), out=tmp_path / "run", max_steps=5, progress=False, **SMALL)
+    path = tmp_path / "run" / "best.safetensors"
+    before = path.read_bytes()
+
+    def crash(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"partial")
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr("rnnlens.checkpoint.save_file", crash)
+    with pytest.raises(OSError):
+        save_checkpoint(path, lm.model, lm.vocab, {"kind": "weights"})
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")) == []
+    assert rnnlens.load(tmp_path / "run").vocab == lm.vocab
+
+
+def test_bad_checkpoints_give_one_line_errors(tmp_path, text_file):
+    rnnlens.train(data=str(text_file), out=tmp_path / "run", max_steps=3, progress=False, **SMALL)
+    good = (tmp_path / "run" / "best.safetensors").read_bytes()
+    truncated = tmp_path / "trunc.safetensors"
+    truncated.write_bytes(good[: len(good) // 2])
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(3)}, str(foreign))
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x00\x01not a checkpoint at all")
+    cases = [(tmp_path / "missing", "does not exist"), (truncated, "truncated or corrupt"),
+             (foreign, "not an rnnlens checkpoint"), (garbage, "truncated or corrupt"),
+             (tmp_path / "empty_run", "no checkpoint in")]
+    (tmp_path / "empty_run").mkdir()
+    for path, phrase in cases:
+        with pytest.raises(RnnlensError) as e:
+            rnnlens.load(path)
+        assert phrase in str(e.value) and "\n" not in str(e.value), (path, str(e.value))
+
+
+def test_run_folder_holding_another_run_is_refused(tmp_path, text_file):
+    rnnlens.train(data=str(text_file), out=tmp_path / "run", max_steps=2, progress=False, **SMALL)
+    with pytest.raises(RnnlensError, match="--resume"):
+        rnnlens.train(data=str(text_file), out=tmp_path / "run", max_steps=2, progress=False, **SMALL)
+    rnnlens.train(data=str(text_file), out=tmp_path / "run", max_steps=2, progress=False, force=True, **SMALL)
