@@ -62,7 +62,13 @@ def run_demo(data: str = "pystdlib", time_budget: float = 180.0, out: str | Path
 
 
 def _prime(corpus) -> str:
-    """A short prime taken from the start of the test split, cut at a line end when possible."""
-    text = corpus.text("test", 0, 200) if len(corpus.split("test")) else ""
-    line_end = text.find("\n", 20)
-    return text[: line_end + 1] if 0 < line_end < 120 else text[:40]
+    """A short prime from the test split: the first line that starts a definition or a sentence."""
+    text = corpus.text("test", 0, 100_000) if len(corpus.split("test")) else ""
+    for marker in ("\ndef ", "\nclass ", "\n"):
+        at = text.find(marker)
+        if at >= 0:
+            end = text.find("\n", at + 1)
+            line = text[at + 1:end + 1] if 0 < end - at < 100 else text[at + 1:at + 40]
+            if line.strip():
+                return line
+    return text[:40]
