@@ -138,23 +138,41 @@ def test_nan_rolls_back_and_halves_the_learning_rate(tmp_path, text_file, monkey
         assert torch.isfinite(v).all()
 
 
-def test_ctrl_c_saves_and_resume_continues(tmp_path, text_file, monkeypatch):
+def test_ctrl_c_stops_at_a_step_boundary_saves_and_resumes(tmp_path, text_file, monkeypatch):
     cfg = TrainConfig(data=str(text_file), max_steps=30, batch_size=4, seq_len=20, eval_every=100)
-    trainer = Trainer.start(tmp_path / "run", cfg=cfg, progress=False, log=lambda m: None, layers=1, size=16)
+    logs = []
+    trainer = Trainer.start(tmp_path / "run", cfg=cfg, progress=False, log=logs.append, layers=1, size=16)
     original = Trainer.train_step
 
     def interrupt(self, x, y):
         if self.state.step == 12:
-            raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGINT)  # as if the user pressed Ctrl-C during this step
         return original(self, x, y)
     monkeypatch.setattr(Trainer, "train_step", interrupt)
     state = trainer.run()
-    assert state.stop_reason == "interrupted (Ctrl-C)" and state.step == 12
-    assert read_checkpoint(tmp_path / "run" / "last.safetensors").meta["state"]["step"] == 12
+    assert state.stop_reason == "interrupted (Ctrl-C)" and state.step == 13 and not state.done
+    assert any("stopping after this step" in m for m in logs)
+    assert read_checkpoint(tmp_path / "run" / "last.safetensors").meta["state"]["step"] == 13
     monkeypatch.setattr(Trainer, "train_step", original)
     resumed = Trainer.resume(tmp_path / "run", progress=False, log=lambda m: None)
-    assert resumed.state.step == 12
+    assert resumed.state.step == 13
     assert resumed.run().step == 30
+
+
+def test_second_ctrl_c_quits_without_writing(tmp_path, text_file, monkeypatch):
+    cfg = TrainConfig(data=str(text_file), max_steps=30, batch_size=4, seq_len=20, eval_every=100, checkpoint_every=5)
+    trainer = Trainer.start(tmp_path / "run", cfg=cfg, progress=False, log=lambda m: None, layers=1, size=16)
+    original = Trainer.train_step
+
+    def interrupt_twice(self, x, y):
+        if self.state.step == 12:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, x, y)
+    monkeypatch.setattr(Trainer, "train_step", interrupt_twice)
+    state = trainer.run()
+    assert "not saved" in state.stop_reason
+    assert read_checkpoint(tmp_path / "run" / "last.safetensors").meta["state"]["step"] == 10
 
 
 def test_early_stopping_and_time_budget(tmp_path, text_file, monkeypatch):

@@ -452,7 +452,15 @@ class Trainer:
                     self._update_total(bar)
             s.stop_reason = reason
         except KeyboardInterrupt:
-            s.stop_reason = "interrupted (Ctrl-C)"
+            # a second Ctrl-C may land inside an update: keep the last consistent checkpoint
+            self._restore_signal_handlers(old_handlers)
+            metrics.close()
+            if bar is not None:
+                bar.close()
+            s.stop_reason = "interrupted (Ctrl-C twice, not saved)"
+            self.log(f"quit without saving; the last checkpoint is step "
+                     f"{read_checkpoint(self.run_dir / LAST).meta['state']['step']}")
+            return s
         finally:
             self._restore_signal_handlers(old_handlers)
             if bar is not None:
@@ -535,17 +543,24 @@ class Trainer:
         return txt
 
     def _install_signal_handlers(self):
-        """SIGTERM (a cluster's or a process manager's stop) saves and exits like Ctrl-C."""
-        if os.name != "posix" or not _in_main_thread():
+        """Ctrl-C and SIGTERM stop at the next step boundary, so the saved state is consistent.
+
+        A second Ctrl-C quits at once without writing (the last periodic checkpoint stays).
+        """
+        if not _in_main_thread():
             return None
 
-        def on_term(signum, frame):
-            self._stop_signal = "SIGTERM"
-        return signal.signal(signal.SIGTERM, on_term)
+        def on_signal(signum, frame):
+            if signum == signal.SIGINT and self._stop_signal:
+                raise KeyboardInterrupt
+            self._stop_signal = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+            self.log(f"\n{self._stop_signal}: stopping after this step and saving (Ctrl-C again to quit without saving)")
+        old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return old
 
     def _restore_signal_handlers(self, old) -> None:
-        if old is not None:
-            signal.signal(signal.SIGTERM, old)
+        for sig, handler in (old or {}).items():
+            signal.signal(sig, handler)
 
     def _plot(self) -> None:
         from rnnlens.render.plots import plot_loss_curve
