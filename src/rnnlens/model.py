@@ -143,9 +143,13 @@ class CharRNN(nn.Module):
 
     def reset_parameters(self) -> None:
         cfg = self.cfg
-        if cfg.init == "uniform":  # char-rnn's init: every weight and bias U(-r, r)
-            for p in self.parameters():
-                nn.init.uniform_(p, -cfg.init_range, cfg.init_range)
+        if cfg.init == "uniform":
+            # char-rnn's init, U(-r, r) for the recurrent and output weights and biases. The
+            # embedding keeps torch's N(0, 1): char-rnn fed one-hot vectors (entries of size 1),
+            # and a U(-0.08, 0.08) embedding leaves training on the unigram plateau for ~100 steps.
+            for name, p in self.named_parameters():
+                if not name.startswith("embed."):
+                    nn.init.uniform_(p, -cfg.init_range, cfg.init_range)
         if cfg.cell == "lstm" and cfg.forget_bias:
             # torch keeps two biases per layer (b_ih, b_hh) that add up; put the whole offset on b_ih.
             h = cfg.size

@@ -356,18 +356,19 @@ class Trainer:
             loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if cfg.grad_clip > 0 and cfg.clip_mode == "norm":
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip))
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if cfg.clip_mode == "norm" and cfg.grad_clip > 0:
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)  # [] tensor, no sync
         else:
-            grad_norm = float(torch.linalg.vector_norm(
-                torch.stack([p.grad.norm() for p in self.model.parameters() if p.grad is not None])))
+            grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
             if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_value_(self.model.parameters(), cfg.grad_clip)
-        loss_value = loss.item()
-        if math.isfinite(loss_value) and math.isfinite(grad_norm):
-            self.optimizer.step()
-            self.hidden = detach_state(hidden)
-        return loss_value, grad_norm
+                torch.nn.utils.clip_grad_value_(params, cfg.grad_clip)
+        # Step before looking at the values: a non-finite loss makes run() reload the last
+        # checkpoint anyway, and reading loss and norm together costs one device sync, not two.
+        self.optimizer.step()
+        self.hidden = detach_state(hidden)
+        loss_value, norm_value = torch.stack([loss.detach(), grad_norm.detach().float()]).tolist()
+        return loss_value, norm_value
 
     def should_stop(self) -> str | None:
         s, cfg = self.state, self.cfg
@@ -409,6 +410,8 @@ class Trainer:
                 if s.window == 0:
                     self.hidden = None  # a new epoch starts each stream at the beginning of its text again
                 x, y = self.batches.window(s.window)
+                if self.device.type == "cuda":  # pinned pages let the copy overlap the previous step
+                    x, y = x.pin_memory(), y.pin_memory()
                 x = x.to(self.device, non_blocking=True)
                 y = y.to(self.device, non_blocking=True)
                 t0 = time.perf_counter()
