@@ -122,6 +122,18 @@ def test_stream_batches_layout_continues_rows():
     assert x0[:, 0].tolist() == [0, 249, 498, 747]     # contiguous streams
 
 
+def test_stream_batches_read_from_file_equal_the_array(tmp_path):
+    data = (np.arange(5000) % 300).astype(np.uint16)
+    path = tmp_path / "data.bin"
+    data.tofile(path)
+    part = np.memmap(path, dtype=np.uint16, mode="r")[1000:4000]  # a split that starts mid-file
+    from_file = StreamBatches(part, batch_size=7, seq_len=13, file=(path, 1000 * 2))
+    in_memory = StreamBatches(np.array(part), batch_size=7, seq_len=13)
+    for k in (0, 1, len(in_memory) - 1):
+        for a, b in zip(from_file.window(k), in_memory.window(k)):
+            assert torch.equal(a, b)
+
+
 def test_stream_batches_too_short_names_sizes_that_fit():
     with pytest.raises(RnnlensError) as e:
         StreamBatches(np.arange(300), batch_size=50, seq_len=100)

@@ -7,6 +7,8 @@ just (epoch, window), which makes resuming exact.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 
@@ -21,7 +23,10 @@ class StreamBatches:
     the last L mod T characters of each stream are not used in that epoch.
     """
 
-    def __init__(self, data: np.ndarray, batch_size: int, seq_len: int, split_name: str = "train"):
+    def __init__(self, data: np.ndarray, batch_size: int, seq_len: int, split_name: str = "train",
+                 file: tuple[str | os.PathLike, int] | None = None):
+        """`file` = (path, byte offset of data[0]) of the array on disk: windows are then read
+        with pread, so the process never maps the corpus and its RSS does not grow with it."""
         self.data = data
         self.batch_size = batch_size
         self.seq_len = seq_len
@@ -29,16 +34,30 @@ class StreamBatches:
         self.windows = self.stream_len // seq_len
         if self.windows < 1:
             raise RnnlensError(too_short_message(len(data), batch_size, seq_len, split_name))
+        self._fd = None
+        if file is not None and hasattr(os, "pread"):
+            self._fd = os.open(file[0], os.O_RDONLY)
+            self._base = int(file[1])
 
     def __len__(self) -> int:
         return self.windows
+
+    def __del__(self):
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
 
     def window(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(x, y) for window k, both [B, T] int64 on the CPU."""
         B, T, L = self.batch_size, self.seq_len, self.stream_len
         starts = np.arange(B) * L + k * T  # [B]
-        idx = starts[:, None] + np.arange(T + 1)[None, :]  # [B, T+1]; fancy indexing reads only these
-        chunk = torch.from_numpy(np.asarray(self.data[idx], dtype=np.int64))
+        if self._fd is not None:
+            size = self.data.dtype.itemsize
+            rows = [os.pread(self._fd, (T + 1) * size, self._base + int(s) * size) for s in starts]
+            chunk = np.frombuffer(b"".join(rows), dtype=self.data.dtype).reshape(B, T + 1)
+        else:
+            idx = starts[:, None] + np.arange(T + 1)[None, :]  # [B, T+1]; fancy indexing reads only these
+            chunk = self.data[idx]
+        chunk = torch.from_numpy(np.asarray(chunk, dtype=np.int64))
         return chunk[:, :-1], chunk[:, 1:]
 
 

@@ -175,7 +175,9 @@ class Trainer:
         self.progress = progress
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.device = resolve_device(cfg.device)
-        self.batches = StreamBatches(corpus.split("train"), cfg.batch_size, cfg.seq_len, "train")
+        train_start = corpus.splits["train"][0] * corpus.data.dtype.itemsize
+        self.batches = StreamBatches(corpus.split("train"), cfg.batch_size, cfg.seq_len, "train",
+                                     file=(corpus.directory / "data.bin", train_start))
         val = corpus.split("val")
         self.val_data = val if len(val) >= 2 else None
         if self.val_data is None:
