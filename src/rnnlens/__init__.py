@@ -4,5 +4,8 @@ __version__ = "0.1.0"
 
 from rnnlens.api import LanguageModel, load, resume, train  # noqa: E402
 from rnnlens.errors import RnnlensError  # noqa: E402
+from rnnlens.trace import Trace  # noqa: E402
 
-__all__ = ["LanguageModel", "RnnlensError", "load", "resume", "train", "__version__"]
+load_trace = Trace.load
+
+__all__ = ["LanguageModel", "RnnlensError", "Trace", "load_trace", "load", "resume", "train", "__version__"]

@@ -21,6 +21,7 @@ from rnnlens.errors import RnnlensError
 from rnnlens.evaluate import EvalResult, evaluate
 from rnnlens.model import CharRNN, ModelConfig, count_parameters, parse_count, size_for_params
 from rnnlens.sample import SamplingOptions, generate
+from rnnlens.trace import DEFAULT_CHUNK, Trace, trace_ids
 from rnnlens.train import TrainConfig, Trainer, resolve_device
 
 
@@ -104,6 +105,19 @@ class LanguageModel:
             raise RnnlensError(f"the text has {len(missing)} characters the model never saw ({shown}); "
                                "evaluate on text from the model's corpus, or use --unknown drop")
         return out
+
+    def trace(self, text: str, *, names=None, float16: bool = False, out: str | Path | None = None,
+              unknown: str = "error", replacement: str | None = None, chunk: int = DEFAULT_CHUNK,
+              progress: bool = False) -> Trace:
+        """Every activation of the model over `text` (see rnnlens.trace for the names).
+
+        names: keep only these arrays (default all); float16: store them at half size;
+        out: write them to this safetensors file and read them back memory-mapped (for long texts).
+        Characters outside the vocabulary follow `unknown` (error, drop, replace) as in sampling.
+        """
+        ids = self.vocab.encode(text, unknown=unknown, replacement=replacement)
+        return trace_ids(self.model, ids, self.vocab.chars, names=names, float16=float16, out=out, chunk=chunk,
+                         progress=progress, source=str(self.path) if self.path else None)
 
     def to(self, device) -> "LanguageModel":
         self.model.to(resolve_device(device) if isinstance(device, str) else device)

@@ -1,0 +1,438 @@
+"""Tracer and Trace: every activation of a model over a text, exactly, by a stable name.
+
+Train fast, inspect exactly. The fused kernels (oneDNN, cuDNN) return only each layer's
+hidden states h_t. Given a layer's inputs x_t and those outputs, everything they hide is
+recomputed in bulk:
+
+* the gate pre-activations for all t are one matmul: [x_t, h_{t-1}] @ [W_ih, W_hh]^T + b;
+* LSTM cells are the linear recurrence c_t = f_t * c_{t-1} + i_t * g_t, solved by a blocked
+  scan (a Python loop of about 2*sqrt(T) vectorised steps, not T);
+* and the recomputation is checked: h_t = o_t * tanh(c_t) (LSTM), (1-z)*n + z*h_{t-1} (GRU),
+  tanh(pre) (RNN) must equal the fused outputs. The largest difference is kept in the trace
+  (`Trace.max_recompute_error`) and the tests hold it to 1e-5.
+
+Names (i = layer, from 0), each an array [T, H] for T characters and H units:
+
+    RNN:  layer{i}.hidden
+    LSTM: layer{i}.gate.input  layer{i}.gate.forget  layer{i}.gate.output  layer{i}.gate.candidate (g)
+          layer{i}.cell (c)  layer{i}.hidden (h)
+    GRU:  layer{i}.gate.reset  layer{i}.gate.update  layer{i}.gate.candidate (n)  layer{i}.hidden
+
+plus `probs` [T, V], the next-character distribution after each character, and `loss` [T],
+-log p of the true next character (NaN at the last character, which has no next one).
+
+Long texts go through in chunks with the state carried between them, so memory is bounded by
+the chunk; with `out=` the arrays are written straight into a safetensors file on disk and the
+returned Trace reads them memory-mapped, so a 1M-character trace needs little RAM.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+import uuid
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from rnnlens.errors import RnnlensError
+from rnnlens.model import CharRNN
+
+LAYER_ACTIVATIONS = {
+    "lstm": ("gate.input", "gate.forget", "gate.output", "gate.candidate", "cell", "hidden"),
+    "gru": ("gate.reset", "gate.update", "gate.candidate", "hidden"),
+    "rnn": ("hidden",),
+}
+GATES = {"lstm": ("gate.input", "gate.forget", "gate.output"), "gru": ("gate.reset", "gate.update"), "rnn": ()}
+OUTPUTS = ("probs", "loss")
+DEFAULT_CHUNK = 8192  # characters per forward chunk: bounds working memory to ~chunk * 14 * H floats per layer
+
+_ST_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16", np.dtype(np.int32): "I32"}
+_NP_DTYPES = {v: k for k, v in _ST_DTYPES.items()}
+
+
+def activation_names(cell: str, layers: int) -> list[str]:
+    """Every name a trace of this architecture holds, in order."""
+    return [f"layer{i}.{a}" for i in range(layers) for a in LAYER_ACTIVATIONS[cell]] + list(OUTPUTS)
+
+
+def parse_unit(spec: str, layers: int | None = None, size: int | None = None) -> tuple[int, int]:
+    """'1:42' -> (1, 42): layer (from 0) and unit index."""
+    try:
+        layer_text, unit_text = str(spec).split(":")
+        layer, unit = int(layer_text), int(unit_text)
+    except ValueError:
+        raise RnnlensError(f"a unit is LAYER:INDEX with both from 0, e.g. 0:42; got {spec!r}") from None
+    if layers is not None and not 0 <= layer < layers:
+        raise RnnlensError(f"layer {layer} does not exist: the model has layers 0..{layers - 1}")
+    if size is not None and not 0 <= unit < size:
+        raise RnnlensError(f"unit {unit} does not exist: each layer has units 0..{size - 1}")
+    return layer, unit
+
+
+class Trace:
+    """Activations of one model over one text. `trace[name]` is a numpy array ([T, H], [T, V] or [T]).
+
+    Arrays may be memory-mapped from a file (Trace.load, or a trace made with out=); they are
+    float32 unless the trace was made with float16=True.
+    """
+
+    def __init__(self, text: str, ids: np.ndarray, arrays: Mapping[str, np.ndarray], *, cell: str,
+                 layers: int, size: int, chars: list[str], max_recompute_error: float = 0.0,
+                 source: str | None = None, path: Path | None = None):
+        self.text = text
+        self.ids = ids
+        self._arrays = dict(arrays)
+        self.cell, self.layers, self.size = cell, layers, size
+        self.chars = list(chars)
+        self.max_recompute_error = float(max_recompute_error)
+        self.source = source  # the checkpoint that made it, when known
+        self.path = path      # the file it lives in, when saved or loaded
+        for name, a in self._arrays.items():
+            if a.shape[0] != len(text):
+                raise RnnlensError(f"trace array {name} has {a.shape[0]} rows for a text of {len(text)} characters")
+
+    def __len__(self) -> int:
+        return len(self.text)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._arrays
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        try:
+            return self._arrays[name]
+        except KeyError:
+            close = [n for n in self._arrays if name.split(".")[-1] in n][:6] or self.names()[:8]
+            raise RnnlensError(f"this trace has no {name!r}; it has {', '.join(close)}"
+                               f"{' ...' if len(self._arrays) > len(close) else ''}") from None
+
+    def __repr__(self) -> str:
+        return (f"Trace({self.cell} {self.layers}x{self.size}, {len(self):,} characters, "
+                f"{len(self._arrays)} arrays)")
+
+    def names(self) -> list[str]:
+        return list(self._arrays)
+
+    def unit(self, name: str, index: int) -> np.ndarray:
+        """One unit's activation over the text: trace['layer0.cell'][:, 42] as float32 [T]."""
+        a = self[name]
+        if a.ndim != 2 or not 0 <= index < a.shape[1]:
+            raise RnnlensError(f"{name} has units 0..{a.shape[1] - 1 if a.ndim == 2 else 0}; got {index}")
+        return np.asarray(a[:, index], dtype=np.float32)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars)
+
+    def info(self) -> dict:
+        return {"cell": self.cell, "layers": self.layers, "size": self.size, "chars": self.chars,
+                "max_recompute_error": self.max_recompute_error, "source": self.source}
+
+    def save(self, path: str | Path) -> Path:
+        """Write to one safetensors file (atomically); Trace.load reads it back memory-mapped."""
+        specs = {"ids": (self.ids.shape, np.dtype(np.int32))}
+        specs.update({n: (a.shape, a.dtype) for n, a in self._arrays.items()})
+        with _TraceFile(path, specs, self.info()) as f:
+            f.views["ids"][:] = self.ids
+            for n, a in self._arrays.items():
+                step = max(1, (1 << 24) // max(1, int(np.prod(a.shape[1:]))))  # copy ~64 MB at a time
+                for s in range(0, a.shape[0], step):
+                    f.views[n][s:s + step] = a[s:s + step]
+        return Trace.load(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Trace":
+        """Open a trace file memory-mapped; nothing in it is executed."""
+        path = Path(path)
+        header, offset = _read_header(path)
+        meta = header.pop("__metadata__", {})
+        try:
+            info = json.loads(meta["rnnlens.trace"])
+        except (KeyError, ValueError):
+            raise RnnlensError(f"{path} is a safetensors file but not an rnnlens trace; "
+                               "make one with `rnnlens trace RUN --text F --out FILE`") from None
+        arrays = {}
+        for name, spec in header.items():
+            dtype = _NP_DTYPES.get(spec.get("dtype"))
+            begin, end = spec["data_offsets"]
+            shape = tuple(spec["shape"])
+            if dtype is None or end - begin != int(np.prod(shape)) * dtype.itemsize:
+                raise RnnlensError(f"{path} is damaged (array {name!r}); trace the text again")
+            arrays[name] = np.memmap(path, dtype=dtype, mode="r", offset=offset + begin, shape=shape) \
+                if end > begin else np.zeros(shape, dtype)
+        ids = np.asarray(arrays.pop("ids"), dtype=np.int64)
+        chars = info["chars"]
+        text = "".join(chars[i] for i in ids)
+        return cls(text, ids, arrays, cell=info["cell"], layers=info["layers"], size=info["size"], chars=chars,
+                   max_recompute_error=info.get("max_recompute_error", 0.0), source=info.get("source"),
+                   path=path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tracing
+
+
+@torch.no_grad()
+def trace_ids(model: CharRNN, ids: np.ndarray, chars: list[str], *, names: Iterable[str] | None = None,
+              float16: bool = False, out: str | Path | None = None, chunk: int = DEFAULT_CHUNK,
+              progress: bool = False, source: str | None = None) -> Trace:
+    """Run `model` over the id sequence from the zero state and keep the activations named in `names`
+    (default: all). With `out`, arrays go to that safetensors file instead of RAM."""
+    cfg = model.cfg
+    ids = np.asarray(ids, dtype=np.int64)
+    if ids.ndim != 1 or len(ids) == 0:
+        raise RnnlensError("nothing to trace: the text is empty (after dropping unknown characters)")
+    all_names = activation_names(cfg.cell, cfg.layers)
+    wanted = list(all_names) if names is None else list(dict.fromkeys(names))
+    unknown = [n for n in wanted if n not in all_names]
+    if unknown:
+        raise RnnlensError(f"a {cfg.cell} {cfg.layers}-layer trace has no {', '.join(unknown)}; "
+                           f"choose from {', '.join(all_names)}")
+    if chunk < 1:
+        raise RnnlensError(f"chunk must be >= 1; got {chunk}")
+    T, H, V = len(ids), cfg.size, cfg.vocab_size
+    store = np.dtype(np.float16 if float16 else np.float32)
+    shapes = {n: ((T, V) if n == "probs" else (T,) if n == "loss" else (T, H)) for n in wanted}
+    dtypes = {n: (np.dtype(np.float32) if n == "loss" else store) for n in wanted}
+    text = "".join(chars[i] for i in ids)
+    info = {"cell": cfg.cell, "layers": cfg.layers, "size": H, "chars": list(chars), "source": source}
+
+    device = next(model.parameters()).device
+    layers = _single_layers(model)
+    state = [None] * cfg.layers  # carried between chunks: (h [1, 1, H], c [1, 1, H]) or h
+    max_err = 0.0
+    was_training = model.training
+    model.eval()
+    bar = _progress(T, progress)
+    file = _TraceFile(out, {"ids": ((T,), np.dtype(np.int32)), **{n: (shapes[n], dtypes[n]) for n in wanted}},
+                      info) if out is not None else None
+    try:
+        views = file.views if file else {n: np.empty(shapes[n], dtypes[n]) for n in wanted}
+        if file:
+            views["ids"][:] = ids
+        ids_t = torch.from_numpy(ids).to(device)
+        for s in range(0, T, chunk):
+            e = min(T, s + chunk)
+            x = model.inputs(ids_t[None, s:e])  # [1, n, I]
+            for i, layer in enumerate(layers):
+                fused, new_state = layer(x, state[i])  # [1, n, H]
+                acts, recomputed = recompute_layer(cfg.cell, layer, x[0], fused[0], state[i])
+                max_err = max(max_err, float((recomputed - fused[0]).abs().max()))
+                for a, value in acts.items():
+                    name = f"layer{i}.{a}"
+                    if name in views:
+                        views[name][s:e] = value.to("cpu", torch.float32).numpy()
+                state[i] = new_state
+                x = fused
+            if "probs" in views or "loss" in views:
+                logp = torch.log_softmax(model.head(x[0]).float(), dim=-1)  # [n, V]
+                if "probs" in views:
+                    views["probs"][s:e] = logp.exp().cpu().numpy()
+                if "loss" in views:
+                    nxt = ids_t[s + 1:e + 1]  # the true next characters (one fewer at the very end)
+                    loss = torch.full((e - s,), float("nan"))
+                    loss[:len(nxt)] = -logp[torch.arange(len(nxt), device=device), nxt].cpu()
+                    views["loss"][s:e] = loss.numpy()
+            bar.update(e - s)
+        info["max_recompute_error"] = max_err
+        if file:
+            file.info = info
+            file.close()
+            trace = Trace.load(out)
+            trace.source = source
+            return trace
+        return Trace(text, ids, views, max_recompute_error=max_err, **{k: v for k, v in info.items()
+                                                                       if k != "max_recompute_error"})
+    finally:
+        bar.close()
+        model.train(was_training)
+        if file:
+            file.abort()
+
+
+def recompute_layer(cell: str, layer: nn.Module, x: torch.Tensor, h: torch.Tensor, state):
+    """What a fused single-layer `layer` computed inside, from its inputs and outputs.
+
+    x [n, I] the layer's inputs, h [n, H] its fused outputs, state its initial state (None for
+    zeros; LSTM (h0, c0) each [1, 1, H]). Returns ({activation: [n, H]}, recomputed h [n, H]).
+    """
+    n, H = h.shape
+    zeros = h.new_zeros(1, H)
+    if state is None:
+        h0, c0 = zeros, zeros
+    elif cell == "lstm":
+        h0, c0 = state[0].reshape(1, H), state[1].reshape(1, H)
+    else:
+        h0 = state.reshape(1, H)
+    h_prev = torch.cat([h0, h[:-1]])  # [n, H]: the state each step starts from
+    gi = torch.addmm(layer.bias_ih_l0, x, layer.weight_ih_l0.t())      # [n, G*H]
+    gh = torch.addmm(layer.bias_hh_l0, h_prev, layer.weight_hh_l0.t())  # [n, G*H]
+    if cell == "rnn":
+        hidden = torch.tanh(gi + gh)
+        return {"hidden": h}, hidden
+    if cell == "gru":
+        r = torch.sigmoid(gi[:, :H] + gh[:, :H])
+        z = torch.sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
+        cand = torch.tanh(gi[:, 2 * H:] + r * gh[:, 2 * H:])
+        hidden = (1 - z) * cand + z * h_prev
+        return {"gate.reset": r, "gate.update": z, "gate.candidate": cand, "hidden": h}, hidden
+    pre = gi + gh  # torch's LSTM row order: input, forget, candidate (g), output
+    i = torch.sigmoid(pre[:, :H])
+    f = torch.sigmoid(pre[:, H:2 * H])
+    g = torch.tanh(pre[:, 2 * H:3 * H])
+    o = torch.sigmoid(pre[:, 3 * H:])
+    c = linear_scan(f, i * g, c0[0])
+    hidden = o * torch.tanh(c)
+    return {"gate.input": i, "gate.forget": f, "gate.output": o, "gate.candidate": g, "cell": c,
+            "hidden": h}, hidden
+
+
+def linear_scan(a: torch.Tensor, b: torch.Tensor, c0: torch.Tensor, block: int | None = None) -> torch.Tensor:
+    """c_t = a_t * c_{t-1} + b_t for t = 0..n-1 with c_{-1} = c0; a, b [n, H], c0 [H] -> c [n, H].
+
+    Blocked: the text is cut into m blocks of k steps. A loop over the k steps scans all blocks at
+    once from a zero start (and keeps the running product of a); a loop over the m blocks carries
+    the true state from block to block; one fix-up adds each block's carried-in state times the
+    running product. 2*sqrt(n) Python steps instead of n, and no products of more than k factors.
+    """
+    n, H = a.shape
+    k = block or max(1, math.isqrt(n))
+    m = -(-n // k)
+    pad = m * k - n
+    if pad:  # pad with a=1, b=0 steps at the end; they change nothing before them
+        a = torch.cat([a, a.new_ones(pad, H)])
+        b = torch.cat([b, b.new_zeros(pad, H)])
+    a3, b3 = a.reshape(m, k, H), b.reshape(m, k, H)
+    local = torch.empty_like(b3)  # scan of each block from a zero start
+    prod = torch.empty_like(a3)   # running product of a within each block
+    local[:, 0], prod[:, 0] = b3[:, 0], a3[:, 0]
+    for t in range(1, k):
+        torch.addcmul(b3[:, t], a3[:, t], local[:, t - 1], out=local[:, t])
+        torch.mul(prod[:, t - 1], a3[:, t], out=prod[:, t])
+    carry = torch.empty(m, H, dtype=b.dtype, device=b.device)  # the true state entering each block
+    state = c0.to(b.dtype)
+    for j in range(m):
+        carry[j] = state
+        state = local[j, -1] + prod[j, -1] * state
+    c = torch.addcmul(local, prod, carry[:, None, :])
+    return c.reshape(m * k, H)[:n]
+
+
+def _single_layers(model: CharRNN) -> list[nn.Module]:
+    """The fused stack as separate one-layer modules with the same weights (eval mode: no dropout
+    between layers), so each layer's inputs and outputs can be seen."""
+    rnn, cfg = model.rnn, model.cfg
+    extra = {"nonlinearity": rnn.nonlinearity} if cfg.cell == "rnn" else {}
+    layers = []
+    for i in range(cfg.layers):
+        one = type(rnn)(cfg.input_size if i == 0 else cfg.size, cfg.size, num_layers=1, batch_first=True, **extra)
+        for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(one, f"{kind}_l0").data = getattr(rnn, f"{kind}_l{i}").data
+        layers.append(one.eval())
+    return layers
+
+
+def _progress(total: int, enabled: bool):
+    if enabled:
+        from tqdm import tqdm
+        return tqdm(total=total, unit="char", unit_scale=True, desc="trace", leave=False)
+
+    class _Silent:
+        def update(self, n):
+            pass
+
+        def close(self):
+            pass
+    return _Silent()
+
+
+# ---------------------------------------------------------------------------------------------
+# The file format: safetensors (8-byte little-endian header length, JSON header, raw arrays),
+# written in place through a memory map so that a trace larger than RAM streams to disk.
+
+
+class _TraceFile:
+    def __init__(self, path, specs: dict[str, tuple[tuple, np.dtype]], info: dict):
+        self.path = Path(path)
+        self.info = info
+        self.specs = specs
+        self.tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        header, pos = {}, 0
+        for name, (shape, dtype) in specs.items():
+            size = int(np.prod(shape)) * dtype.itemsize
+            header[name] = {"dtype": _ST_DTYPES[dtype], "shape": list(shape), "data_offsets": [pos, pos + size]}
+            pos += size
+        self.header, self.data_bytes = header, pos
+        # room for the metadata written at close (its length is known only then): reserve generously
+        reserve = len(json.dumps(info)) + 4096
+        self.header_bytes = self._encode_header(info, reserve)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.tmp, "wb") as f:
+                f.truncate(len(self.header_bytes) + pos)
+        except OSError as e:
+            raise RnnlensError(f"cannot write the trace to {self.path}: {e.strerror or e}") from None
+        self.views = {}
+        for name, (shape, dtype) in specs.items():
+            begin = header[name]["data_offsets"][0]
+            self.views[name] = (np.memmap(self.tmp, dtype=dtype, mode="r+", offset=len(self.header_bytes) + begin,
+                                          shape=shape) if int(np.prod(shape)) else np.zeros(shape, dtype))
+
+    def _encode_header(self, info: dict, length: int | None = None) -> bytes:
+        body = json.dumps({"__metadata__": {"rnnlens.trace": json.dumps(info)}, **self.header}).encode()
+        length = length or len(body)
+        if len(body) > length:
+            raise RnnlensError("trace metadata outgrew its reserved space")  # 4 KB of slack: only a float is added at close
+        total = -(-(length + 8) // 8) * 8 - 8  # keep the arrays 8-byte aligned
+        return struct.pack("<Q", total) + body + b" " * (total - len(body))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if kind is None:
+            self.close()
+        self.abort()
+
+    def close(self) -> None:
+        for v in self.views.values():
+            if isinstance(v, np.memmap):
+                v.flush()
+        self.views = {}
+        head = self._encode_header(self.info, len(self.header_bytes) - 8)
+        with open(self.tmp, "r+b") as f:
+            f.write(head)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        self.views = {}
+        try:
+            self.tmp.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _read_header(path: Path) -> tuple[dict, int]:
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(8)
+            if len(raw) < 8:
+                raise ValueError("too short")
+            (n,) = struct.unpack("<Q", raw)
+            if n > 1 << 30:
+                raise ValueError("header too large")
+            header = json.loads(f.read(n))
+        return header, 8 + n
+    except FileNotFoundError:
+        raise RnnlensError(f"no such trace file: {path}; make one with `rnnlens trace RUN --text F --out {path}`") \
+            from None
+    except (ValueError, UnicodeDecodeError, OSError):
+        raise RnnlensError(f"{path} is not a trace file (unreadable safetensors header); trace the text again") \
+            from None
