@@ -27,6 +27,9 @@ EXAMPLES = {
   rnnlens eval runs/shakespeare                       # the test split of the training corpus
   rnnlens eval runs/shakespeare --split val --json
   rnnlens eval runs/shakespeare --data other.txt --split-fractions 0,0,1 --save-losses losses.npy""",
+    "trace": """examples:
+  rnnlens trace runs/shakespeare --text act1.txt --out act1.trace.safetensors
+  rnnlens trace runs/linux --text big.c --names layer1.cell,probs --float16 --out big.trace.safetensors""",
     "data": """examples:
   rnnlens data list
   rnnlens data get tinyshakespeare
@@ -82,6 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
 
+    p = command("trace", "Record every activation of a model over a text into a safetensors file.")
+    p.add_argument("run", help="run folder or .safetensors checkpoint")
+    p.add_argument("--text", required=True, help="UTF-8 text file to run the model over")
+    p.add_argument("--out", required=True, help="trace file to write (.safetensors)")
+    p.add_argument("--names", help="comma-separated activations to keep, e.g. layer1.cell,probs (default: all)")
+    p.add_argument("--float16", action="store_true", help="store activations at half size")
+    p.add_argument("--max-chars", type=int, help="trace only the first N characters of the text")
+    add_text_arguments(p)
+
     p = command("data", "List the named corpora or fetch one.")
     data_sub = p.add_subparsers(dest="data_command", metavar="ACTION")
     data_sub.add_parser("list", help="list the named corpora")
@@ -103,6 +115,27 @@ def add_unknown_arguments(p) -> None:
     p.add_argument("--unknown", choices=["error", "drop", "replace"], default="error",
                    help="prime characters the model never saw: error (default), drop or replace them")
     p.add_argument("--replacement", help="with --unknown replace: the character to use (default: a space)")
+
+
+def add_text_arguments(p) -> None:
+    """Options of every command that runs a model over a --text file."""
+    p.add_argument("--encoding-errors", default="strict", choices=["strict", "replace", "ignore"],
+                   help="what to do with bytes that are not UTF-8 (default: stop with an error)")
+    p.add_argument("--unknown", choices=["error", "drop", "replace"], default="error",
+                   help="characters the model never saw: error (default), drop or replace them")
+    p.add_argument("--replacement", help="with --unknown replace: the character to use (default: a space)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+
+
+def read_text_argument(args) -> str:
+    from rnnlens.corpus import read_text_file
+    text = read_text_file(args.text, encoding_errors=args.encoding_errors)
+    limit = getattr(args, "max_chars", None)
+    if limit is not None:
+        if limit < 1:
+            raise RnnlensError(f"--max-chars must be an integer >= 1; got {limit}")
+        text = text[:limit]
+    return text
 
 
 def add_train_arguments(p) -> None:
@@ -269,6 +302,17 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_trace(args) -> int:
+    import rnnlens
+    lm = rnnlens.load(args.run, device=args.device)
+    names = [n.strip() for n in args.names.split(",") if n.strip()] if args.names else None
+    trace = lm.trace(read_text_argument(args), names=names, float16=args.float16, out=args.out,
+                     unknown=args.unknown, replacement=args.replacement, progress=sys.stderr.isatty())
+    print(f"traced {len(trace):,} characters ({len(trace.names())} arrays, largest recompute error "
+          f"{trace.max_recompute_error:.1e}) into {args.out}")
+    return 0
+
+
 def cmd_data(args) -> int:
     from rnnlens import datasets
     if args.data_command in (None, "list"):
@@ -290,7 +334,8 @@ def cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "data": cmd_data, "demo": cmd_demo}
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "trace": cmd_trace, "data": cmd_data,
+            "demo": cmd_demo}
 
 
 def main(argv=None) -> int:
