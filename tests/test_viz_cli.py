@@ -1,12 +1,13 @@
 """`rnnlens viz` end to end on a tiny model trained here, and its one-line errors."""
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_text
 
 import rnnlens
-from conftest import make_text
 from rnnlens.cli import main, resolve_activation
 from rnnlens.render.colours import DIVERGING
 
@@ -87,8 +88,8 @@ def test_viz_drop_unknown_characters_keeps_the_span(run, tmp_path, capsys):
     (["--unit", "0:99"], "unit 99 does not exist: each layer has units 0..15"),
     (["--unit", "3:1"], "layer 3 does not exist"),
     (["--unit", "x"], "LAYER:INDEX"),
-    (["--unit", "0:1", "--what", "gate.reset"], "choose from gate.input, gate.forget, gate.output, gate.candidate, "
-                                                "cell, hidden"),
+    (["--unit", "0:1", "--what", "gate.reset"], ("choose from gate.input, gate.forget, gate.output, "
+                                                 "gate.candidate, cell, hidden")),
     (["--unit", "0:1", "--strip", "--out", "x.png"], "HTML only"),
     (["--unit", "0:1", "--out", "x.pdf"], "must end in .html or .png"),
     (["--unit", "0:1", "--start", "100000"], "--start 100000 is outside"),
@@ -121,3 +122,14 @@ def test_viz_help_has_an_example(capsys):
         main(["viz", "--help"])
     out = capsys.readouterr().out
     assert exit_.value.code == 0 and "examples:" in out and "rnnlens viz " in out and "--strip" in out
+
+
+def test_the_docs_python_example_runs(run, tmp_path, monkeypatch):
+    doc = Path(__file__).resolve().parents[1] / "docs" / "visualize.md"
+    block = re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.S)[0]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "input.txt").write_text(make_text(300))
+    exec(compile(block.replace('"runs/demo"', repr(str(run))), "visualize.md", "exec"), {})
+    for name in ("unit7.html", "strip.html", "gallery.html"):
+        page = (tmp_path / name).read_text()
+        assert page.startswith("<!DOCTYPE html>") and "rl-" in page

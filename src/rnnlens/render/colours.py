@@ -14,8 +14,8 @@ every colour of both scales keeps a contrast of at least 4.5:1 with black text (
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 

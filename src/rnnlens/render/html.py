@@ -2,7 +2,7 @@
 
 Pieces, so that a report page, a notebook and a browser explorer can reuse them:
 
-* `assets()` -- the CSS and the tooltip script, once per page (about 6 KB);
+* `assets()` -- the CSS and the tooltip script, once per page (about 7 KB);
 * `unit_fragment(trace, name, unit, start, end)` -- one unit over a span of text: each character
   on the colour of the unit's activation after reading it (see rnnlens.render.colours);
 * `strip_fragment(trace, name, unit, start, end, top=5)` -- the prediction strip of Karpathy's
@@ -14,8 +14,9 @@ Pieces, so that a report page, a notebook and a browser explorer can reuse them:
 Pages stay small: colours are quantised to the scale's levels and neighbouring characters of
 the same level share one element (`<i class=d20>ing</i>`), a newline is its own `<u>` element
 (drawn as a visible arrow by CSS), and the exact values travel once per fragment as base64
-float16 in a data attribute, which the tooltip script decodes on the first hover. A 100,000
-character view is about 1 MB.
+float16 in a data attribute, which the tooltip script decodes on the first hover. Views longer
+than MARKUP_LIMIT characters carry one level code a character instead of markup, and the page's
+script colours them: a 100,000-character view is about 0.5 MB.
 """
 
 from __future__ import annotations
@@ -25,15 +26,24 @@ import contextlib
 import html
 import os
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable, Iterable
 
 import numpy as np
 
 from rnnlens.errors import RnnlensError
-from rnnlens.render.colours import (DIVERGING, GATE, PROBABILITY, ColourScale, Display, check_span, display_for,
-                                    unit_label, unit_values)
+from rnnlens.render.colours import (
+    DIVERGING,
+    GATE,
+    PROBABILITY,
+    ColourScale,
+    Display,
+    check_span,
+    display_for,
+    unit_label,
+    unit_values,
+)
 from rnnlens.trace import Trace
 
 # Class prefixes of the colour levels: d3 is level 3 of the diverging scale, and so on.
@@ -81,6 +91,7 @@ CSS = f"""
 .rl-cols b{{margin-bottom:3px}}
 .rl-cols i{{color:#555;font-size:12px}}
 .rl-cols i.t{{color:#000;font-weight:700;text-decoration:underline 2px}}
+.rl-cols>span:hover{{outline:1px solid #555}}
 .rl-tip{{position:fixed;z-index:10000;pointer-events:none;background:#1d1f21;color:#f3f3f3;
   font:12px/1.45 {_MONO};white-space:pre;padding:5px 8px;border-radius:4px;box-shadow:0 2px 8px #0004}}
 {_level_css(DIVERGING)}{_level_css(GATE)}{_level_css(PROBABILITY)}
@@ -112,7 +123,7 @@ function caretIndex(e,el){
  if(off>0){var rg=document.createRange();rg.setStart(node,off-1);rg.setEnd(node,off);var b=rg.getBoundingClientRect();
   if(e.clientX<b.right&&e.clientY>=b.top&&e.clientY<=b.bottom)off--;}
  return Math.min(count(node.data.slice(0,off)),count(node.data)-1);}
-var CODES='0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ';
+var CODES='LEVEL_CODES';
 function esc(s){return s.replace(/&/g,'&amp;').replace(/</g,'&lt;').replace(/>/g,'&gt;')}
 function paint(box){
  var chars=Array.from(box.textContent),codes=box.dataset.c,k=box.dataset.k,out=[],s=0;
@@ -136,8 +147,9 @@ document.addEventListener('mousemove',function(e){
  var value=vd.f?Math[vd.f](raw):raw;
  lines=[shown(c)+'   #'+(d.start+i),vd.l+' = '+num(value)+(vd.r?'   '+vd.r+' = '+num(raw):'')];
  if(d.strip){lines.push('next:');var cells=el.children;
-  for(var j=1;j<cells.length;j++)lines.push('  '+cells[j].textContent+'  '+(100*d.p[i*d.k+j-1]).toFixed(1)+'%'+(cells[j].className.indexOf('t')>=0?'  \u2190 true':''));
-  if(!isNaN(d.q[i]))lines.push('true next: '+(100*d.q[i]).toFixed(1)+'%');}
+  for(var j=1;j<cells.length;j++)lines.push('  '+cells[j].textContent+'  '+(100*d.p[i*d.k+j-1]).toFixed(1)+'%'+(cells[j].classList.contains('t')?'  \u2190 true':''));
+  var after=el.nextElementSibling;
+  if(!isNaN(d.q[i]))lines.push('true next: '+(after?after.firstChild.textContent+'  ':'')+(100*d.q[i]).toFixed(1)+'%');}
  if(!tip){tip=document.createElement('div');tip.className='rl-tip';document.body.appendChild(tip);}
  tip.textContent=lines.join('\n');tip.style.display='block';
  var x=e.clientX+14,y=e.clientY+16,w=tip.offsetWidth,h=tip.offsetHeight;
@@ -147,7 +159,7 @@ document.addEventListener('mousemove',function(e){
 // for fragments coloured by the browser, and for pages that build views from data
 window.rnnlens={paint:function(){document.querySelectorAll('.rl-text[data-c]').forEach(paint)},float16:f16};
 })();
-"""
+""".replace("LEVEL_CODES", LEVEL_CODES)
 
 
 def assets() -> str:
