@@ -334,7 +334,8 @@ def cmd_viz(args) -> int:
     layer, index = parse_unit(args.unit, cfg.layers, cfg.size)
     what = resolve_activation(args.what, cfg.cell)
     run_name = Path(args.run).name.removesuffix(".safetensors")
-    out = Path(args.out or f"{run_name}-{layer}-{index}-{what.removeprefix('gate.')}{'-strip' if args.strip else ''}.html")
+    default_out = f"{run_name}-{layer}-{index}-{what.removeprefix('gate.')}{'-strip' if args.strip else ''}.html"
+    out = Path(args.out or default_out)
     png = out.suffix.lower() == ".png"
     if out.suffix.lower() not in (".html", ".htm", ".png"):
         raise RnnlensError(f"--out {out} must end in .html or .png")

@@ -288,7 +288,8 @@ def strip_fragment(trace: Trace, name: str, unit: int, start: int = 0, end: int 
 
 PAGE_CSS = """
 body{margin:0;background:#f6f6f4}
-main{max-width:1180px;margin:0 auto;padding:22px 28px 40px;font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#222}
+main{max-width:1180px;margin:0 auto;padding:22px 28px 40px;color:#222;
+  font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif}
 h1{font-size:22px;margin:0 0 4px}
 h2{font-size:16px;margin:26px 0 2px}
 .sub{color:#555;margin:0 0 16px}
