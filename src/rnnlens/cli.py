@@ -34,6 +34,11 @@ EXAMPLES = {
   rnnlens data list
   rnnlens data get tinyshakespeare
   rnnlens data get linux --source linux-4.1.tar.xz""",
+    "viz": """examples:
+  rnnlens viz runs/shakespeare --text act1.txt --unit 1:42                  # tanh(c), as in the paper
+  rnnlens viz runs/shakespeare --text act1.txt --unit 0:7 --what gate.forget --out forget.html
+  rnnlens viz runs/linux --text sched.c --unit 1:42 --strip --start 2000 --length 300
+  rnnlens viz runs/linux --text sched.c --unit 1:42 --length 1500 --out unit42.png""",
     "demo": """examples:
   rnnlens demo                      # a few minutes on the built-in corpus
   rnnlens demo --time-budget 30s --out runs/quick""",
@@ -101,6 +106,24 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("name")
     g.add_argument("--source", help="a local file (or, for linux, a kernel tarball or folder) instead of downloading")
     g.add_argument("--url", help="download from this URL instead of the default")
+
+    p = command("viz", "Colour a text by one unit's activation: a self-contained HTML page or a PNG.")
+    p.add_argument("run", help="run folder or .safetensors checkpoint")
+    p.add_argument("--text", required=True, help="UTF-8 text file to run the model over")
+    p.add_argument("--unit", required=True, help="LAYER:INDEX, both from 0, e.g. 1:42")
+    p.add_argument("--what", help="cell (shown as tanh(c)), hidden, or a gate: gate.input, gate.forget, gate.output, "
+                   "gate.candidate (LSTM); gate.reset, gate.update, gate.candidate (GRU) (default: cell for an "
+                   "LSTM, else hidden)")
+    p.add_argument("--strip", action="store_true", help="the prediction strip: under each character the model's "
+                   "most likely next characters (HTML only)")
+    p.add_argument("--top", type=int, default=5, help="with --strip: how many next characters (default 5)")
+    p.add_argument("--start", type=int, default=0, help="first character of the file to show (default 0); "
+                   "the model still reads the file from its beginning")
+    p.add_argument("--length", type=int, help="characters to show (default 10000 for HTML, 2000 for PNG, "
+                   "400 with --strip)")
+    p.add_argument("--out", help="page.html or picture.png (default RUN-LAYER-INDEX-WHAT.html here)")
+    p.add_argument("--width", type=int, default=100, help="PNG: columns before a line wraps (default 100)")
+    add_text_arguments(p)
 
     p = command("demo", "Train a small LSTM on the built-in corpus for a few minutes, sample and evaluate it.")
     p.add_argument("--data", default="pystdlib", help="corpus (default pystdlib, built in, no network)")
@@ -326,6 +349,74 @@ def cmd_data(args) -> int:
     return 0
 
 
+def resolve_activation(what: str | None, cell: str) -> str:
+    """--what as a trace activation name: 'forget' and 'gate.forget' both mean gate.forget."""
+    from rnnlens.trace import LAYER_ACTIVATIONS
+    valid = LAYER_ACTIVATIONS[cell]
+    if what is None:
+        return "cell" if cell == "lstm" else "hidden"
+    for name in (what, f"gate.{what}"):
+        if name in valid:
+            return name
+    raise RnnlensError(f"--what {what} is not an activation of this {cell.upper()}; choose from {', '.join(valid)}")
+
+
+def cmd_viz(args) -> int:
+    import rnnlens
+    from rnnlens.corpus import read_text_file
+    from rnnlens.render.colours import display_for, unit_label
+    from rnnlens.render.html import unit_page, write_html
+    from rnnlens.render.textfig import plot_unit_text
+    from rnnlens.trace import parse_unit
+
+    lm = rnnlens.load(args.run, device=args.device)
+    cfg = lm.config
+    layer, index = parse_unit(args.unit, cfg.layers, cfg.size)
+    what = resolve_activation(args.what, cfg.cell)
+    run_name = Path(args.run).name.removesuffix(".safetensors")
+    default_out = f"{run_name}-{layer}-{index}-{what.removeprefix('gate.')}{'-strip' if args.strip else ''}.html"
+    out = Path(args.out or default_out)
+    png = out.suffix.lower() == ".png"
+    if out.suffix.lower() not in (".html", ".htm", ".png"):
+        raise RnnlensError(f"--out {out} must end in .html or .png")
+    if png and args.strip:
+        raise RnnlensError("the prediction strip is drawn as HTML only; use --out with .html, or drop --strip")
+    if args.strip and not 1 <= args.top <= len(lm.vocab):
+        raise RnnlensError(f"--top must be 1..{len(lm.vocab)} (the vocabulary size); got {args.top}")
+    if args.width < 1:
+        raise RnnlensError(f"--width must be >= 1 column; got {args.width}")
+    length = args.length if args.length is not None else 400 if args.strip else 2000 if png else 10_000
+    if length < 1:
+        raise RnnlensError(f"--length must be >= 1; got {length}")
+    text = read_text_file(args.text, encoding_errors=args.encoding_errors)
+    if not 0 <= args.start < len(text):
+        raise RnnlensError(f"--start {args.start} is outside {args.text}, which has {len(text):,} characters")
+    end = min(len(text), args.start + length)
+
+    # The model reads the file from its beginning, so that its state at --start is the real one,
+    # and stops at the span's end; only the arrays the picture needs are kept.
+    name = f"layer{layer}.{what}"
+    trace = lm.trace(text[:end], names=[name, "probs"] if args.strip else [name], unknown=args.unknown,
+                     replacement=args.replacement)
+    # With --unknown drop the trace is shorter than the text: the span is its last characters.
+    shown = len(lm.vocab.encode(text[args.start:end], unknown=args.unknown, replacement=args.replacement))
+    if shown == 0:
+        raise RnnlensError(f"characters {args.start}..{end} hold none the model knows; choose another --start")
+    first = len(trace) - shown
+    title = f"{run_name}: {unit_label(name, index, display_for(name))}"
+    where = f"characters {args.start:,}\u2013{end:,} of {len(text):,}"
+    if png:
+        plot_unit_text(trace, name, index, first, len(trace), out, width=args.width, title=title)
+    else:
+        subtitle = f"{args.text}, {where} \u00b7 {cfg.cell.upper()} {cfg.layers}x{cfg.size} from {lm.path}"
+        write_html(out, unit_page(trace, name, index, first, len(trace), title=title, subtitle=subtitle,
+                                  strip=args.strip, top=args.top, note=where))
+    if end - args.start < len(text):
+        print(f"{args.text}: showing {where}; --start and --length show others", file=sys.stderr)
+    print(out)
+    return 0
+
+
 def cmd_demo(args) -> int:
     from rnnlens.demo import run_demo
     from rnnlens.train import parse_duration
@@ -334,8 +425,8 @@ def cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "trace": cmd_trace, "data": cmd_data,
-            "demo": cmd_demo}
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "trace": cmd_trace, "viz": cmd_viz,
+            "data": cmd_data, "demo": cmd_demo}
 
 
 def main(argv=None) -> int:

@@ -172,6 +172,11 @@ class Trace:
                    max_recompute_error=info.get("max_recompute_error", 0.0), source=info.get("source"),
                    path=path)
 
+    def view(self, name: str, unit: int, start: int = 0, end: int | None = None):
+        """One unit over text[start:end]: shows inline in Jupyter; .html(), .save('x.html' or 'x.png')."""
+        from rnnlens.render.html import UnitView
+        return UnitView(self, name, unit, start, end)
+
 
 # ---------------------------------------------------------------------------------------------
 # Tracing
