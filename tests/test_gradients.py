@@ -81,6 +81,21 @@ def test_norms_equal_brute_force_autograd(cell, input):
             assert want["input"] > 0
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_weight_scale_equals_a_model_with_scaled_recurrent_weights(cell):
+    model = tiny_model(cell)
+    ids = np.random.default_rng(4).integers(0, 7, size=30)
+    flow = gradient_flow_ids(model, ids, max_lag=4, positions=2, weight_scale=1.7)
+    scaled = tiny_model(cell)
+    with torch.no_grad():
+        for i in range(2):
+            getattr(scaled.rnn, f"weight_hh_l{i}").mul_(1.7)
+    t = int(flow.positions[1])
+    want = brute_force(scaled, ids, t, 3)
+    assert {s: flow.norms[s][1, 3] for s in flow.series} == pytest.approx(want, rel=1e-9, abs=1e-14)
+    assert brute_force(model, ids, t, 3)["input"] != pytest.approx(want["input"], rel=1e-3)  # the original is intact
+
+
 def test_batches_and_seed():
     model = tiny_model("lstm")
     ids = np.random.default_rng(2).integers(0, 7, size=60)

@@ -3,6 +3,7 @@ traces), the CSV/JSON helpers, and `rnnlens saturation` end to end with its erro
 
 import csv
 import json
+import tempfile
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import rnnlens
 from conftest import make_text
 from rnnlens.analysis import saturation as saturation_module
 from rnnlens.analysis.saturation import gate_saturation, saturation_names, strict_bounds
+from rnnlens import cli
 from rnnlens.cli import main
 from rnnlens.errors import RnnlensError
 from rnnlens.trace import Trace
@@ -172,6 +174,20 @@ def test_cli_saturation_json_csv_png(runs, capsys, tmp_path):
     code, out, err = run_cli(capsys, "saturation", runs["lstm"], "--text", runs["text"], "--out", tmp_path / "f2")
     assert code == 0, err
     assert "layer 0 forget" in out and "mean left" in out and "mostly right" in out and "saturation.png" in out
+
+
+def test_cli_saturation_through_a_temporary_trace_file(runs, capsys, tmp_path, monkeypatch):
+    args = ("saturation", runs["lstm"], "--text", runs["text"], "--max-chars", 800, "--out", tmp_path, "--json")
+    code, in_memory, err = run_cli(capsys, *args)
+    assert code == 0, err
+    monkeypatch.setattr(cli, "IN_MEMORY_TRACE_BYTES", 0)  # every trace is "large": memory-mapped from a file
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    code, mapped, err = run_cli(capsys, *args)
+    assert code == 0, err
+    assert json.loads(mapped)["right"] == json.loads(in_memory)["right"]
+    assert json.loads(mapped)["left"] == json.loads(in_memory)["left"]
+    assert list((tmp_path / "tmp").iterdir()) == []  # the trace file is gone
 
 
 def test_cli_saturation_errors(runs, capsys, tmp_path):

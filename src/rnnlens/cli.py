@@ -474,13 +474,14 @@ def cmd_gradients(args) -> int:
     lags = sorted({k for k in (0, 1, 10, 50, 100) if k <= args.max_lag} | {args.max_lag})
     print(f"mean gradient norm over {len(flows[0].positions)} positions; decay: its mean factor per character "
           f"from lag 1 to lag {args.max_lag}")
+    width = max(32, *(len(gradient_flow_label(f)) + 1 for f in flows))
     for flow in flows:
-        print(f"{gradient_flow_label(flow):32s}" + "".join(f"{'lag ' + str(k):>11s}" for k in lags))
+        print(f"{gradient_flow_label(flow):{width}s}" + "".join(f"{'lag ' + str(k):>11s}" for k in lags))
         for series in ["input"] + [f"layer{i}.{w}" for i in range(flow.layers) for w in ("hidden", "cell")
                                    if f"layer{i}.{w}" in flow.norms]:
             m = flow.mean(series)
             decay = flow.decay_per_lag(series)
-            print(f"  {series:30s}" + "".join(f"{m[k]:11.3g}" for k in lags)
+            print(f"  {series:{width - 2}s}" + "".join(f"{m[k]:11.3g}" for k in lags)
                   + (f"   decay {decay:.3f}/char" if decay is not None else ""))
     print(f"wrote {figure}")
     return 0
