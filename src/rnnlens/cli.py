@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from rnnlens.errors import RnnlensError
@@ -42,6 +44,24 @@ EXAMPLES = {
     "demo": """examples:
   rnnlens demo                      # a few minutes on the built-in corpus
   rnnlens demo --time-budget 30s --out runs/quick""",
+    "saturation": """examples:
+  rnnlens saturation runs/shakespeare --text input.txt --max-chars 100000 --out figures/
+  rnnlens saturation runs/gru --text input.txt --low 0.05 --high 0.95 --json > saturation.json
+
+writes saturation.png (a panel per layer: each gate unit at its fraction of time left- and
+right-saturated) and saturation.csv (layer, gate, unit, left, right) into --out.""",
+    "timescales": """examples:
+  rnnlens timescales runs/shakespeare --text input.txt --max-chars 100000 --out figures/
+  rnnlens timescales runs/gru --text input.txt --json
+
+per unit: the mean forget (LSTM) or update (GRU) gate f and the half-life ln(0.5)/ln(f) in
+characters; writes timescales.png (a histogram per layer) and timescales.csv into --out.""",
+    "gradients": """examples:
+  rnnlens gradients runs/rnn runs/lstm runs/gru --text input.txt --max-lag 100 --out gradients.png
+  rnnlens gradients runs/rnn --text input.txt --weight-scale 1 2 4 --max-lag 50 --json
+
+the norm of d loss_t / d x_{t-k} and d loss_t / d h_{t-k} against the lag k, averaged over
+--positions random positions t of the text: vanishing and exploding gradients, measured.""",
 }
 
 
@@ -92,11 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("trace", "Record every activation of a model over a text into a safetensors file.")
     p.add_argument("run", help="run folder or .safetensors checkpoint")
-    p.add_argument("--text", required=True, help="UTF-8 text file to run the model over")
     p.add_argument("--out", required=True, help="trace file to write (.safetensors)")
     p.add_argument("--names", help="comma-separated activations to keep, e.g. layer1.cell,probs (default: all)")
     p.add_argument("--float16", action="store_true", help="store activations at half size")
-    p.add_argument("--max-chars", type=int, help="trace only the first N characters of the text")
     add_text_arguments(p)
 
     p = command("data", "List the named corpora or fetch one.")
@@ -109,7 +127,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("viz", "Colour a text by one unit's activation: a self-contained HTML page or a PNG.")
     p.add_argument("run", help="run folder or .safetensors checkpoint")
-    p.add_argument("--text", required=True, help="UTF-8 text file to run the model over")
     p.add_argument("--unit", required=True, help="LAYER:INDEX, both from 0, e.g. 1:42")
     p.add_argument("--what", help="cell (shown as tanh(c)), hidden, or a gate: gate.input, gate.forget, gate.output, "
                    "gate.candidate (LSTM); gate.reset, gate.update, gate.candidate (GRU) (default: cell for an "
@@ -123,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "400 with --strip)")
     p.add_argument("--out", help="page.html or picture.png (default RUN-LAYER-INDEX-WHAT.html here)")
     p.add_argument("--width", type=int, default=100, help="PNG: columns before a line wraps (default 100)")
-    add_text_arguments(p)
+    add_text_arguments(p, max_chars=False)
 
     p = command("demo", "Train a small LSTM on the built-in corpus for a few minutes, sample and evaluate it.")
     p.add_argument("--data", default="pystdlib", help="corpus (default pystdlib, built in, no network)")
@@ -131,34 +148,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder (default runs/demo-DATE-TIME)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default auto)")
+
+    p = command("saturation", "Gate saturation, the paper's figure: the fraction of characters each gate unit "
+                "spends below --low (left-saturated) and above --high (right-saturated).")
+    p.add_argument("run", help="run folder or .safetensors checkpoint of an LSTM or GRU")
+    add_text_arguments(p)
+    p.add_argument("--low", type=float, default=0.1, help="left-saturated below this (default 0.1)")
+    p.add_argument("--high", type=float, default=0.9, help="right-saturated above this (default 0.9)")
+    p.add_argument("--out", default=".", help="folder for saturation.png and saturation.csv (default: here)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (summary and every unit's fractions)")
+
+    p = command("timescales", "Memory time constants: each unit's mean forget (LSTM) or update (GRU) gate "
+                "and its half-life ln(0.5)/ln(f) in characters.")
+    p.add_argument("run", help="run folder or .safetensors checkpoint of an LSTM or GRU")
+    add_text_arguments(p)
+    p.add_argument("--out", default=".", help="folder for timescales.png and timescales.csv (default: here)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (summary and every unit's values)")
+
+    p = command("gradients", "Gradient flow through time: ||d loss_t / d x_{t-k}|| and ||d loss_t / d h_{t-k}|| "
+                "against the lag k, for one or more models side by side.")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders or .safetensors checkpoints (any cell type)")
+    add_text_arguments(p)
+    p.add_argument("--max-lag", type=int, default=100, help="largest lag k in characters (default 100)")
+    p.add_argument("--positions", type=int, default=64, help="positions t averaged over (default 64)")
+    p.add_argument("--seed", type=int, default=0, help="which positions are drawn (default 0)")
+    p.add_argument("--weight-scale", type=float, nargs="+", default=[1.0], metavar="X",
+                   help="multiply the recurrent weights W_hh by X (one curve per value; default 1)")
+    p.add_argument("--out", default="gradients.png", help="the figure to write (default gradients.png)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (per model: mean and quantiles per lag)")
     return parser
 
 
-def add_unknown_arguments(p) -> None:
-    p.add_argument("--unknown", choices=["error", "drop", "replace"], default="error",
-                   help="prime characters the model never saw: error (default), drop or replace them")
-    p.add_argument("--replacement", help="with --unknown replace: the character to use (default: a space)")
-
-
-def add_text_arguments(p) -> None:
-    """Options of every command that runs a model over a --text file."""
-    p.add_argument("--encoding-errors", default="strict", choices=["strict", "replace", "ignore"],
-                   help="what to do with bytes that are not UTF-8 (default: stop with an error)")
+def add_text_arguments(p, max_chars: bool = True) -> None:
+    """The text a model reads (--text), and what to do with characters the model never saw."""
+    p.add_argument("--text", required=True, metavar="FILE", help="UTF-8 text file to read")
+    if max_chars:
+        p.add_argument("--max-chars", type=int, metavar="N", help="read only the first N characters of it")
+    p.add_argument("--encoding-errors", default="strict", choices=["strict", "replace", "ignore"])
     p.add_argument("--unknown", choices=["error", "drop", "replace"], default="error",
                    help="characters the model never saw: error (default), drop or replace them")
     p.add_argument("--replacement", help="with --unknown replace: the character to use (default: a space)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
 
 
-def read_text_argument(args) -> str:
-    from rnnlens.corpus import read_text_file
-    text = read_text_file(args.text, encoding_errors=args.encoding_errors)
-    limit = getattr(args, "max_chars", None)
-    if limit is not None:
-        if limit < 1:
-            raise RnnlensError(f"--max-chars must be an integer >= 1; got {limit}")
-        text = text[:limit]
-    return text
+def add_unknown_arguments(p) -> None:
+    p.add_argument("--unknown", choices=["error", "drop", "replace"], default="error",
+                   help="prime characters the model never saw: error (default), drop or replace them")
+    p.add_argument("--replacement", help="with --unknown replace: the character to use (default: a space)")
 
 
 def add_train_arguments(p) -> None:
@@ -425,7 +461,146 @@ def cmd_demo(args) -> int:
     return 0
 
 
+IN_MEMORY_TRACE_BYTES = 1 << 30  # larger traces go to a temporary file and are read memory-mapped
+
+
+def read_text_argument(args) -> str:
+    from rnnlens.corpus import read_text_file
+    from rnnlens.model import check_range
+    text = read_text_file(args.text, encoding_errors=args.encoding_errors)
+    if getattr(args, "max_chars", None) is not None:
+        check_range("--max-chars", args.max_chars, 1, None, integer=True)
+        text = text[:args.max_chars]
+    return text
+
+
+@contextmanager
+def analysis_trace(lm, text: str, names: list[str], args):
+    """Trace only `names`; in RAM when small, else through a temporary file that lives as long as the trace."""
+    options = dict(names=names, unknown=args.unknown, replacement=args.replacement, progress=sys.stderr.isatty())
+    if len(text) * lm.config.size * len(names) * 4 <= IN_MEMORY_TRACE_BYTES:
+        yield lm.trace(text, **options)
+        return
+    with tempfile.TemporaryDirectory(prefix="rnnlens-trace-") as folder:
+        yield lm.trace(text, out=Path(folder) / "trace.safetensors", **options)
+
+
+def output_folder(path) -> Path:
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RnnlensError(f"cannot create the output folder {folder}: {e.strerror or e}; choose another --out") \
+            from None
+    return folder
+
+
+def cmd_saturation(args) -> int:
+    import rnnlens
+    from rnnlens.analysis.gradients import model_label
+    from rnnlens.analysis.saturation import check_thresholds, gate_saturation, saturation_names
+    from rnnlens.render.plots import plot_saturation
+    check_thresholds(args.low, args.high)
+    lm = rnnlens.load(args.run, device=args.device)
+    names = saturation_names(lm.config.cell, lm.config.layers)  # an RNN stops here, before any reading
+    text = read_text_argument(args)
+    with analysis_trace(lm, text, names, args) as trace:
+        sat = gate_saturation(trace, low=args.low, high=args.high)
+    folder = output_folder(args.out)
+    figure = plot_saturation(sat, folder / "saturation.png",
+                             title=f"{model_label(lm.path)}: {sat.cell.upper()} {sat.layers}x{sat.size} gate saturation "
+                                   f"over {sat.chars:,} characters")
+    table = sat.write_csv(folder / "saturation.csv")
+    if args.json:
+        print(json.dumps({"run": str(args.run), "text": str(args.text), **sat.to_dict(), "figure": str(figure),
+                          "csv": str(table)}))
+        return 0
+    print(f"{model_label(lm.path)}: {sat.cell.upper()} {sat.layers}x{sat.size} over {sat.chars:,} characters; "
+          f"left-saturated < {sat.low:g}, right-saturated > {sat.high:g}")
+    for row in sat.summary():
+        print(f"layer {row['layer']} {row['gate']:7s} mean left {row['mean_left']:.3f}  mean right "
+              f"{row['mean_right']:.3f}  units mostly left {row['mostly_left']:>4d}/{row['units']}  "
+              f"mostly right {row['mostly_right']:>4d}/{row['units']}")
+    print("(mostly: saturated more than half of the time)")
+    print(f"wrote {figure} and {table}")
+    return 0
+
+
+def cmd_timescales(args) -> int:
+    import rnnlens
+    from rnnlens.analysis.gradients import model_label
+    from rnnlens.analysis.timescales import LONG, memory_timescales, timescale_names
+    from rnnlens.render.plots import plot_half_lives
+    lm = rnnlens.load(args.run, device=args.device)
+    names = timescale_names(lm.config.cell, lm.config.layers)  # an RNN stops here, before any reading
+    text = read_text_argument(args)
+    with analysis_trace(lm, text, names, args) as trace:
+        ts = memory_timescales(trace)
+    folder = output_folder(args.out)
+    figure = plot_half_lives(ts, folder / "timescales.png",
+                             title=f"{model_label(lm.path)}: {ts.cell.upper()} {ts.layers}x{ts.size} memory half-lives, "
+                                   f"ln(0.5)/ln({ts.gate}), over {ts.chars:,} characters")
+    table = ts.write_csv(folder / "timescales.csv")
+    if args.json:
+        print(json.dumps({"run": str(args.run), "text": str(args.text), **ts.to_dict(), "figure": str(figure),
+                          "csv": str(table)}))
+        return 0
+    print(f"{model_label(lm.path)}: {ts.cell.upper()} {ts.layers}x{ts.size} over {ts.chars:,} characters; "
+          f"half-life = ln(0.5)/ln({ts.gate} gate) in characters, from its mean (geometric mean in brackets)")
+
+    def fmt(v):
+        return "inf" if v is None else f"{v:.3g}"
+    for row in ts.summary():
+        a, g = row["half_life"], row["half_life_geometric"]
+        over = "  ".join(f"> {n}: {a[f'over_{n}']:>3d} ({g[f'over_{n}']})" for n in LONG)
+        print(f"layer {row['layer']}  mean {ts.gate} {row['mean_gate']:.3f}  half-life median {fmt(a['median'])} "
+              f"({fmt(g['median'])})  quartiles {fmt(a['q25'])}-{fmt(a['q75'])} ({fmt(g['q25'])}-{fmt(g['q75'])})  "
+              f"units {over}  infinite {a['infinite']}")
+    print(f"wrote {figure} and {table}")
+    return 0
+
+
+def cmd_gradients(args) -> int:
+    import rnnlens
+    from rnnlens.analysis.gradients import gradient_flow
+    from rnnlens.model import check_range
+    from rnnlens.render.plots import gradient_flow_label, plot_gradient_flow
+    for scale in args.weight_scale:
+        check_range("--weight-scale", scale, 0, None, low_open=True)
+    text = read_text_argument(args)
+    flows, runs = [], []
+    for run in args.runs:
+        lm = rnnlens.load(run, device=args.device)
+        for scale in args.weight_scale:
+            flows.append(gradient_flow(lm, text, max_lag=args.max_lag, positions=args.positions, seed=args.seed,
+                                       weight_scale=scale, unknown=args.unknown, replacement=args.replacement))
+            runs.append(str(run))
+    out = Path(args.out)
+    if out.parent != Path("."):
+        output_folder(out.parent)
+    figure = plot_gradient_flow(flows, out)
+    if args.json:
+        print(json.dumps({"text": str(args.text), "figure": str(figure),
+                          "models": [{"run": run, **flow.to_dict()} for run, flow in zip(runs, flows)]}))
+        return 0
+    lags = sorted({k for k in (0, 1, 10, 50, 100) if k <= args.max_lag} | {args.max_lag})
+    print(f"mean gradient norm over {len(flows[0].positions)} positions; decay: its mean factor per character "
+          f"from lag 1 to lag {args.max_lag}")
+    width = max(32, *(len(gradient_flow_label(f)) + 1 for f in flows))
+    for flow in flows:
+        print(f"{gradient_flow_label(flow):{width}s}" + "".join(f"{'lag ' + str(k):>11s}" for k in lags))
+        for series in ["input"] + [f"layer{i}.{w}" for i in range(flow.layers) for w in ("hidden", "cell")
+                                   if f"layer{i}.{w}" in flow.norms]:
+            m = flow.mean(series)
+            decay = flow.decay_per_lag(series)
+            print(f"  {series:{width - 2}s}" + "".join(f"{m[k]:11.3g}" for k in lags)
+                  + (f"   decay {decay:.3f}/char" if decay is not None else ""))
+    print(f"wrote {figure}")
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "trace": cmd_trace, "viz": cmd_viz,
+            "saturation": cmd_saturation, "timescales": cmd_timescales, "gradients": cmd_gradients,
             "data": cmd_data, "demo": cmd_demo}
 
 

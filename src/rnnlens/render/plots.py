@@ -45,3 +45,124 @@ def plot_loss_curve(metrics_path: str | Path, out_path: str | Path) -> Path:
     fig.savefig(out_path)
     plt.close(fig)
     return out_path
+
+
+# ---------------------------------------------------------------------------------------------
+# Dynamics: gate saturation, memory time constants, gradient flow (rnnlens.analysis)
+
+GATE_COLOURS = {"input": "#4c72b0", "forget": "#55a868", "output": "#c44e52", "reset": "#8172b2",
+                "update": "#dd8452"}
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, out_path) -> Path:
+    import matplotlib.pyplot as plt
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path)
+    plt.close(fig)
+    return out_path
+
+
+def plot_saturation(sat, out_path: str | Path, title: str | None = None) -> Path:
+    """The paper's saturation plot, one panel per layer: each gate unit at (fraction of time
+    left-saturated, fraction right-saturated), a colour per gate; the diagonal x + y = 1 bounds them."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, sat.layers, figsize=(3.6 * sat.layers + 0.4, 4.0), dpi=110, squeeze=False)
+    for layer, ax in enumerate(axes[0]):
+        ax.plot([0, 1], [1, 0], color="0.6", linewidth=1, linestyle="--", zorder=0)
+        for g, gate in enumerate(sat.gates):
+            ax.scatter(sat.left[layer, g], sat.right[layer, g], s=14, alpha=0.55, linewidths=0,
+                       color=GATE_COLOURS.get(gate), label=gate)
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_aspect("equal")
+        ax.set_title(f"layer {layer}")
+        ax.set_xlabel(f"fraction left-saturated (< {sat.low:g})")
+        if layer == 0:
+            ax.set_ylabel(f"fraction right-saturated (> {sat.high:g})")
+        ax.grid(alpha=0.25)
+    axes[0][-1].legend(loc="upper right", fontsize=8, markerscale=1.5)
+    fig.suptitle(title or f"{sat.cell.upper()} gate saturation over {sat.chars:,} characters")
+    fig.tight_layout()
+    return _save(fig, out_path)
+
+
+def plot_half_lives(ts, out_path: str | Path, title: str | None = None) -> Path:
+    """Histogram of per-unit memory half-lives (characters, log axis), one panel per layer: from the
+    mean keep gate (filled) and from its geometric mean (outline). Infinite and zero half-lives,
+    which a log axis cannot show, are counted in each panel's corner."""
+    import numpy as np
+    plt = _pyplot()
+    hl, hg = ts.half_life, ts.half_life_geometric
+    shown = np.concatenate([hl.ravel(), hg.ravel()])
+    shown = shown[np.isfinite(shown) & (shown > 0)]
+    lo, hi = (shown.min(), shown.max()) if len(shown) else (0.1, 10.0)
+    bins = np.geomspace(lo / 1.05, hi * 1.05 if hi > lo else lo * 10, 40)
+    medians = [row["half_life"]["median"] for row in ts.summary()]
+    fig, axes = plt.subplots(1, ts.layers, figsize=(4.2 * ts.layers + 0.4, 3.6), dpi=110, squeeze=False)
+    for layer, ax in enumerate(axes[0]):
+        a, g = hl[layer], hg[layer]
+        ax.hist(a[np.isfinite(a) & (a > 0)], bins=bins, color="#4c72b0", alpha=0.6,
+                label=f"from mean {ts.gate} gate")
+        ax.hist(g[np.isfinite(g) & (g > 0)], bins=bins, histtype="step", color="#c44e52", linewidth=1.3,
+                label="from its geometric mean")
+        ax.set_xscale("log")
+        ax.set_xlabel("half-life (characters)")
+        if layer == 0:
+            ax.set_ylabel("units")
+        ax.set_title(f"layer {layer}: median " + ("inf" if medians[layer] is None else f"{medians[layer]:.3g} chars"))
+        notes = [f"{int(np.isinf(a).sum())} infinite"] if np.isinf(a).any() else []
+        notes += [f"{int((g == 0).sum())} at 0 (geometric)"] if (g == 0).any() else []
+        if notes:
+            ax.text(0.98, 0.80, "\n".join(notes), transform=ax.transAxes, ha="right", va="top", fontsize=8)
+        ax.grid(alpha=0.25)
+    axes[0][-1].legend(loc="upper right", fontsize=8)
+    fig.suptitle(title or f"{ts.cell.upper()} memory half-lives, ln(0.5)/ln({ts.gate}), "
+                          f"over {ts.chars:,} characters")
+    fig.tight_layout()
+    return _save(fig, out_path)
+
+
+def gradient_flow_label(flow) -> str:
+    """'runs/gru (GRU 2x128)', with the recurrent weight scale when it is not 1."""
+    scale = f", W_hh x{flow.weight_scale:g}" if flow.weight_scale != 1 else ""
+    return f"{flow.label} ({flow.cell.upper()} {flow.layers}x{flow.size}{scale})"
+
+
+def plot_gradient_flow(flows, out_path: str | Path, title: str | None = None) -> Path:
+    """Gradient norm against lag on a log axis, several models side by side: left ||d loss_t / d x_{t-k}||
+    with its 10-90% band over positions, right ||d loss_t / d h_{t-k}|| of every layer (solid: layer 0,
+    then dashed, dotted). A straight falling line is geometric vanishing; a rising one, exploding."""
+    plt = _pyplot()
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    styles = ["-", "--", ":", "-."]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6), dpi=110)
+    for n, flow in enumerate(flows):
+        colour = colours[n % len(colours)]
+        name = gradient_flow_label(flow)
+        left.plot(flow.lags, flow.mean("input"), color=colour, label=name)
+        left.fill_between(flow.lags, flow.quantile("input", 0.1), flow.quantile("input", 0.9), color=colour,
+                          alpha=0.12, linewidth=0)
+        for layer in range(flow.layers):
+            right.plot(flow.lags, flow.mean(f"layer{layer}.hidden"), color=colour,
+                       linestyle=styles[layer % len(styles)],
+                       label=name if flow.layers == 1 else f"{name} layer {layer}")
+    for ax, what in ((left, "|| d loss_t / d x_{t-k} ||  (input)"), (right, "|| d loss_t / d h_{t-k} ||  (hidden)")):
+        ax.set_yscale("log")
+        ax.set_xlabel("lag k (characters back)")
+        ax.set_ylabel("gradient norm, mean over positions")
+        ax.set_title(what)
+        ax.grid(alpha=0.25, which="both")
+    left.legend(fontsize=8)
+    right.legend(fontsize=7)
+    positions = ", ".join(sorted({str(len(f.positions)) for f in flows}))
+    fig.suptitle(title or f"gradient flow through time ({positions} positions per model)")
+    fig.tight_layout()
+    return _save(fig, out_path)
