@@ -31,6 +31,11 @@ EXAMPLES = {
   rnnlens data list
   rnnlens data get tinyshakespeare
   rnnlens data get linux --source linux-4.1.tar.xz""",
+    "cells": """examples:
+  rnnlens cells runs/shakespeare --text input.txt               # every built-in feature, cells and hidden
+  rnnlens cells runs/py --text argparse.py --features bracket_depth,in_string,indent --top 5
+  rnnlens cells runs/py --text argparse.py --feature 'todo=(?i)todo' --feature 'url=https?://\\S+' --json
+  rnnlens cells runs/py --text argparse.py --kinds all --out gallery.html""",
     "demo": """examples:
   rnnlens demo                      # a few minutes on the built-in corpus
   rnnlens demo --time-budget 30s --out runs/quick""",
@@ -90,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--source", help="a local file (or, for linux, a kernel tarball or folder) instead of downloading")
     g.add_argument("--url", help="download from this URL instead of the default")
 
+    p = command("cells", "Find units that track features of the text: quotes, brackets, line position, ...")
+    add_cells_arguments(p)
+
     p = command("demo", "Train a small LSTM on the built-in corpus for a few minutes, sample and evaluate it.")
     p.add_argument("--data", default="pystdlib", help="corpus (default pystdlib, built in, no network)")
     p.add_argument("--time-budget", default="3m", help="training time (default 3m)")
@@ -97,6 +105,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default auto)")
     return parser
+
+
+def add_cells_arguments(p) -> None:
+    from rnnlens.analysis.features import FEATURES
+    p.add_argument("run", help="run folder or .safetensors checkpoint")
+    p.add_argument("--text", required=True, help="UTF-8 file to run the model over")
+    p.add_argument("--features", help="comma-separated built-in features to score (default all): "
+                   + ", ".join(FEATURES))
+    p.add_argument("--feature", action="append", default=[], metavar="NAME=REGEX",
+                   help="add your own on/off feature, on over every match of REGEX (Python syntax); repeatable")
+    p.add_argument("--top", type=int, default=3, help="best units to show per feature (default 3)")
+    p.add_argument("--kinds", help="activations to score, comma-separated: cell, hidden, a gate (input, forget, "
+                   "output, candidate, reset, update) or all (default: cell,hidden for an LSTM, else hidden)")
+    p.add_argument("--raw-cells", action="store_true", help="score LSTM cells as c itself, not tanh(c)")
+    p.add_argument("--max-chars", type=int, default=1_000_000,
+                   help="use at most this many characters from the start of the text (default 1,000,000)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--out", help="also write a gallery page (HTML) of the best unit of each feature")
+    p.add_argument("--unknown", choices=["error", "drop", "replace"], default="error",
+                   help="characters the model never saw: error (default), drop or replace them")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
 
 
 def add_unknown_arguments(p) -> None:
@@ -282,6 +311,74 @@ def cmd_data(args) -> int:
     return 0
 
 
+TRACE_IN_RAM_BYTES = 1 << 29  # a larger trace goes to a temporary float16 file and is read memory-mapped
+
+
+def cmd_cells(args) -> int:
+    import tempfile
+    from dataclasses import asdict
+
+    import rnnlens
+    from rnnlens.analysis.cells import discover, gallery_entries, kinds_for
+    from rnnlens.analysis.features import FEATURES, parse_feature_spec, resolve_features
+    from rnnlens.corpus import read_text_file
+
+    if args.top < 1:
+        raise RnnlensError(f"--top must be an integer >= 1; got {args.top}")
+    if args.max_chars < 2:
+        raise RnnlensError(f"--max-chars must be an integer >= 2; got {args.max_chars}")
+    custom = [parse_feature_spec(spec) for spec in args.feature]
+    names = [n.strip() for n in args.features.split(",") if n.strip()] if args.features else list(FEATURES)
+    features = resolve_features(names + custom)  # checked before the slow part
+    lm = rnnlens.load(args.run, device=args.device)
+    cfg = lm.config
+    text = read_text_file(args.text)
+    total = len(text)
+    text = text[:args.max_chars]
+    kinds = kinds_for(cfg.cell, args.kinds.split(",") if args.kinds else None)
+    trace_names = [f"layer{i}.{k}" for i in range(cfg.layers) for k in kinds]
+    if total > len(text) and not args.json:
+        print(f"using the first {len(text):,} of {total:,} characters (--max-chars)", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="rnnlens-cells-") as tmp:
+        big = len(text) * len(trace_names) * cfg.size * 4 > TRACE_IN_RAM_BYTES
+        trace = lm.trace(text, names=trace_names, unknown=args.unknown, float16=big,
+                         out=Path(tmp) / "trace.safetensors" if big else None, progress=not args.json)
+        scores = discover(trace, features, kinds, cells="raw" if args.raw_cells else "tanh",
+                          progress=not args.json)
+        if args.out:
+            from rnnlens.render.html import GalleryItem, gallery_page, write_html
+            items = [GalleryItem(**asdict(e)) for e in gallery_entries(scores)]
+            write_html(args.out, gallery_page(trace, items, title=f"Interpretable cells: {args.run} on {args.text}"))
+    if args.json:
+        print(json.dumps({"run": str(args.run), "text": str(args.text), "model": {"cell": cfg.cell, "layers": cfg.layers,
+                                                                                  "size": cfg.size},
+                          **scores.to_dict(args.top), **({"gallery": str(args.out)} if args.out else {})}))
+    else:
+        print(cells_table(scores, args.top, f"{cfg.cell} {cfg.layers}x{cfg.size} over {args.text}"))
+        if args.out:
+            print(f"gallery: {args.out}")
+    return 0
+
+
+def cells_table(scores, top: int, what: str) -> str:
+    """The readable report of `rnnlens cells`: per feature, its best units as L:I kind score."""
+    kinds = sorted({a.split(".", 1)[1] for a in scores.activations})
+    lines = [f"{what}: {scores.chars:,} characters, {len(scores.activations) * scores.size:,} units "
+             f"({', '.join(kinds)}{'; cells as tanh(c)' if 'cell' in kinds and scores.cells == 'tanh' else ''})",
+             f"{'feature':18s} {'metric':6s} best units (layer:unit kind score)"]
+    for f in scores.features:
+        best = scores.best(f.name, top)
+        if not best:
+            shown = "not present in the text"
+        elif f.metric == "r":
+            shown = "   ".join(f"{u.label} {u.score:+.2f}" for u in best)
+        else:
+            shown = "   ".join(f"{u.label} {u.score:.3f} {'on' if u.sign > 0 else 'off'}" for u in best)
+        lines.append(f"{f.name:18s} {f.metric:6s} {shown}")
+    lines.append("r: Pearson correlation; auc: ROC AUC, 'on' = the unit is high inside, 'off' = low inside")
+    return "\n".join(lines)
+
+
 def cmd_demo(args) -> int:
     from rnnlens.demo import run_demo
     from rnnlens.train import parse_duration
@@ -290,7 +387,8 @@ def cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "data": cmd_data, "demo": cmd_demo}
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "data": cmd_data, "demo": cmd_demo,
+            "cells": cmd_cells}
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,1 @@
+"""Analyses: take a Trace (and text), return plain data; renderers draw it."""
