@@ -41,6 +41,11 @@ EXAMPLES = {
   rnnlens viz runs/shakespeare --text act1.txt --unit 0:7 --what gate.forget --out forget.html
   rnnlens viz runs/linux --text sched.c --unit 1:42 --strip --start 2000 --length 300
   rnnlens viz runs/linux --text sched.c --unit 1:42 --length 1500 --out unit42.png""",
+    "cells": """examples:
+  rnnlens cells runs/shakespeare --text input.txt               # every built-in feature, cells and hidden
+  rnnlens cells runs/py --text argparse.py --features bracket_depth,in_string,indent --top 5
+  rnnlens cells runs/py --text argparse.py --feature 'todo=(?i)todo' --feature 'url=https?://\\S+' --json
+  rnnlens cells runs/py --text argparse.py --kinds all --out gallery.html""",
     "demo": """examples:
   rnnlens demo                      # a few minutes on the built-in corpus
   rnnlens demo --time-budget 30s --out runs/quick""",
@@ -141,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="page.html or picture.png (default RUN-LAYER-INDEX-WHAT.html here)")
     p.add_argument("--width", type=int, default=100, help="PNG: columns before a line wraps (default 100)")
     add_text_arguments(p, max_chars=False)
+    p = command("cells", "Find units that track features of the text: quotes, brackets, line position, ...")
+    add_cells_arguments(p)
 
     p = command("demo", "Train a small LSTM on the built-in corpus for a few minutes, sample and evaluate it.")
     p.add_argument("--data", default="pystdlib", help="corpus (default pystdlib, built in, no network)")
@@ -189,6 +196,23 @@ def add_text_arguments(p, max_chars: bool = True) -> None:
                    help="characters the model never saw: error (default), drop or replace them")
     p.add_argument("--replacement", help="with --unknown replace: the character to use (default: a space)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+
+
+def add_cells_arguments(p) -> None:
+    from rnnlens.analysis.features import FEATURES
+    p.add_argument("run", help="run folder or .safetensors checkpoint")
+    add_text_arguments(p)
+    p.set_defaults(max_chars=1_000_000)
+    p.add_argument("--features", help="comma-separated built-in features to score (default all): "
+                   + ", ".join(FEATURES))
+    p.add_argument("--feature", action="append", default=[], metavar="NAME=REGEX",
+                   help="add your own on/off feature, on over every match of REGEX (Python syntax); repeatable")
+    p.add_argument("--top", type=int, default=3, help="best units to show per feature (default 3)")
+    p.add_argument("--kinds", help="activations to score, comma-separated: cell, hidden, a gate (input, forget, "
+                   "output, candidate, reset, update) or all (default: cell,hidden for an LSTM, else hidden)")
+    p.add_argument("--raw-cells", action="store_true", help="score LSTM cells as c itself, not tanh(c)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--out", help="also write a gallery page (HTML) of the best unit of each feature")
 
 
 def add_unknown_arguments(p) -> None:
@@ -453,6 +477,62 @@ def cmd_viz(args) -> int:
     return 0
 
 
+def cmd_cells(args) -> int:
+    from dataclasses import asdict
+
+    import rnnlens
+    from rnnlens.analysis.cells import discover, gallery_entries, kinds_for
+    from rnnlens.analysis.features import FEATURES, parse_feature_spec, resolve_features
+
+    if args.top < 1:
+        raise RnnlensError(f"--top must be an integer >= 1; got {args.top}")
+    custom = [parse_feature_spec(spec) for spec in args.feature]
+    names = [n.strip() for n in args.features.split(",") if n.strip()] if args.features else list(FEATURES)
+    features = resolve_features(names + custom)  # checked before the slow part
+    lm = rnnlens.load(args.run, device=args.device)
+    cfg = lm.config
+    text = read_text_argument(args)
+    if len(text) < 2:
+        raise RnnlensError(f"{args.text} has {len(text)} character; scoring units needs at least 2")
+    kinds = kinds_for(cfg.cell, args.kinds.split(",") if args.kinds else None)
+    trace_names = [f"layer{i}.{k}" for i in range(cfg.layers) for k in kinds]
+    with analysis_trace(lm, text, trace_names, args) as trace:
+        scores = discover(trace, features, kinds, cells="raw" if args.raw_cells else "tanh",
+                          progress=not args.json and sys.stderr.isatty())
+        if args.out:
+            from rnnlens.render.html import GalleryItem, gallery_page, write_html
+            items = [GalleryItem(**asdict(e)) for e in gallery_entries(scores)]
+            write_html(args.out, gallery_page(trace, items, title=f"Interpretable cells: {args.run} on {args.text}"))
+    if args.json:
+        print(json.dumps({"run": str(args.run), "text": str(args.text), "model": {"cell": cfg.cell, "layers": cfg.layers,
+                                                                                  "size": cfg.size},
+                          **scores.to_dict(args.top), **({"gallery": str(args.out)} if args.out else {})}))
+    else:
+        print(cells_table(scores, args.top, f"{cfg.cell} {cfg.layers}x{cfg.size} over {args.text}"))
+        if args.out:
+            print(f"gallery: {args.out}")
+    return 0
+
+
+def cells_table(scores, top: int, what: str) -> str:
+    """The readable report of `rnnlens cells`: per feature, its best units as L:I kind score."""
+    kinds = sorted({a.split(".", 1)[1] for a in scores.activations})
+    lines = [f"{what}: {scores.chars:,} characters, {len(scores.activations) * scores.size:,} units "
+             f"({', '.join(kinds)}{'; cells as tanh(c)' if 'cell' in kinds and scores.cells == 'tanh' else ''})",
+             f"{'feature':18s} {'metric':6s} best units (layer:unit kind score)"]
+    for f in scores.features:
+        best = scores.best(f.name, top)
+        if not best:
+            shown = "not present in the text"
+        elif f.metric == "r":
+            shown = "   ".join(f"{u.label} {u.score:+.2f}" for u in best)
+        else:
+            shown = "   ".join(f"{u.label} {u.score:.3f} {'on' if u.sign > 0 else 'off'}" for u in best)
+        lines.append(f"{f.name:18s} {f.metric:6s} {shown}")
+    lines.append("r: Pearson correlation; auc: ROC AUC, 'on' = the unit is high inside, 'off' = low inside")
+    return "\n".join(lines)
+
+
 def cmd_demo(args) -> int:
     from rnnlens.demo import run_demo
     from rnnlens.train import parse_duration
@@ -476,7 +556,8 @@ def read_text_argument(args) -> str:
 
 @contextmanager
 def analysis_trace(lm, text: str, names: list[str], args):
-    """Trace only `names`; in RAM when small, else through a temporary file that lives as long as the trace."""
+    """Trace only `names`; in RAM when small, else through a temporary file that lives as long as the trace
+    (float32 either way, so that no value moves across a threshold by rounding)."""
     options = dict(names=names, unknown=args.unknown, replacement=args.replacement, progress=sys.stderr.isatty())
     if len(text) * lm.config.size * len(names) * 4 <= IN_MEMORY_TRACE_BYTES:
         yield lm.trace(text, **options)
@@ -599,7 +680,7 @@ def cmd_gradients(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "trace": cmd_trace, "viz": cmd_viz,
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "trace": cmd_trace, "viz": cmd_viz, "cells": cmd_cells,
             "saturation": cmd_saturation, "timescales": cmd_timescales, "gradients": cmd_gradients,
             "data": cmd_data, "demo": cmd_demo}
 

@@ -1,0 +1,510 @@
+"""Interpretable-cell discovery: score every unit of a trace against features of its text.
+
+For each feature (rnnlens.analysis.features), each activation kind (LSTM `cell` and `hidden` by
+default, gates on request), each layer and each unit, one score:
+
+* numeric features (bracket depth, position in line, ...): Pearson's r between the feature and
+  the unit over all T characters; units rank by |r|;
+* on/off features (inside a string, ...): ROC AUC, the probability that the unit is higher at a
+  random character where the feature is on than at one where it is off, ties counted half
+  (Mann-Whitney U / (n_on * n_off)); units rank by |AUC - 0.5| and are reported in the direction
+  where AUC >= 0.5, saying whether the unit is high ("on") or low ("off") inside.
+
+An LSTM cell c is scored as tanh(c) by default, the values Karpathy et al. (2015) colour their
+figures by; AUC is unchanged by it, r is not: a cell that counts (bracket depth) often steps by
+about 1 per level, beyond tanh's linear range, so tanh(c) flattens its upper levels and r reads
+lower than for c itself (0.84-0.90 against 0.88-0.93 for the best counters of the acceptance
+model of tests/test_cells.py over six seeds). `cells="raw"` scores c as it is. A feature that is constant over the text (no quotes at all) scores NaN and is reported as
+not present; so is r for a unit that never changes.
+
+How it is computed, for a 1M-character trace of thousands of units in about a minute and in
+bounded memory (the trace may be a read-only memmap of float16 or float32; it is read in blocks
+of rows, never whole):
+
+1. moments: one pass; per block, the centred activations [n, U] times the centred numeric
+   features [n, F] (one matmul) plus column sums, sums of squares, minima and maxima,
+   accumulated in float64. Activations are shifted by the first block's column means so that
+   the sums of squares do not cancel.
+2. histograms: one pass counting each unit's values in `auc_bins` equal bins between its
+   minimum and maximum (one bincount per block of columns).
+3. rank sums: one pass replacing every value by the mid-rank of its bin (centred) and summing
+   the ranks where each on/off feature is on: one matmul of the on/off masks [F, n] with the
+   ranks [n, U]. AUC = (rank sum - n_on (n_on + 1) / 2) / (n_on n_off).
+
+The AUC is therefore exact for the activations rounded to `auc_bins` levels between each unit's
+minimum and maximum: two characters, one on and one off, whose values fall in the same bin
+count as a tie (half). The difference to the exact AUC is at most half the share of on/off
+pairs that share a bin; with 1024 bins and values spread over the range that is about 1e-3 at
+worst and far less in practice (tests hold it to an exact O(n log n) reference). This replaces
+sorting every column (6,144 sorts of 1M floats) by two passes of bincount and gather.
+
+4. excerpts: for the best few units of each feature, the column is read once more and a window
+   of the text (about 300 characters) is chosen where the feature changes and the unit follows
+   it best: the window with the highest local correlation in the unit's direction, among windows
+   where the feature varies (for a gallery; `gallery_entries`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Iterable
+
+import numpy as np
+
+from rnnlens.analysis.features import BINARY, NUMERIC, Feature, resolve_features
+from rnnlens.errors import RnnlensError
+from rnnlens.trace import LAYER_ACTIVATIONS, Trace
+
+DEFAULT_KINDS = {"lstm": ("cell", "hidden"), "gru": ("hidden",), "rnn": ("hidden",)}
+CELL_VALUES = ("tanh", "raw")  # how an LSTM cell c is scored: tanh(c) or c
+AUC_BINS = 1024
+BLOCK_VALUES = 1 << 24   # activation values per block of rows: 64 MB of float32
+COLUMN_GROUP = 32        # columns per bincount / gather: keeps their tables in cache
+EXCERPT_WIDTH = 300
+
+
+@dataclass(frozen=True)
+class FeatureSummary:
+    """One feature as scored: its metric, and whether it varies over the text at all."""
+
+    name: str
+    kind: str          # 'numeric' or 'binary'
+    metric: str        # 'r' or 'auc'
+    description: str
+    present: bool      # False when the feature is constant over the text (its scores are NaN)
+    mean: float        # numeric: the mean value; binary: the fraction of characters where it is on
+
+
+@dataclass(frozen=True)
+class UnitScore:
+    """One unit's score for one feature, in the direction where it reads naturally."""
+
+    feature: str
+    metric: str        # 'r' or 'auc'
+    score: float       # r (signed), or the AUC in the direction where it is >= 0.5
+    sign: int          # +1: the unit is higher where the feature is higher / on; -1: lower
+    layer: int
+    kind: str          # 'cell', 'hidden', 'gate.forget', ...
+    unit: int
+    excerpt: tuple[int, int] | None = None  # [start, end) of a window of the text that shows it
+
+    @property
+    def activation(self) -> str:
+        """The trace name of the unit's activation, e.g. 'layer1.cell'."""
+        return f"layer{self.layer}.{self.kind}"
+
+    @property
+    def label(self) -> str:
+        """'L:I kind', e.g. '1:42 cell'."""
+        return f"{self.layer}:{self.unit} {self.kind}"
+
+    @property
+    def strength(self) -> float:
+        """|r|, or |AUC - 0.5| * 2 (both 0 for no relation, 1 for a perfect one)."""
+        return abs(self.score) if self.metric == "r" else 2 * (self.score - 0.5)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["activation"] = self.activation
+        d["excerpt"] = list(self.excerpt) if self.excerpt else None
+        return d
+
+
+@dataclass
+class CellScores:
+    """Every unit's score for every feature, as plain arrays.
+
+    values[f, a, i] is feature f's score of unit i of activation a (activations[a], e.g.
+    'layer1.cell'): Pearson r for numeric features; for on/off features the raw AUC, P(unit higher
+    where the feature is on), which is < 0.5 for units that are low inside. NaN where the feature
+    is constant, and r is NaN for a constant unit.
+    """
+
+    features: list[FeatureSummary]
+    activations: list[str]
+    size: int
+    values: np.ndarray  # [F, A, H] float64
+    chars: int
+    auc_bins: int
+    cells: str = "tanh"  # LSTM cells scored as tanh(c) ('tanh') or c ('raw')
+    excerpts: dict[tuple[str, str, int], tuple[int, int]] = field(default_factory=dict)
+
+    def feature(self, name: str) -> FeatureSummary:
+        for f in self.features:
+            if f.name == name:
+                return f
+        raise RnnlensError(f"no scores for feature {name!r}; scored: {', '.join(f.name for f in self.features)}")
+
+    def scores(self, name: str) -> np.ndarray:
+        """[A, H] scores of one feature (see the class docstring)."""
+        return self.values[[f.name for f in self.features].index(self.feature(name).name)]
+
+    def strength(self, name: str) -> np.ndarray:
+        """[A, H] |r| or 2 |AUC - 0.5|; NaN where there is no score."""
+        s = self.scores(name)
+        return np.abs(s) if self.feature(name).metric == "r" else 2 * np.abs(s - 0.5)
+
+    def best(self, name: str, n: int = 3) -> list[UnitScore]:
+        """The n units that track feature `name` best, strongest first (none if it is not present)."""
+        info = self.feature(name)
+        if not info.present:
+            return []
+        strength = np.nan_to_num(self.strength(name).ravel(), nan=-1.0)
+        order = np.argsort(-strength, kind="stable")[:max(0, n)]
+        raw = self.scores(name).ravel()
+        out = []
+        for flat in order:
+            if strength[flat] < 0:
+                break
+            a, unit = divmod(int(flat), self.size)
+            layer, kind = _split_name(self.activations[a])
+            value = float(raw[flat])
+            if info.metric == "r":
+                score, sign = value, (1 if value >= 0 else -1)
+            else:
+                score, sign = max(value, 1 - value), (1 if value >= 0.5 else -1)
+            out.append(UnitScore(name, info.metric, score, sign, layer, kind, unit,
+                                 self.excerpts.get((name, self.activations[a], unit))))
+        return out
+
+    def to_dict(self, top: int = 3) -> dict:
+        """Plain JSON-ready data: each feature with its best `top` units."""
+        return {"chars": self.chars, "activations": self.activations, "size": self.size,
+                "auc_bins": self.auc_bins, "cells": self.cells,
+                "features": [{**asdict(f), "mean": _finite_or_none(f.mean),
+                              "best": [u.to_dict() for u in self.best(f.name, top)]} for f in self.features]}
+
+
+def _finite_or_none(x: float):
+    return x if math.isfinite(x) else None
+
+
+def _split_name(activation: str) -> tuple[int, str]:
+    head, kind = activation.split(".", 1)
+    return int(head[len("layer"):]), kind
+
+
+# ---------------------------------------------------------------------------------------------
+# Which activations
+
+
+def kinds_for(cell: str, kinds: Iterable[str] | str | None = None) -> list[str]:
+    """Activation kinds of a cell type to score: 'cell', 'hidden', a gate ('gate.forget' or just
+    'forget'), or 'all'; None: cell and hidden for an LSTM, hidden for a GRU or RNN."""
+    available = LAYER_ACTIVATIONS[cell]
+    if kinds is None:
+        return list(DEFAULT_KINDS[cell])
+    chosen = []
+    for k in ([kinds] if isinstance(kinds, str) else list(kinds)):
+        k = k.strip()
+        if k == "all":
+            chosen.extend(available)
+        elif k in available:
+            chosen.append(k)
+        elif f"gate.{k}" in available:
+            chosen.append(f"gate.{k}")
+        else:
+            raise RnnlensError(f"a {cell} has no activation kind {k!r}; choose from {', '.join(available)} or all")
+    if not chosen:
+        raise RnnlensError("no activation kinds to score; name some, e.g. cell,hidden")
+    return list(dict.fromkeys(chosen))
+
+
+def resolve_kinds(trace: Trace, kinds: Iterable[str] | str | None = None) -> list[str]:
+    """Activation names of `trace` to score, e.g. ['layer0.cell', 'layer0.hidden', 'layer1.cell', ...]
+    (see kinds_for; by default those of the default kinds that the trace holds)."""
+    names = [f"layer{i}.{k}" for i in range(trace.layers) for k in kinds_for(trace.cell, kinds)]
+    missing = [n for n in names if n not in trace]
+    if kinds is not None and missing:
+        raise RnnlensError(f"this trace has no {', '.join(missing[:4])}; trace those activations "
+                           f"(lm.trace(text, names=...)) or choose other kinds")
+    present = [n for n in names if n in trace]
+    if not present:
+        raise RnnlensError(f"this trace holds none of the activations scored by default ({', '.join(names[:4])}); "
+                           f"name some with kinds=, e.g. {', '.join(LAYER_ACTIVATIONS[trace.cell])}")
+    return present
+
+
+def scored_values(kind: str, block: np.ndarray, cells: str = "tanh") -> np.ndarray:
+    """What is scored for an activation kind, in place on a float32 block: tanh(c) for LSTM cells
+    (unless cells='raw'), everything else as it is."""
+    if kind == "cell" and cells == "tanh":
+        np.tanh(block, out=block)
+    return block
+
+
+# ---------------------------------------------------------------------------------------------
+# Discovery
+
+
+def discover(trace: Trace, features: Iterable[str | Feature] | None = None,
+             kinds: Iterable[str] | str | None = None, *, excerpts: int = 3, excerpt_width: int = EXCERPT_WIDTH,
+             auc_bins: int = AUC_BINS, cells: str = "tanh", block_values: int = BLOCK_VALUES,
+             progress: bool = False) -> CellScores:
+    """Score every unit of `trace` against every feature of its text (see the module docstring).
+
+    features: names of built-ins and Feature objects (default: all built-ins);
+    kinds: activation kinds (see resolve_kinds); excerpts: for how many of the best units of each
+    feature to choose a window of the text (0: none); auc_bins: the AUC's resolution; cells: score
+    LSTM cells as tanh(c) ('tanh') or c ('raw').
+    """
+    if not isinstance(auc_bins, int) or auc_bins < 2:
+        raise RnnlensError(f"auc_bins must be an integer >= 2; got {auc_bins!r}")
+    if cells not in CELL_VALUES:
+        raise RnnlensError(f"cells must be one of {', '.join(CELL_VALUES)}; got {cells!r}")
+    T = len(trace)
+    if T < 2:
+        raise RnnlensError(f"the trace has {T} character(s); scoring units needs at least 2")
+    chosen = resolve_features(features)
+    names = resolve_kinds(trace, kinds)
+    values = {f.name: f(trace.text) for f in chosen}
+    numeric = [f.name for f in chosen if values[f.name].dtype != np.bool_]
+    binary = [f.name for f in chosen if values[f.name].dtype == np.bool_]
+    reader = _BlockReader(trace, names, cells, block_values, progress,
+                          passes=1 + 2 * bool(binary) + bool(excerpts))
+
+    summaries, present = {}, {}
+    for f in chosen:
+        v = values[f.name]
+        kind = BINARY if f.name in binary else NUMERIC
+        varies = bool(v.any() and not v.all()) if kind == BINARY else bool(np.ptp(v) > 0)
+        summaries[f.name] = FeatureSummary(f.name, kind, "auc" if kind == BINARY else "r", f.description, varies,
+                                           float(np.mean(v, dtype=np.float64)))
+        present[f.name] = varies
+
+    r, lo, hi = _correlations(reader, [values[n] for n in numeric])
+    auc = _aucs(reader, [values[n] for n in binary], lo, hi, auc_bins) if binary else np.zeros((0, reader.columns))
+    U, H = reader.columns, trace.size
+    table = np.full((len(chosen), U), np.nan)
+    for j, n in enumerate(numeric):
+        table[[f.name for f in chosen].index(n)] = r[j]
+    for j, n in enumerate(binary):
+        table[[f.name for f in chosen].index(n)] = auc[j]
+    for i, f in enumerate(chosen):
+        if not present[f.name]:
+            table[i] = np.nan
+    scores = CellScores([summaries[f.name] for f in chosen], names, H, table.reshape(len(chosen), len(names), H),
+                        T, auc_bins, cells)
+    if excerpts > 0:
+        _choose_excerpts(scores, reader, values, excerpts, excerpt_width)
+    reader.close()
+    return scores
+
+
+class _BlockReader:
+    """Reads the scored activations in blocks of rows as one float32 array [n, U] (U = activations x
+    units), applying tanh to cells; shows one progress bar over all passes."""
+
+    def __init__(self, trace: Trace, names: list[str], cells: str, block_values: int, progress: bool, passes: int):
+        self.trace, self.names, self.cells = trace, names, cells
+        self.kinds = [_split_name(n)[1] for n in names]
+        self.H = trace.size
+        self.columns = len(names) * self.H
+        self.rows = max(1, block_values // self.columns)
+        self.T = len(trace)
+        self.bar = None
+        if progress:
+            from tqdm import tqdm
+            self.bar = tqdm(total=passes * self.T, unit="char", unit_scale=True, desc="cells", leave=False)
+
+    def blocks(self, columns: np.ndarray | None = None):
+        """Yield (start, block [n, U or len(columns)]) over the whole trace."""
+        for s in range(0, self.T, self.rows):
+            e = min(self.T, s + self.rows)
+            if columns is None:
+                block = np.empty((e - s, self.columns), dtype=np.float32)
+                for a, name in enumerate(self.names):
+                    part = block[:, a * self.H:(a + 1) * self.H]
+                    part[:] = self.trace[name][s:e]
+                    scored_values(self.kinds[a], part, self.cells)
+            else:
+                block = np.empty((e - s, len(columns)), dtype=np.float32)
+                activation, unit = np.divmod(columns, self.H)
+                for a in np.unique(activation):
+                    picked = np.flatnonzero(activation == a)
+                    rows = self.trace[self.names[a]][s:e]  # contiguous rows, then the few columns
+                    block[:, picked] = scored_values(self.kinds[a], rows[:, unit[picked]].astype(np.float32),
+                                                     self.cells)
+            yield s, block
+            if self.bar is not None:
+                self.bar.update(e - s)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _correlations(reader: _BlockReader, numeric: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pass 1: Pearson r [F, U] of each numeric feature with each column, and each column's min and max."""
+    T, U = reader.T, reader.columns
+    F = len(numeric)
+    y = np.stack(numeric, axis=1).astype(np.float64) if F else np.zeros((T, 0))  # [T, F]
+    y_centred = (y - y.mean(axis=0)).astype(np.float32)
+    y_ss = (y_centred.astype(np.float64) ** 2).sum(axis=0)
+    shift = None
+    x_sum = np.zeros(U)
+    x_ss = np.zeros(U)
+    cross = np.zeros((U, F))
+    lo = np.full(U, np.inf, dtype=np.float32)
+    hi = np.full(U, -np.inf, dtype=np.float32)
+    y_sum = y_centred.sum(axis=0, dtype=np.float64)
+    for s, block in reader.blocks():
+        np.minimum(lo, block.min(axis=0), out=lo)
+        np.maximum(hi, block.max(axis=0), out=hi)
+        if shift is None:
+            shift = block.mean(axis=0, dtype=np.float64).astype(np.float32)
+        block -= shift
+        x_sum += block.sum(axis=0, dtype=np.float64)
+        x_ss += np.einsum("ij,ij->j", block, block, dtype=np.float64)
+        if F:
+            cross += block.T @ y_centred[s:s + len(block)]
+    x_mean = x_sum / T
+    x_var = x_ss / T - x_mean ** 2            # [U]
+    cov = cross / T - np.outer(x_mean, y_sum / T)  # [U, F]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = cov / np.sqrt(np.outer(np.maximum(x_var, 0), y_ss / T))
+    # a column whose variance is rounding noise is constant: no correlation to speak of
+    constant = (hi - lo) <= 0
+    r[constant] = np.nan
+    return np.clip(r.T, -1, 1), lo, hi
+
+
+def _bin_keys(block: np.ndarray, lo: np.ndarray, scale: np.ndarray, bins: int) -> np.ndarray:
+    """Bin index of every value, int64 [n, c], in [0, bins - 1]."""
+    keys = ((block - lo) * scale).astype(np.int64)
+    np.clip(keys, 0, bins - 1, out=keys)
+    return keys
+
+
+def _aucs(reader: _BlockReader, binary: list[np.ndarray], lo: np.ndarray, hi: np.ndarray, bins: int) -> np.ndarray:
+    """Passes 2 and 3: ROC AUC [F, U] of each on/off feature against each column (binned mid-ranks)."""
+    T, U = reader.T, reader.columns
+    span = (hi - lo).astype(np.float64)
+    scale = np.where(span > 0, bins / np.where(span > 0, span, 1), 0).astype(np.float32)
+    groups = [(g, min(U, g + COLUMN_GROUP)) for g in range(0, U, COLUMN_GROUP)]
+    offsets = np.arange(COLUMN_GROUP, dtype=np.int64) * bins
+
+    counts = np.zeros((U, bins), dtype=np.int64)
+    for _, block in reader.blocks():
+        for g, e in groups:
+            keys = _bin_keys(block[:, g:e], lo[g:e], scale[g:e], bins) + offsets[:e - g]
+            counts[g:e] += np.bincount(keys.ravel(), minlength=(e - g) * bins).reshape(e - g, bins)
+
+    # centred mid-rank of each bin: ranks 1..T, ties (one bin) share their mean rank
+    below = np.cumsum(counts, axis=1) - counts
+    midrank = (below + (counts + 1) / 2 - (T + 1) / 2).astype(np.float32)  # [U, bins]
+
+    masks = np.stack(binary, axis=1).astype(np.float32)  # [T, F]
+    rank_sums = np.zeros((masks.shape[1], U))
+    for s, block in reader.blocks():
+        m = masks[s:s + len(block)].T  # [F, n]
+        for g, e in groups:
+            keys = _bin_keys(block[:, g:e], lo[g:e], scale[g:e], bins)
+            ranks = np.take(midrank[g:e].ravel(), keys + offsets[:e - g])  # [n, c]
+            rank_sums[:, g:e] += m @ ranks
+    on = masks.sum(axis=0, dtype=np.float64)[:, None]  # [F, 1]
+    off = T - on
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # rank sum of the 'on' characters = centred sum + on * (T + 1) / 2
+        return (rank_sums + on * (T + 1) / 2 - on * (on + 1) / 2) / (on * off)
+
+
+# ---------------------------------------------------------------------------------------------
+# Excerpts and gallery entries
+
+
+def find_excerpt(text: str, feature: np.ndarray, unit: np.ndarray, sign: int = 1,
+                 width: int = EXCERPT_WIDTH) -> tuple[int, int]:
+    """A window [start, end) of about `width` characters where the feature changes and the unit follows.
+
+    Every window start is scored at once with cumulative sums: the correlation of feature and unit
+    inside the window, times `sign`. Eligible windows are those where the feature varies (numeric:
+    its standard deviation is at least half its global one; on/off: at least 10% of the window is on
+    and 10% off); failing any, any window where it varies at all. The start is moved back to the
+    beginning of its line when one starts within the window's first fifth.
+    """
+    T = len(text)
+    width = max(2, min(int(width), T))
+    y = np.asarray(feature, dtype=np.float64)
+    x = np.asarray(unit, dtype=np.float64)
+    n = T - width + 1
+
+    def window_sums(v):
+        c = np.concatenate([[0.0], np.cumsum(v)])
+        return c[width:] - c[:n]
+    sx, sy, sxx, syy, sxy = (window_sums(v) for v in (x, y, x * x, y * y, x * y))
+    var_x = sxx / width - (sx / width) ** 2
+    var_y = syy / width - (sy / width) ** 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = (sxy / width - sx * sy / width ** 2) / np.sqrt(var_x * var_y)
+    r = np.nan_to_num(sign * r, nan=-2.0)
+    varies = var_y > 1e-12
+    if feature.dtype == np.bool_:
+        share = sy / width
+        eligible = varies & (share >= 0.1) & (share <= 0.9)
+    else:
+        eligible = varies & (np.sqrt(np.maximum(var_y, 0)) >= 0.5 * y.std())
+    if not eligible.any():
+        eligible = varies
+    start = int(np.argmax(np.where(eligible, r, -3.0))) if eligible.any() else 0
+    line_start = text.rfind("\n", start, start + width // 5)
+    if line_start >= 0 and line_start + 1 < T:
+        start = line_start + 1
+    return start, min(T, start + width)
+
+
+def _choose_excerpts(scores: CellScores, reader: _BlockReader, values: dict[str, np.ndarray], n: int,
+                     width: int) -> None:
+    """Pass 4: read the columns of each feature's best n units and choose their excerpt windows."""
+    best = {f.name: scores.best(f.name, n) for f in scores.features}
+    columns = sorted({scores.activations.index(u.activation) * scores.size + u.unit
+                      for units in best.values() for u in units})
+    if not columns:
+        return
+    data = np.empty((reader.T, len(columns)), dtype=np.float32)  # [T, k]: only the chosen columns
+    for s, block in reader.blocks(np.array(columns)):
+        data[s:s + len(block)] = block
+    for name, units in best.items():
+        for u in units:
+            col = columns.index(scores.activations.index(u.activation) * scores.size + u.unit)
+            scores.excerpts[(name, u.activation, u.unit)] = find_excerpt(reader.trace.text, values[name],
+                                                                         data[:, col], u.sign, width)
+
+
+@dataclass(frozen=True)
+class GalleryEntry:
+    """One panel of a gallery page: a unit over an excerpt of the text, with words to read it by.
+    The fields are those of rnnlens.render.html.GalleryItem."""
+
+    name: str      # activation, e.g. 'layer1.cell'
+    unit: int
+    title: str
+    caption: str
+    start: int
+    end: int
+
+
+def describe(score: UnitScore, description: str) -> str:
+    """One sentence on what a unit's score says, e.g. 'r = +0.83 with open brackets ...: rises with it'."""
+    if score.metric == "r":
+        how = "rises with it" if score.sign > 0 else "falls as it rises"
+        return f"r = {score.score:+.2f} with {description}: the unit {how}"
+    where = "high" if score.sign > 0 else "low"
+    return f"AUC {score.score:.3f} for {description}: the unit is {where} inside"
+
+
+def gallery_entries(scores: CellScores, top: int = 1) -> list[GalleryEntry]:
+    """For each feature present in the text, its best `top` units that have an excerpt, as gallery panels."""
+    entries = []
+    for f in scores.features:
+        for u in scores.best(f.name, top):
+            if u.excerpt is None:
+                continue
+            value = ("tanh(c)" if scores.cells == "tanh" else "c") if u.kind == "cell" else u.kind
+            entries.append(GalleryEntry(
+                name=u.activation, unit=u.unit,
+                title=f"{f.name}: layer {u.layer} {u.kind} {u.unit}",
+                caption=f"{describe(u, f.description)} (scored on {value}).",
+                start=u.excerpt[0], end=u.excerpt[1]))
+    return entries
