@@ -138,11 +138,11 @@ class Trace:
         specs = {"ids": (self.ids.shape, np.dtype(np.int32))}
         specs.update({n: (a.shape, a.dtype) for n, a in self._arrays.items()})
         with _TraceFile(path, specs, self.info()) as f:
-            f.views["ids"][:] = self.ids
+            f.write("ids", 0, self.ids)
             for n, a in self._arrays.items():
                 step = max(1, (1 << 24) // max(1, int(np.prod(a.shape[1:]))))  # copy ~64 MB at a time
                 for s in range(0, a.shape[0], step):
-                    f.views[n][s:s + step] = a[s:s + step]
+                    f.write(n, s, a[s:s + step])
         return Trace.load(path)
 
     @classmethod
@@ -217,9 +217,16 @@ def trace_ids(model: CharRNN, ids: np.ndarray, chars: list[str], *, names: Itera
     file = _TraceFile(out, {"ids": ((T,), np.dtype(np.int32)), **{n: (shapes[n], dtypes[n]) for n in wanted}},
                       info) if out is not None else None
     try:
-        views = file.views if file else {n: np.empty(shapes[n], dtypes[n]) for n in wanted}
+        arrays = None if file else {n: np.empty(shapes[n], dtypes[n]) for n in wanted}
+
+        def store(name: str, start: int, value: np.ndarray) -> None:
+            if file:
+                file.write(name, start, value)
+            else:
+                arrays[name][start:start + len(value)] = value
+
         if file:
-            views["ids"][:] = ids
+            file.write("ids", 0, ids)
         ids_t = torch.from_numpy(ids).to(device)
         for s in range(0, T, chunk):
             e = min(T, s + chunk)
@@ -230,19 +237,19 @@ def trace_ids(model: CharRNN, ids: np.ndarray, chars: list[str], *, names: Itera
                 max_err = max(max_err, float((recomputed - fused[0]).abs().max()))
                 for a, value in acts.items():
                     name = f"layer{i}.{a}"
-                    if name in views:
-                        views[name][s:e] = value.to("cpu", torch.float32).numpy()
+                    if name in shapes:
+                        store(name, s, value.to("cpu", torch.float32).numpy())
                 state[i] = new_state
                 x = fused
-            if "probs" in views or "loss" in views:
+            if "probs" in shapes or "loss" in shapes:
                 logp = torch.log_softmax(model.head(x[0]).float(), dim=-1)  # [n, V]
-                if "probs" in views:
-                    views["probs"][s:e] = logp.exp().cpu().numpy()
-                if "loss" in views:
+                if "probs" in shapes:
+                    store("probs", s, logp.exp().cpu().numpy())
+                if "loss" in shapes:
                     nxt = ids_t[s + 1:e + 1]  # the true next characters (one fewer at the very end)
                     loss = torch.full((e - s,), float("nan"))
                     loss[:len(nxt)] = -logp[torch.arange(len(nxt), device=device), nxt].cpu()
-                    views["loss"][s:e] = loss.numpy()
+                    store("loss", s, loss.numpy())
             bar.update(e - s)
         info["max_recompute_error"] = max_err
         if file:
@@ -251,7 +258,7 @@ def trace_ids(model: CharRNN, ids: np.ndarray, chars: list[str], *, names: Itera
             trace = Trace.load(out)
             trace.source = source
             return trace
-        return Trace(text, ids, views, max_recompute_error=max_err, **{k: v for k, v in info.items()
+        return Trace(text, ids, arrays, max_recompute_error=max_err, **{k: v for k, v in info.items()
                                                                        if k != "max_recompute_error"})
     finally:
         bar.close()
@@ -358,7 +365,7 @@ def _progress(total: int, enabled: bool):
 
 # ---------------------------------------------------------------------------------------------
 # The file format: safetensors (8-byte little-endian header length, JSON header, raw arrays),
-# written in place through a memory map so that a trace larger than RAM streams to disk.
+# written in place chunk by chunk so that a trace larger than RAM streams to disk.
 
 
 class _TraceFile:
@@ -372,7 +379,7 @@ class _TraceFile:
             size = int(np.prod(shape)) * dtype.itemsize
             header[name] = {"dtype": _ST_DTYPES[dtype], "shape": list(shape), "data_offsets": [pos, pos + size]}
             pos += size
-        self.header, self.data_bytes = header, pos
+        self.header = header
         # room for the metadata written at close (its length is known only then): reserve generously
         reserve = len(json.dumps(info)) + 4096
         self.header_bytes = self._encode_header(info, reserve)
@@ -382,11 +389,23 @@ class _TraceFile:
                 f.truncate(len(self.header_bytes) + pos)
         except OSError as e:
             raise RnnlensError(f"cannot write the trace to {self.path}: {e.strerror or e}") from None
-        self.views = {}
-        for name, (shape, dtype) in specs.items():
-            begin = header[name]["data_offsets"][0]
-            self.views[name] = (np.memmap(self.tmp, dtype=dtype, mode="r+", offset=len(self.header_bytes) + begin,
-                                          shape=shape) if int(np.prod(shape)) else np.zeros(shape, dtype))
+        self.fd = os.open(self.tmp, os.O_WRONLY)
+
+    def write(self, name: str, row: int, values: np.ndarray) -> None:
+        """Rows [row, row + len(values)) of array `name`: a contiguous byte range of the file, written with
+        pwrite rather than through a memory map, so the pages written never count in this process's RSS."""
+        shape, dtype = self.specs[name]
+        data = np.ascontiguousarray(values, dtype=dtype)
+        row_bytes = int(np.prod(shape[1:])) * dtype.itemsize
+        offset = len(self.header_bytes) + self.header[name]["data_offsets"][0] + row * row_bytes
+        view = memoryview(data).cast("B")
+        try:
+            while view:
+                written = os.pwrite(self.fd, view, offset)
+                view, offset = view[written:], offset + written
+        except OSError as e:
+            raise RnnlensError(f"cannot write the trace to {self.path}: {e.strerror or e}; free some disk space "
+                               "or store less (--names, --float16)") from None
 
     def _encode_header(self, info: dict, length: int | None = None) -> bytes:
         body = json.dumps({"__metadata__": {"rnnlens.trace": json.dumps(info)}, **self.header}).encode()
@@ -405,19 +424,17 @@ class _TraceFile:
         self.abort()
 
     def close(self) -> None:
-        for v in self.views.values():
-            if isinstance(v, np.memmap):
-                v.flush()
-        self.views = {}
         head = self._encode_header(self.info, len(self.header_bytes) - 8)
-        with open(self.tmp, "r+b") as f:
-            f.write(head)
-            f.flush()
-            os.fsync(f.fileno())
+        os.pwrite(self.fd, head, 0)
+        os.fsync(self.fd)
+        os.close(self.fd)
+        self.fd = None
         os.replace(self.tmp, self.path)
 
     def abort(self) -> None:
-        self.views = {}
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
         try:
             self.tmp.unlink()
         except FileNotFoundError:
