@@ -28,6 +28,27 @@ def make_text(n_lines: int = 400, seed: int = 0) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run_cli(capsys, *args):
+    """Run `rnnlens ARGS...` in this process: (exit status, stdout, stderr)."""
+    from rnnlens.cli import main
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def train_tiny_runs(root, cells, layers: int = 1) -> dict:
+    """One tiny model per cell type, trained for 30 steps on make_text(300), in root/<cell>."""
+    import rnnlens
+    data = root / "input.txt"
+    data.write_text(make_text(300))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RNNLENS_CACHE", str(root / "cache"))
+        for cell in cells:
+            rnnlens.train(data=str(data), out=root / cell, model=cell, layers=layers, size=16, max_steps=30,
+                          batch_size=4, seq_len=20, progress=False)
+    return {**{cell: root / cell for cell in cells}, "text": data}
+
+
 @pytest.fixture
 def text_file(tmp_path):
     path = tmp_path / "input.txt"

@@ -6,11 +6,12 @@ import random
 
 import numpy as np
 import pytest
+from conftest import run_cli
 
 from rnnlens.analysis.cells import (CellScores, discover, find_excerpt, gallery_entries, kinds_for,
                                     resolve_kinds)
-from rnnlens.analysis.features import BINARY, NUMERIC, bracket_depth, callable_feature, in_double_quotes
-from rnnlens.cli import cells_table, main
+from rnnlens.analysis.features import bracket_depth, callable_feature, in_double_quotes
+from rnnlens.cli import cells_table
 from rnnlens.errors import RnnlensError
 from rnnlens.trace import Trace
 
@@ -207,11 +208,6 @@ def test_validation_errors(random_trace):
 # ---------------------------------------------------------------------------------------------
 # The command line
 
-
-def run_cli(capsys, *args):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

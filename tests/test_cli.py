@@ -4,17 +4,12 @@ import json
 
 import numpy as np
 import pytest
+from conftest import run_cli
 
-from rnnlens.cli import main
 
 TINY = ["--layers", "1", "--size", "16", "--embedding-size", "8", "--batch-size", "4", "--seq-len", "20",
         "--eval-every", "10", "--quiet"]
 
-
-def run_cli(capsys, *args):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

@@ -9,9 +9,8 @@ import torch
 import torch.nn.functional as F
 
 import rnnlens
-from conftest import make_text
+from conftest import make_text, run_cli
 from rnnlens.analysis.gradients import gradient_flow, gradient_flow_ids, model_label
-from rnnlens.cli import main
 from rnnlens.errors import RnnlensError
 from rnnlens.model import CharRNN, ModelConfig
 from rnnlens.trace import _single_layers, recompute_layer
@@ -176,11 +175,6 @@ def runs(tmp_path_factory):
     out["text"] = data
     return out
 
-
-def run_cli(capsys, *args):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_api_on_a_trained_model(runs):

@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 
 import rnnlens
-from conftest import make_text
+from conftest import run_cli, train_tiny_runs
 from rnnlens.analysis import saturation as saturation_module
 from rnnlens.analysis.saturation import gate_saturation, saturation_names, strict_bounds
 from rnnlens import cli
-from rnnlens.cli import main
 from rnnlens.errors import RnnlensError
 from rnnlens.trace import Trace
 
@@ -138,21 +137,8 @@ def test_errors():
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("saturation-runs")
-    data = root / "input.txt"
-    data.write_text(make_text(300))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RNNLENS_CACHE", str(root / "cache"))
-        for cell in ("lstm", "rnn"):
-            rnnlens.train(data=str(data), out=root / cell, model=cell, layers=1, size=16, max_steps=30,
-                          batch_size=4, seq_len=20, progress=False)
-    return {"lstm": root / "lstm", "rnn": root / "rnn", "text": data}
+    return train_tiny_runs(tmp_path_factory.mktemp("saturation-runs"), ("lstm", "rnn"), layers=1)
 
-
-def run_cli(capsys, *args):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_cli_saturation_json_csv_png(runs, capsys, tmp_path):

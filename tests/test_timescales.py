@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 
 import rnnlens
-from conftest import make_text
+from conftest import run_cli, train_tiny_runs
 from rnnlens.analysis.timescales import half_life, memory_timescales, timescale_names
-from rnnlens.cli import main
 from rnnlens.errors import RnnlensError
 from rnnlens.trace import Trace
 
@@ -103,21 +102,8 @@ def test_errors():
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("timescale-runs")
-    data = root / "input.txt"
-    data.write_text(make_text(300))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RNNLENS_CACHE", str(root / "cache"))
-        for cell in ("gru", "rnn"):
-            rnnlens.train(data=str(data), out=root / cell, model=cell, layers=2, size=16, max_steps=30,
-                          batch_size=4, seq_len=20, progress=False)
-    return {"gru": root / "gru", "rnn": root / "rnn", "text": data}
+    return train_tiny_runs(tmp_path_factory.mktemp("timescale-runs"), ("gru", "rnn"), layers=2)
 
-
-def run_cli(capsys, *args):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_cli_timescales(runs, capsys, tmp_path):
