@@ -3,6 +3,8 @@ features, records, excerpts, the command line, and the acceptance test on a trai
 
 import json
 import random
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -215,17 +217,32 @@ def run_cli(capsys, *args):
 
 
 @pytest.fixture
-def tiny_run(tmp_path, text_file, capsys):
+def code_file(tmp_path):
+    """A small code-like text: conditions, brackets, strings and comments over short words."""
+    rng = random.Random(0)
+    words = ["the", "cat", "sat", "on", "mat", "and", "dog", "ran"]
+    lines = []
+    for _ in range(300):
+        a, b, c = (rng.choice(words) for _ in range(3))
+        lines.append(rng.choice([f'if ({a} and {b}):', f'    {a} = "{b} {c}"', f'    {a}({b}, [{c}])  # {a}',
+                                 f"while {a}:", f"    return '{c}'"]))
+    path = tmp_path / "code.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def tiny_run(tmp_path, code_file, capsys):
     run = tmp_path / "run"
-    code, out, err = run_cli(capsys, "train", "--data", text_file, "--layers", "1", "--size", "16",
+    code, out, err = run_cli(capsys, "train", "--data", code_file, "--layers", "1", "--size", "16",
                              "--embedding-size", "8", "--batch-size", "4", "--seq-len", "20", "--eval-every", "10",
                              "--max-steps", "10", "--quiet", "--out", run)
     assert code == 0, err
     return run
 
 
-def test_cells_command_json_and_table(tiny_run, text_file, capsys):
-    code, out, err = run_cli(capsys, "cells", tiny_run, "--text", text_file, "--json", "--top", "2",
+def test_cells_command_json_and_table(tiny_run, code_file, capsys):
+    code, out, err = run_cli(capsys, "cells", tiny_run, "--text", code_file, "--json", "--top", "2",
                              "--feature", "cat=cat", "--kinds", "cell,forget")
     assert code == 0, err
     report = json.loads(out)
@@ -238,7 +255,7 @@ def test_cells_command_json_and_table(tiny_run, text_file, capsys):
     assert best[0]["kind"] in ("cell", "gate.forget") and best[0]["excerpt"][1] > best[0]["excerpt"][0]
     assert by_name["in_url"]["best"] == [] and by_name["in_url"]["present"] is False
 
-    code, out, err = run_cli(capsys, "cells", tiny_run, "--text", text_file, "--features", "line_position,in_url",
+    code, out, err = run_cli(capsys, "cells", tiny_run, "--text", code_file, "--features", "line_position,in_url",
                              "--max-chars", "500")
     assert code == 0, err
     lines = out.strip().splitlines()
@@ -253,8 +270,8 @@ def test_cells_command_json_and_table(tiny_run, text_file, capsys):
     (["--kinds", "reset"], "a lstm has no activation kind 'reset'"),
     (["--top", "0"], "--top must be"),
 ])
-def test_cells_command_errors_are_one_line(tiny_run, text_file, capsys, args, phrase):
-    code, out, err = run_cli(capsys, "cells", tiny_run, "--text", text_file, *args)
+def test_cells_command_errors_are_one_line(tiny_run, code_file, capsys, args, phrase):
+    code, out, err = run_cli(capsys, "cells", tiny_run, "--text", code_file, *args)
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and phrase in lines[0], err
 
@@ -313,3 +330,12 @@ def test_acceptance_trained_lstm_has_a_bracket_counter_and_a_quote_cell(tmp_path
     assert abs(depth.score) >= 0.8, depth
     assert quotes.score >= 0.95, quotes
     assert depth.excerpt is not None and quotes.excerpt is not None
+
+
+def test_the_docs_python_example_runs(tiny_run, code_file, capsys):
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "cells.md").read_text()
+    code = re.findall(r"```python\n(.*?)```", doc, flags=re.S)[0]
+    code = code.replace('"runs/py"', repr(str(tiny_run))).replace('"argparse.py"', repr(str(code_file)))
+    exec(compile(code, "docs/cells.md", "exec"), {})
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 4 and out[0].startswith("0:") and " auc " in out[0] and out[-1] == "(2, 16)"

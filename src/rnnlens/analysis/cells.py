@@ -370,11 +370,15 @@ def _correlations(reader: _BlockReader, numeric: list[np.ndarray]) -> tuple[np.n
     return np.clip(r.T, -1, 1), lo, hi
 
 
-def _bin_keys(block: np.ndarray, lo: np.ndarray, scale: np.ndarray, bins: int) -> np.ndarray:
-    """Bin index of every value, int64 [n, c], in [0, bins - 1]."""
-    keys = ((block - lo) * scale).astype(np.int64)
-    np.clip(keys, 0, bins - 1, out=keys)
-    return keys
+def _bin_keys(block: np.ndarray, lo: np.ndarray, scale: np.ndarray, bins: int, offsets: np.ndarray) -> np.ndarray:
+    """Bin index of every value plus its column's offset, intp [n, c]: column j's bins are
+    offsets[j] .. offsets[j] + bins - 1. Values >= lo give (x - lo) * scale >= 0 exactly; only a
+    column's maximum lands on `bins` itself and is clipped into the top bin."""
+    keys = block - lo
+    keys *= scale
+    np.minimum(keys, bins - 1, out=keys)
+    keys += offsets  # whole numbers below 2**24: exact in float32
+    return keys.astype(np.intp)
 
 
 def _aucs(reader: _BlockReader, binary: list[np.ndarray], lo: np.ndarray, hi: np.ndarray, bins: int) -> np.ndarray:
@@ -383,12 +387,12 @@ def _aucs(reader: _BlockReader, binary: list[np.ndarray], lo: np.ndarray, hi: np
     span = (hi - lo).astype(np.float64)
     scale = np.where(span > 0, bins / np.where(span > 0, span, 1), 0).astype(np.float32)
     groups = [(g, min(U, g + COLUMN_GROUP)) for g in range(0, U, COLUMN_GROUP)]
-    offsets = np.arange(COLUMN_GROUP, dtype=np.int64) * bins
+    offsets = np.arange(COLUMN_GROUP, dtype=np.float32) * bins
 
     counts = np.zeros((U, bins), dtype=np.int64)
     for _, block in reader.blocks():
         for g, e in groups:
-            keys = _bin_keys(block[:, g:e], lo[g:e], scale[g:e], bins) + offsets[:e - g]
+            keys = _bin_keys(block[:, g:e], lo[g:e], scale[g:e], bins, offsets[:e - g])
             counts[g:e] += np.bincount(keys.ravel(), minlength=(e - g) * bins).reshape(e - g, bins)
 
     # centred mid-rank of each bin: ranks 1..T, ties (one bin) share their mean rank
@@ -400,8 +404,8 @@ def _aucs(reader: _BlockReader, binary: list[np.ndarray], lo: np.ndarray, hi: np
     for s, block in reader.blocks():
         m = masks[s:s + len(block)].T  # [F, n]
         for g, e in groups:
-            keys = _bin_keys(block[:, g:e], lo[g:e], scale[g:e], bins)
-            ranks = np.take(midrank[g:e].ravel(), keys + offsets[:e - g])  # [n, c]
+            keys = _bin_keys(block[:, g:e], lo[g:e], scale[g:e], bins, offsets[:e - g])
+            ranks = np.take(midrank[g:e].ravel(), keys)  # [n, c]
             rank_sums[:, g:e] += m @ ranks
     on = masks.sum(axis=0, dtype=np.float64)[:, None]  # [F, 1]
     off = T - on
