@@ -3,12 +3,14 @@ features, records, excerpts, the command line, and the acceptance test on a trai
 
 import json
 import random
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import run_cli
 
-from rnnlens.analysis.cells import (CellScores, discover, find_excerpt, gallery_entries, kinds_for,
+from rnnlens.analysis.cells import (CellScores, discover, exact_aucs, find_excerpt, gallery_entries, kinds_for,
                                     resolve_kinds)
 from rnnlens.analysis.features import bracket_depth, callable_feature, in_double_quotes
 from rnnlens.cli import cells_table
@@ -65,28 +67,52 @@ def random_trace():
 
 def test_r_and_auc_match_exact_references(random_trace):
     trace, features, h, numeric, on = random_trace
-    scores = discover(trace, features, excerpts=0)
-    r, auc = scores.scores("walk")[0], scores.scores("flag")[0]
-    assert [f.metric for f in scores.features] == ["r", "auc"] and scores.activations == ["layer0.hidden"]
+    screened = discover(trace, features, excerpts=0, exact_top=0)  # binned AUC only
+    rescored = discover(trace, features, excerpts=0)                # the best 10 rescored exactly
+    r, binned, auc = screened.scores("walk")[0], screened.scores("flag")[0], rescored.scores("flag")[0]
+    assert [f.metric for f in screened.features] == ["r", "auc"] and screened.activations == ["layer0.hidden"]
+    assert not screened.exact[1].any() and rescored.exact[1].sum() == 10 and rescored.exact[0].all()
     for u in range(12):
         if u == 6:
             continue
         assert r[u] == pytest.approx(np.corrcoef(h[:, u].astype(np.float64), numeric)[0, 1], abs=1e-5)
         reference = exact_auc(h[:, u].astype(np.float64), on)
-        # at most 4 distinct levels per bin: ties and levels are exact; continuous values within 2e-3
-        tolerance = 1e-9 if u in (4, 5) else 2e-3
-        assert auc[u] == pytest.approx(reference, abs=tolerance), u
-    assert np.isnan(r[6]) and auc[6] == 0.5  # a constant unit: no correlation, no separation
-    assert abs(auc[7] - exact_auc(h[:, 7].astype(np.float64), on)) < 2e-3  # outliers make coarse bins
+        # at most one distinct level per bin: exact; continuous values within 2e-3
+        assert binned[u] == pytest.approx(reference, abs=1e-9 if u in (4, 5) else 2e-3), u
+        if rescored.exact[1, 0, u]:
+            assert auc[u] == pytest.approx(reference, abs=1e-12), u
+    assert np.isnan(r[6]) and binned[6] == 0.5  # a constant unit: no correlation, no separation
+    assert abs(binned[7] - exact_auc(h[:, 7].astype(np.float64), on)) < 2e-3  # outliers make coarse bins
     assert auc[2] > 0.75 and auc[3] < 0.1 and r[1] < -0.15
 
 
-def test_finer_bins_converge_to_the_exact_auc(random_trace):
-    trace, features, h, numeric, on = random_trace
-    reference = exact_auc(h[:, 2].astype(np.float64), on)
-    errors = [abs(discover(trace, features, excerpts=0, auc_bins=b).scores("flag")[0, 2] - reference)
-              for b in (16, 1024, 1 << 16)]
-    assert errors[0] > 1e-3 and errors[1] < 5e-4 and errors[2] < 1e-5 and errors[0] > errors[1] > errors[2]
+def test_exact_aucs_with_ties_and_degenerate_masks():
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 6, 3000).astype(np.float32)
+    masks = [rng.random(3000) < p for p in (0.01, 0.5, 0.97)] + [np.zeros(3000, bool), np.ones(3000, bool)]
+    got = exact_aucs(x, masks)
+    for f in range(3):
+        assert got[f] == pytest.approx(exact_auc(x.astype(np.float64), masks[f]), abs=1e-12)
+    assert np.isnan(got[3]) and np.isnan(got[4])
+
+
+def test_a_spike_fools_the_bins_but_not_the_exact_rescoring():
+    """A unit whose separation lives in differences far below its range / auc_bins (a narrow spike
+    of values plus one far outlier): the binned screening sees ties, the exact AUC sees order."""
+    rng = np.random.default_rng(6)
+    T = 4000
+    on = rng.random(T) < 0.3
+    h = rng.normal(size=(T, 3)).astype(np.float32) * 0.1
+    h[:, 0] = 1e-4 * on + 1e-6 * rng.random(T)
+    h[0, 0] = 100.0
+    trace = make_trace("x" * T, {"layer0.hidden": h}, cell="gru")
+    flag = [callable_feature("flag", lambda t: on)]
+    reference = exact_auc(h[:, 0].astype(np.float64), on)
+    assert reference > 0.99
+    assert discover(trace, flag, excerpts=0, exact_top=0).scores("flag")[0, 0] == pytest.approx(0.5, abs=0.01)
+    rescored = discover(trace, flag, excerpts=0, exact_top=3)
+    assert rescored.scores("flag")[0, 0] == pytest.approx(reference, abs=1e-12)
+    assert rescored.best("flag", 1)[0].unit == 0 and rescored.best("flag", 1)[0].exact
 
 
 def test_blocks_memmaps_and_float16_give_the_same_scores(random_trace, tmp_path):
@@ -211,17 +237,32 @@ def test_validation_errors(random_trace):
 
 
 @pytest.fixture
-def tiny_run(tmp_path, text_file, capsys):
+def code_file(tmp_path):
+    """A small code-like text: conditions, brackets, strings and comments over short words."""
+    rng = random.Random(0)
+    words = ["the", "cat", "sat", "on", "mat", "and", "dog", "ran"]
+    lines = []
+    for _ in range(300):
+        a, b, c = (rng.choice(words) for _ in range(3))
+        lines.append(rng.choice([f'if ({a} and {b}):', f'    {a} = "{b} {c}"', f'    {a}({b}, [{c}])  # {a}',
+                                 f"while {a}:", f"    return '{c}'"]))
+    path = tmp_path / "code.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def tiny_run(tmp_path, code_file, capsys):
     run = tmp_path / "run"
-    code, out, err = run_cli(capsys, "train", "--data", text_file, "--layers", "1", "--size", "16",
+    code, out, err = run_cli(capsys, "train", "--data", code_file, "--layers", "1", "--size", "16",
                              "--embedding-size", "8", "--batch-size", "4", "--seq-len", "20", "--eval-every", "10",
                              "--max-steps", "10", "--quiet", "--out", run)
     assert code == 0, err
     return run
 
 
-def test_cells_command_json_and_table(tiny_run, text_file, capsys):
-    code, out, err = run_cli(capsys, "cells", tiny_run, "--text", text_file, "--json", "--top", "2",
+def test_cells_command_json_and_table(tiny_run, code_file, capsys):
+    code, out, err = run_cli(capsys, "cells", tiny_run, "--text", code_file, "--json", "--top", "2",
                              "--feature", "cat=cat", "--kinds", "cell,forget")
     assert code == 0, err
     report = json.loads(out)
@@ -234,7 +275,7 @@ def test_cells_command_json_and_table(tiny_run, text_file, capsys):
     assert best[0]["kind"] in ("cell", "gate.forget") and best[0]["excerpt"][1] > best[0]["excerpt"][0]
     assert by_name["in_url"]["best"] == [] and by_name["in_url"]["present"] is False
 
-    code, out, err = run_cli(capsys, "cells", tiny_run, "--text", text_file, "--features", "line_position,in_url",
+    code, out, err = run_cli(capsys, "cells", tiny_run, "--text", code_file, "--features", "line_position,in_url",
                              "--max-chars", "500")
     assert code == 0, err
     lines = out.strip().splitlines()
@@ -249,8 +290,8 @@ def test_cells_command_json_and_table(tiny_run, text_file, capsys):
     (["--kinds", "reset"], "a lstm has no activation kind 'reset'"),
     (["--top", "0"], "--top must be"),
 ])
-def test_cells_command_errors_are_one_line(tiny_run, text_file, capsys, args, phrase):
-    code, out, err = run_cli(capsys, "cells", tiny_run, "--text", text_file, *args)
+def test_cells_command_errors_are_one_line(tiny_run, code_file, capsys, args, phrase):
+    code, out, err = run_cli(capsys, "cells", tiny_run, "--text", code_file, *args)
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and phrase in lines[0], err
 
@@ -309,3 +350,12 @@ def test_acceptance_trained_lstm_has_a_bracket_counter_and_a_quote_cell(tmp_path
     assert abs(depth.score) >= 0.8, depth
     assert quotes.score >= 0.95, quotes
     assert depth.excerpt is not None and quotes.excerpt is not None
+
+
+def test_the_docs_python_example_runs(tiny_run, code_file, capsys):
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "cells.md").read_text()
+    code = re.findall(r"```python\n(.*?)```", doc, flags=re.S)[0]
+    code = code.replace('"runs/py"', repr(str(tiny_run))).replace('"argparse.py"', repr(str(code_file)))
+    exec(compile(code, "docs/cells.md", "exec"), {})
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 4 and out[0].startswith("0:") and " auc " in out[0] and out[-1] == "(2, 16)"

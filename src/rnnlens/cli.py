@@ -210,7 +210,7 @@ def add_cells_arguments(p) -> None:
     p.add_argument("--top", type=int, default=3, help="best units to show per feature (default 3)")
     p.add_argument("--kinds", help="activations to score, comma-separated: cell, hidden, a gate (input, forget, "
                    "output, candidate, reset, update) or all (default: cell,hidden for an LSTM, else hidden)")
-    p.add_argument("--raw-cells", action="store_true", help="score LSTM cells as c itself, not tanh(c)")
+    p.add_argument("--raw-cells", action="store_true", help="correlate LSTM cells as c itself, not tanh(c)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", help="also write a gallery page (HTML) of the best unit of each feature")
 
@@ -481,7 +481,7 @@ def cmd_cells(args) -> int:
     from dataclasses import asdict
 
     import rnnlens
-    from rnnlens.analysis.cells import discover, gallery_entries, kinds_for
+    from rnnlens.analysis.cells import EXACT_TOP, discover, gallery_entries, kinds_for
     from rnnlens.analysis.features import FEATURES, parse_feature_spec, resolve_features
 
     if args.top < 1:
@@ -498,7 +498,7 @@ def cmd_cells(args) -> int:
     trace_names = [f"layer{i}.{k}" for i in range(cfg.layers) for k in kinds]
     with analysis_trace(lm, text, trace_names, args) as trace:
         scores = discover(trace, features, kinds, cells="raw" if args.raw_cells else "tanh",
-                          progress=not args.json and sys.stderr.isatty())
+                          exact_top=max(EXACT_TOP, args.top), progress=not args.json and sys.stderr.isatty())
         if args.out:
             from rnnlens.render.html import GalleryItem, gallery_page, write_html
             items = [GalleryItem(**asdict(e)) for e in gallery_entries(scores)]
@@ -517,8 +517,9 @@ def cmd_cells(args) -> int:
 def cells_table(scores, top: int, what: str) -> str:
     """The readable report of `rnnlens cells`: per feature, its best units as L:I kind score."""
     kinds = sorted({a.split(".", 1)[1] for a in scores.activations})
+    cell_values = "tanh(c)" if scores.cells == "tanh" else "c"
     lines = [f"{what}: {scores.chars:,} characters, {len(scores.activations) * scores.size:,} units "
-             f"({', '.join(kinds)}{'; cells as tanh(c)' if 'cell' in kinds and scores.cells == 'tanh' else ''})",
+             f"({', '.join(kinds)}{'; cells as ' + cell_values if 'cell' in kinds else ''})",
              f"{'feature':18s} {'metric':6s} best units (layer:unit kind score)"]
     for f in scores.features:
         best = scores.best(f.name, top)

@@ -11,11 +11,13 @@ default, gates on request), each layer and each unit, one score:
   where AUC >= 0.5, saying whether the unit is high ("on") or low ("off") inside.
 
 An LSTM cell c is scored as tanh(c) by default, the values Karpathy et al. (2015) colour their
-figures by; AUC is unchanged by it, r is not: a cell that counts (bracket depth) often steps by
-about 1 per level, beyond tanh's linear range, so tanh(c) flattens its upper levels and r reads
-lower than for c itself (0.84-0.90 against 0.88-0.93 for the best counters of the acceptance
-model of tests/test_cells.py over six seeds). `cells="raw"` scores c as it is. A feature that is constant over the text (no quotes at all) scores NaN and is reported as
-not present; so is r for a unit that never changes.
+figures by. r changes with it: a cell that counts (bracket depth) often steps by about 1 per
+level, beyond tanh's linear range, so tanh(c) flattens its upper levels and r reads lower than
+for c itself (0.84-0.90 against 0.88-0.93 for the best counters of the acceptance model of
+tests/test_cells.py over six seeds); `cells="raw"` scores c as it is. AUC does not change with a
+monotone function, so it is always computed on c itself: in float32, tanh(c) rounds to exactly
++-1 for |c| > 9 and would turn real differences into ties. A feature that is constant over the
+text (no quotes at all) scores NaN and is reported as not present; so is r for a constant unit.
 
 How it is computed, for a 1M-character trace of thousands of units in about a minute and in
 bounded memory (the trace may be a read-only memmap of float16 or float32; it is read in blocks
@@ -26,22 +28,24 @@ of rows, never whole):
    accumulated in float64. Activations are shifted by the first block's column means so that
    the sums of squares do not cancel.
 2. histograms: one pass counting each unit's values in `auc_bins` equal bins between its
-   minimum and maximum (one bincount per block of columns).
+   minimum and maximum (one bincount per group of columns).
 3. rank sums: one pass replacing every value by the mid-rank of its bin (centred) and summing
    the ranks where each on/off feature is on: one matmul of the on/off masks [F, n] with the
    ranks [n, U]. AUC = (rank sum - n_on (n_on + 1) / 2) / (n_on n_off).
+   This binned AUC is exact for the values rounded to `auc_bins` levels between each unit's
+   minimum and maximum: an on/off pair in one bin counts as a tie. It ranks the units. It is off
+   where a unit's values crowd into a sliver of its range (a spike of near-equal values, or a
+   few outliers stretching the range): by up to 0.1-0.16 for a few weak units of a trained model,
+   while the best ones agree to 1e-2 or better.
+4. exact rescoring and excerpts: one pass reads the columns of the best `exact_top` units of each
+   on/off feature (by the binned AUC) and of the best `excerpts` units of each numeric one. The
+   on/off ones get their exact AUC (a sort, then every 'on' value's mid-rank by binary search),
+   are ranked again, and `CellScores.exact` marks them. For the best `excerpts` units of each
+   feature, a window of the text (about 300 characters) is chosen where the feature changes and
+   the unit follows it best (for a gallery; `gallery_entries`).
 
-The AUC is therefore exact for the activations rounded to `auc_bins` levels between each unit's
-minimum and maximum: two characters, one on and one off, whose values fall in the same bin
-count as a tie (half). The difference to the exact AUC is at most half the share of on/off
-pairs that share a bin; with 1024 bins and values spread over the range that is about 1e-3 at
-worst and far less in practice (tests hold it to an exact O(n log n) reference). This replaces
-sorting every column (6,144 sorts of 1M floats) by two passes of bincount and gather.
-
-4. excerpts: for the best few units of each feature, the column is read once more and a window
-   of the text (about 300 characters) is chosen where the feature changes and the unit follows
-   it best: the window with the highest local correlation in the unit's direction, among windows
-   where the feature varies (for a gallery; `gallery_entries`).
+Sorting every column instead (6,144 sorts of 1M floats for a 2x512 LSTM's every activation) is
+about 5x slower than steps 2-3 (benchmarks/bench_cells.py).
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ from rnnlens.errors import RnnlensError
 from rnnlens.trace import LAYER_ACTIVATIONS, Trace
 
 DEFAULT_KINDS = {"lstm": ("cell", "hidden"), "gru": ("hidden",), "rnn": ("hidden",)}
+EXACT_TOP = 10           # best units of each on/off feature whose AUC is computed exactly
 CELL_VALUES = ("tanh", "raw")  # how an LSTM cell c is scored: tanh(c) or c
 AUC_BINS = 1024
 BLOCK_VALUES = 1 << 24   # activation values per block of rows: 64 MB of float32
@@ -87,6 +92,7 @@ class UnitScore:
     layer: int
     kind: str          # 'cell', 'hidden', 'gate.forget', ...
     unit: int
+    exact: bool = True  # False for an AUC from the binned screening only (see the module docstring)
     excerpt: tuple[int, int] | None = None  # [start, end) of a window of the text that shows it
 
     @property
@@ -118,13 +124,15 @@ class CellScores:
     values[f, a, i] is feature f's score of unit i of activation a (activations[a], e.g.
     'layer1.cell'): Pearson r for numeric features; for on/off features the raw AUC, P(unit higher
     where the feature is on), which is < 0.5 for units that are low inside. NaN where the feature
-    is constant, and r is NaN for a constant unit.
+    is constant, and r is NaN for a constant unit. exact[f, a, i] is False where an AUC comes from
+    the binned screening only (all but the best `exact_top` units of each on/off feature).
     """
 
     features: list[FeatureSummary]
     activations: list[str]
     size: int
     values: np.ndarray  # [F, A, H] float64
+    exact: np.ndarray   # [F, A, H] bool
     chars: int
     auc_bins: int
     cells: str = "tanh"  # LSTM cells scored as tanh(c) ('tanh') or c ('raw')
@@ -153,6 +161,7 @@ class CellScores:
         strength = np.nan_to_num(self.strength(name).ravel(), nan=-1.0)
         order = np.argsort(-strength, kind="stable")[:max(0, n)]
         raw = self.scores(name).ravel()
+        exact = self.exact[[f.name for f in self.features].index(name)].ravel()
         out = []
         for flat in order:
             if strength[flat] < 0:
@@ -164,7 +173,7 @@ class CellScores:
                 score, sign = value, (1 if value >= 0 else -1)
             else:
                 score, sign = max(value, 1 - value), (1 if value >= 0.5 else -1)
-            out.append(UnitScore(name, info.metric, score, sign, layer, kind, unit,
+            out.append(UnitScore(name, info.metric, score, sign, layer, kind, unit, bool(exact[flat]),
                                  self.excerpts.get((name, self.activations[a], unit))))
         return out
 
@@ -227,8 +236,8 @@ def resolve_kinds(trace: Trace, kinds: Iterable[str] | str | None = None) -> lis
 
 
 def scored_values(kind: str, block: np.ndarray, cells: str = "tanh") -> np.ndarray:
-    """What is scored for an activation kind, in place on a float32 block: tanh(c) for LSTM cells
-    (unless cells='raw'), everything else as it is."""
+    """What r is computed on, in place on a float32 block: tanh(c) for LSTM cells (unless
+    cells='raw'), everything else as it is. (AUC is computed on the stored values.)"""
     if kind == "cell" and cells == "tanh":
         np.tanh(block, out=block)
     return block
@@ -240,17 +249,21 @@ def scored_values(kind: str, block: np.ndarray, cells: str = "tanh") -> np.ndarr
 
 def discover(trace: Trace, features: Iterable[str | Feature] | None = None,
              kinds: Iterable[str] | str | None = None, *, excerpts: int = 3, excerpt_width: int = EXCERPT_WIDTH,
-             auc_bins: int = AUC_BINS, cells: str = "tanh", block_values: int = BLOCK_VALUES,
-             progress: bool = False) -> CellScores:
+             exact_top: int = EXACT_TOP, auc_bins: int = AUC_BINS, cells: str = "tanh",
+             block_values: int = BLOCK_VALUES, progress: bool = False) -> CellScores:
     """Score every unit of `trace` against every feature of its text (see the module docstring).
 
     features: names of built-ins and Feature objects (default: all built-ins);
     kinds: activation kinds (see resolve_kinds); excerpts: for how many of the best units of each
-    feature to choose a window of the text (0: none); auc_bins: the AUC's resolution; cells: score
-    LSTM cells as tanh(c) ('tanh') or c ('raw').
+    feature to choose a window of the text (0: none); exact_top: how many of the best units of each
+    on/off feature get their exact AUC (0: binned AUC only); auc_bins: the binned AUC's resolution;
+    cells: compute r on LSTM cells as tanh(c) ('tanh') or c ('raw').
     """
     if not isinstance(auc_bins, int) or auc_bins < 2:
         raise RnnlensError(f"auc_bins must be an integer >= 2; got {auc_bins!r}")
+    for name, value in (("excerpts", excerpts), ("exact_top", exact_top)):
+        if not isinstance(value, int) or value < 0:
+            raise RnnlensError(f"{name} must be an integer >= 0; got {value!r}")
     if cells not in CELL_VALUES:
         raise RnnlensError(f"cells must be one of {', '.join(CELL_VALUES)}; got {cells!r}")
     T = len(trace)
@@ -259,42 +272,38 @@ def discover(trace: Trace, features: Iterable[str | Feature] | None = None,
     chosen = resolve_features(features)
     names = resolve_kinds(trace, kinds)
     values = {f.name: f(trace.text) for f in chosen}
-    numeric = [f.name for f in chosen if values[f.name].dtype != np.bool_]
-    binary = [f.name for f in chosen if values[f.name].dtype == np.bool_]
+    summaries = [_summarise(f, values[f.name]) for f in chosen]
+    numeric = [f.name for f in summaries if f.metric == "r"]
+    binary = [f.name for f in summaries if f.metric == "auc"]
     reader = _BlockReader(trace, names, cells, block_values, progress,
-                          passes=1 + 2 * bool(binary) + bool(excerpts))
-
-    summaries, present = {}, {}
-    for f in chosen:
-        v = values[f.name]
-        kind = BINARY if f.name in binary else NUMERIC
-        varies = bool(v.any() and not v.all()) if kind == BINARY else bool(np.ptp(v) > 0)
-        summaries[f.name] = FeatureSummary(f.name, kind, "auc" if kind == BINARY else "r", f.description, varies,
-                                           float(np.mean(v, dtype=np.float64)))
-        present[f.name] = varies
-
-    r, lo, hi = _correlations(reader, [values[n] for n in numeric])
-    auc = _aucs(reader, [values[n] for n in binary], lo, hi, auc_bins) if binary else np.zeros((0, reader.columns))
-    U, H = reader.columns, trace.size
-    table = np.full((len(chosen), U), np.nan)
-    for j, n in enumerate(numeric):
-        table[[f.name for f in chosen].index(n)] = r[j]
-    for j, n in enumerate(binary):
-        table[[f.name for f in chosen].index(n)] = auc[j]
-    for i, f in enumerate(chosen):
-        if not present[f.name]:
-            table[i] = np.nan
-    scores = CellScores([summaries[f.name] for f in chosen], names, H, table.reshape(len(chosen), len(names), H),
-                        T, auc_bins, cells)
-    if excerpts > 0:
-        _choose_excerpts(scores, reader, values, excerpts, excerpt_width)
-    reader.close()
+                          passes=1 + 2 * bool(binary) + bool(excerpts or (exact_top and binary)))
+    try:
+        r, lo, hi = _correlations(reader, [values[n] for n in numeric])
+        auc = _binned_aucs(reader, [values[n] for n in binary], lo, hi, auc_bins) if binary else []
+        rows = {**dict(zip(numeric, r)), **dict(zip(binary, auc))}
+        table = np.stack([rows[f.name] if f.present else np.full(reader.columns, np.nan) for f in summaries])
+        exact = np.array([[f.metric == "r"] * reader.columns for f in summaries])
+        shape = (len(summaries), len(names), trace.size)
+        scores = CellScores(summaries, names, trace.size, table.reshape(shape), exact.reshape(shape), T,
+                            auc_bins, cells)
+        if excerpts or exact_top:
+            _rescore_and_excerpt(scores, reader, values, exact_top, excerpts, excerpt_width)
+    finally:
+        reader.close()
     return scores
 
 
+def _summarise(feature: Feature, values: np.ndarray) -> FeatureSummary:
+    """Metric by the values' type (booleans: AUC, numbers: r), and whether they vary at all."""
+    binary = values.dtype == np.bool_
+    present = bool(values.any() and not values.all()) if binary else bool(np.ptp(values) > 0)
+    return FeatureSummary(feature.name, BINARY if binary else NUMERIC, "auc" if binary else "r", feature.description,
+                          present, float(np.mean(values, dtype=np.float64)))
+
+
 class _BlockReader:
-    """Reads the scored activations in blocks of rows as one float32 array [n, U] (U = activations x
-    units), applying tanh to cells; shows one progress bar over all passes."""
+    """Reads the activations to score in blocks of rows, as stored (float32), either all of them as
+    one array [n, U] (U = activations x units) or chosen columns; one progress bar over all passes."""
 
     def __init__(self, trace: Trace, names: list[str], cells: str, block_values: int, progress: bool, passes: int):
         self.trace, self.names, self.cells = trace, names, cells
@@ -309,26 +318,32 @@ class _BlockReader:
             self.bar = tqdm(total=passes * self.T, unit="char", unit_scale=True, desc="cells", leave=False)
 
     def blocks(self, columns: np.ndarray | None = None):
-        """Yield (start, block [n, U or len(columns)]) over the whole trace."""
+        """Yield (start, block [n, U or len(columns)] float32) over the whole trace."""
         for s in range(0, self.T, self.rows):
             e = min(self.T, s + self.rows)
             if columns is None:
                 block = np.empty((e - s, self.columns), dtype=np.float32)
                 for a, name in enumerate(self.names):
-                    part = block[:, a * self.H:(a + 1) * self.H]
-                    part[:] = self.trace[name][s:e]
-                    scored_values(self.kinds[a], part, self.cells)
+                    block[:, a * self.H:(a + 1) * self.H] = self.trace[name][s:e]
             else:
                 block = np.empty((e - s, len(columns)), dtype=np.float32)
                 activation, unit = np.divmod(columns, self.H)
                 for a in np.unique(activation):
                     picked = np.flatnonzero(activation == a)
-                    rows = self.trace[self.names[a]][s:e]  # contiguous rows, then the few columns
-                    block[:, picked] = scored_values(self.kinds[a], rows[:, unit[picked]].astype(np.float32),
-                                                     self.cells)
+                    block[:, picked] = self.trace[self.names[a]][s:e][:, unit[picked]]  # rows, then columns
             yield s, block
             if self.bar is not None:
                 self.bar.update(e - s)
+
+    def score(self, block: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
+        """In place: what r is computed on (tanh(c) for cells), for a block of all or of chosen columns."""
+        if columns is None:
+            for a, kind in enumerate(self.kinds):
+                scored_values(kind, block[:, a * self.H:(a + 1) * self.H], self.cells)
+        else:
+            for j, col in enumerate(columns):
+                scored_values(self.kinds[int(col) // self.H], block[:, j], self.cells)
+        return block
 
     def close(self):
         if self.bar is not None:
@@ -336,7 +351,8 @@ class _BlockReader:
 
 
 def _correlations(reader: _BlockReader, numeric: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pass 1: Pearson r [F, U] of each numeric feature with each column, and each column's min and max."""
+    """Pass 1: Pearson r [F, U] of each numeric feature with each column (on scored values), and
+    each column's min and max (of the stored values, for the AUC's bins)."""
     T, U = reader.T, reader.columns
     F = len(numeric)
     y = np.stack(numeric, axis=1).astype(np.float64) if F else np.zeros((T, 0))  # [T, F]
@@ -352,6 +368,7 @@ def _correlations(reader: _BlockReader, numeric: list[np.ndarray]) -> tuple[np.n
     for s, block in reader.blocks():
         np.minimum(lo, block.min(axis=0), out=lo)
         np.maximum(hi, block.max(axis=0), out=hi)
+        reader.score(block)
         if shift is None:
             shift = block.mean(axis=0, dtype=np.float64).astype(np.float32)
         block -= shift
@@ -364,31 +381,34 @@ def _correlations(reader: _BlockReader, numeric: list[np.ndarray]) -> tuple[np.n
     cov = cross / T - np.outer(x_mean, y_sum / T)  # [U, F]
     with np.errstate(divide="ignore", invalid="ignore"):
         r = cov / np.sqrt(np.outer(np.maximum(x_var, 0), y_ss / T))
-    # a column whose variance is rounding noise is constant: no correlation to speak of
-    constant = (hi - lo) <= 0
-    r[constant] = np.nan
+    r[(hi - lo) <= 0] = np.nan  # a constant unit: no correlation to speak of
     return np.clip(r.T, -1, 1), lo, hi
 
 
-def _bin_keys(block: np.ndarray, lo: np.ndarray, scale: np.ndarray, bins: int) -> np.ndarray:
-    """Bin index of every value, int64 [n, c], in [0, bins - 1]."""
-    keys = ((block - lo) * scale).astype(np.int64)
-    np.clip(keys, 0, bins - 1, out=keys)
-    return keys
+def _bin_keys(block: np.ndarray, lo: np.ndarray, scale: np.ndarray, bins: int, offsets: np.ndarray) -> np.ndarray:
+    """Bin index of every value plus its column's offset, intp [n, c]: column j's bins are
+    offsets[j] .. offsets[j] + bins - 1. Values >= lo give (x - lo) * scale >= 0 exactly; only a
+    column's maximum lands on `bins` itself and is clipped into the top bin."""
+    keys = block - lo
+    keys *= scale
+    np.minimum(keys, bins - 1, out=keys)
+    keys += offsets  # whole numbers below 2**24: exact in float32
+    return keys.astype(np.intp)
 
 
-def _aucs(reader: _BlockReader, binary: list[np.ndarray], lo: np.ndarray, hi: np.ndarray, bins: int) -> np.ndarray:
-    """Passes 2 and 3: ROC AUC [F, U] of each on/off feature against each column (binned mid-ranks)."""
+def _binned_aucs(reader: _BlockReader, binary: list[np.ndarray], lo: np.ndarray, hi: np.ndarray,
+                 bins: int) -> np.ndarray:
+    """Passes 2 and 3: ROC AUC [F, U] of each on/off feature against each column, by binned mid-ranks."""
     T, U = reader.T, reader.columns
     span = (hi - lo).astype(np.float64)
     scale = np.where(span > 0, bins / np.where(span > 0, span, 1), 0).astype(np.float32)
     groups = [(g, min(U, g + COLUMN_GROUP)) for g in range(0, U, COLUMN_GROUP)]
-    offsets = np.arange(COLUMN_GROUP, dtype=np.int64) * bins
+    offsets = np.arange(COLUMN_GROUP, dtype=np.float32) * bins
 
     counts = np.zeros((U, bins), dtype=np.int64)
     for _, block in reader.blocks():
         for g, e in groups:
-            keys = _bin_keys(block[:, g:e], lo[g:e], scale[g:e], bins) + offsets[:e - g]
+            keys = _bin_keys(block[:, g:e], lo[g:e], scale[g:e], bins, offsets[:e - g])
             counts[g:e] += np.bincount(keys.ravel(), minlength=(e - g) * bins).reshape(e - g, bins)
 
     # centred mid-rank of each bin: ranks 1..T, ties (one bin) share their mean rank
@@ -400,8 +420,8 @@ def _aucs(reader: _BlockReader, binary: list[np.ndarray], lo: np.ndarray, hi: np
     for s, block in reader.blocks():
         m = masks[s:s + len(block)].T  # [F, n]
         for g, e in groups:
-            keys = _bin_keys(block[:, g:e], lo[g:e], scale[g:e], bins)
-            ranks = np.take(midrank[g:e].ravel(), keys + offsets[:e - g])  # [n, c]
+            keys = _bin_keys(block[:, g:e], lo[g:e], scale[g:e], bins, offsets[:e - g])
+            ranks = np.take(midrank[g:e].ravel(), keys)  # [n, c]
             rank_sums[:, g:e] += m @ ranks
     on = masks.sum(axis=0, dtype=np.float64)[:, None]  # [F, 1]
     off = T - on
@@ -454,22 +474,52 @@ def find_excerpt(text: str, feature: np.ndarray, unit: np.ndarray, sign: int = 1
     return start, min(T, start + width)
 
 
-def _choose_excerpts(scores: CellScores, reader: _BlockReader, values: dict[str, np.ndarray], n: int,
-                     width: int) -> None:
-    """Pass 4: read the columns of each feature's best n units and choose their excerpt windows."""
-    best = {f.name: scores.best(f.name, n) for f in scores.features}
-    columns = sorted({scores.activations.index(u.activation) * scores.size + u.unit
-                      for units in best.values() for u in units})
-    if not columns:
+def exact_aucs(values: np.ndarray, masks: list[np.ndarray]) -> np.ndarray:
+    """Exact ROC AUC [F] of one unit's values [T] for each on/off mask: sort once, then each 'on'
+    value's mid-rank is the mean of its two binary-search positions (ties counted half)."""
+    ordered = np.sort(values)
+    out = np.empty(len(masks))
+    for f, on in enumerate(masks):
+        inside = values[on]
+        n_on, n_off = len(inside), len(values) - len(inside)
+        rank_sum = (np.searchsorted(ordered, inside, "left").sum(dtype=np.float64)
+                    + np.searchsorted(ordered, inside, "right").sum(dtype=np.float64) + n_on) / 2
+        out[f] = (rank_sum - n_on * (n_on + 1) / 2) / (n_on * n_off) if n_on and n_off else np.nan
+    return out
+
+
+def _rescore_and_excerpt(scores: CellScores, reader: _BlockReader, values: dict[str, np.ndarray],
+                         exact_top: int, excerpts: int, width: int) -> None:
+    """Pass 4: read the columns of the best units once; exact AUC for the best `exact_top` of each
+    on/off feature, then excerpt windows for the best `excerpts` of each feature."""
+    def column(unit: UnitScore) -> int:
+        return scores.activations.index(unit.activation) * scores.size + unit.unit
+    wanted = {f.name: scores.best(f.name, max(exact_top, excerpts) if f.metric == "auc" else excerpts)
+              for f in scores.features}
+    columns = np.array(sorted({column(u) for units in wanted.values() for u in units}), dtype=np.int64)
+    if not len(columns):
         return
-    data = np.empty((reader.T, len(columns)), dtype=np.float32)  # [T, k]: only the chosen columns
-    for s, block in reader.blocks(np.array(columns)):
+    store = np.result_type(*(reader.trace[n].dtype for n in reader.names), np.float16)
+    data = np.empty((reader.T, len(columns)), dtype=store)  # [T, k] as stored: float16 traces stay small
+    for s, block in reader.blocks(columns):
         data[s:s + len(block)] = block
-    for name, units in best.items():
-        for u in units:
-            col = columns.index(scores.activations.index(u.activation) * scores.size + u.unit)
-            scores.excerpts[(name, u.activation, u.unit)] = find_excerpt(reader.trace.text, values[name],
-                                                                         data[:, col], u.sign, width)
+    index = {int(c): j for j, c in enumerate(columns)}
+    for i, f in enumerate(scores.features):
+        if f.metric != "auc" or not exact_top:
+            continue
+        flat_values, flat_exact = scores.values[i].reshape(-1), scores.exact[i].reshape(-1)
+        for u in wanted[f.name][:exact_top]:
+            col = column(u)
+            flat_values[col] = exact_aucs(data[:, index[col]].astype(np.float32), [values[f.name]])[0]
+            flat_exact[col] = True
+    for f in scores.features:
+        for u in scores.best(f.name, excerpts):
+            col = column(u)
+            if col not in index:  # ranked up only by the exact rescoring: its column was not read
+                continue
+            unit_values = reader.score(data[:, [index[col]]].astype(np.float32), np.array([col]))[:, 0]
+            scores.excerpts[(f.name, u.activation, u.unit)] = find_excerpt(reader.trace.text, values[f.name],
+                                                                           unit_values, u.sign, width)
 
 
 @dataclass(frozen=True)
