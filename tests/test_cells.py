@@ -283,6 +283,21 @@ def test_cells_command_json_and_table(tiny_run, code_file, capsys):
     assert "not present in the text" in lines[3]
 
 
+def test_cells_command_writes_the_gallery(tiny_run, code_file, capsys, tmp_path):
+    page = tmp_path / "gallery.html"
+    code, out, err = run_cli(capsys, "cells", tiny_run, "--text", code_file, "--features",
+                             "line_position,indent,in_url", "--json", "--out", page)
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["gallery"] == str(page)
+    html = page.read_text()
+    assert "Interpretable cells" in html and "http://" not in html and "https://" not in html
+    for feature in report["features"]:
+        if feature["present"]:  # each present feature's best unit has a card naming it
+            best = feature["best"][0]
+            assert f"unit {best['unit']}" in html and feature["name"] in html
+
+
 @pytest.mark.parametrize("args,phrase", [
     (["--feature", "x=(("], "the regex of feature 'x' is not valid"),
     (["--feature", "nameonly"], "NAME=REGEX"),
