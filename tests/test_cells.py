@@ -11,7 +11,7 @@ import pytest
 
 from rnnlens.analysis.cells import (CellScores, discover, exact_aucs, find_excerpt, gallery_entries, kinds_for,
                                     resolve_kinds)
-from rnnlens.analysis.features import BINARY, NUMERIC, bracket_depth, callable_feature, in_double_quotes
+from rnnlens.analysis.features import bracket_depth, callable_feature, in_double_quotes
 from rnnlens.cli import cells_table, main
 from rnnlens.errors import RnnlensError
 from rnnlens.trace import Trace
@@ -182,7 +182,7 @@ def test_best_units_ranked_with_direction(random_trace):
 
 def test_kinds_resolution():
     assert kinds_for("lstm") == ["cell", "hidden"] and kinds_for("gru") == ["hidden"]
-    assert kinds_for("lstm", "forget,cell".split(",")) == ["gate.forget", "cell"]
+    assert kinds_for("lstm", ["forget", "cell"]) == ["gate.forget", "cell"]
     assert kinds_for("gru", ["all"]) == ["gate.reset", "gate.update", "gate.candidate", "hidden"]
     with pytest.raises(RnnlensError, match="a lstm has no activation kind 'reset'"):
         kinds_for("lstm", ["reset"])
