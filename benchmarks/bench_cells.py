@@ -165,6 +165,7 @@ def main() -> None:
 
     import torch
     torch.set_num_threads(args.threads)
+    from rnnlens.analysis import features
     from rnnlens.analysis.features import compute_features
     chars = args.chars or (100_000 if args.quick else 1_000_000)
     trace_path = Path(args.trace or f"/tmp/rnnlens-bench-cells-{chars}.safetensors")
@@ -183,7 +184,6 @@ def main() -> None:
         t0 = time.perf_counter()
         values = compute_features(text)
         feature_times.append(time.perf_counter() - t0)
-        from rnnlens.analysis import features
         features._lex.cache_clear()  # time the lexer every repeat, as a fresh text would
     print(f"features alone: {min(feature_times):.2f} s for {len(values)} features", flush=True)
 
@@ -204,8 +204,8 @@ def main() -> None:
         [f"features alone ({len(values)} built-ins)", f"{min(feature_times):.2f} s", "-"],
         [f"discover ({result['features']} features, {result['binary']} on/off; {result['units']:,} units)",
          f"{result['seconds']:.1f} s ({1e9 * result['seconds'] / values_scored:.1f} ns per value)",
-         f"peak RSS {result['peak_rss_mb']:.0f} MB (anonymous {result['peak_anon_mb']:.0f} MB, "
-         f"trace pages {result['peak_file_mb']:.0f} MB)"],
+         (f"peak RSS {result['peak_rss_mb']:.0f} MB (anonymous {result['peak_anon_mb']:.0f} MB, "
+          f"trace pages {result['peak_file_mb']:.0f} MB)")],
         ["reference: exact AUC by sorting each column (16 columns, extrapolated)",
          f"{sort_seconds:.0f} s for the on/off features alone", "-"],
     ]

@@ -183,7 +183,7 @@ def test_best_units_ranked_with_direction(random_trace):
 
 def test_kinds_resolution():
     assert kinds_for("lstm") == ["cell", "hidden"] and kinds_for("gru") == ["hidden"]
-    assert kinds_for("lstm", "forget,cell".split(",")) == ["gate.forget", "cell"]
+    assert kinds_for("lstm", ["forget", "cell"]) == ["gate.forget", "cell"]
     assert kinds_for("gru", ["all"]) == ["gate.reset", "gate.update", "gate.candidate", "hidden"]
     with pytest.raises(RnnlensError, match="a lstm has no activation kind 'reset'"):
         kinds_for("lstm", ["reset"])

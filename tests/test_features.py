@@ -155,7 +155,7 @@ def test_python_conditions_match_the_ast(module):
     assert not (statements & ~on).any(), "a statement's condition is not covered"
     extra = np.flatnonzero(on & ~statements & ~comprehensions)
     # beyond the expressions, only what surrounds them: blanks, brackets, line breaks
-    assert set(src[i] for i in extra) <= set(" \t\n()[]{}\\")
+    assert {src[i] for i in extra} <= set(" \t\n()[]{}\\")
 
 
 def test_bracket_depth_returns_to_zero_on_real_code():

@@ -518,8 +518,8 @@ def cells_table(scores, top: int, what: str) -> str:
     """The readable report of `rnnlens cells`: per feature, its best units as L:I kind score."""
     kinds = sorted({a.split(".", 1)[1] for a in scores.activations})
     cell_values = "tanh(c)" if scores.cells == "tanh" else "c"
-    lines = [f"{what}: {scores.chars:,} characters, {len(scores.activations) * scores.size:,} units "
-             f"({', '.join(kinds)}{'; cells as ' + cell_values if 'cell' in kinds else ''})",
+    lines = [(f"{what}: {scores.chars:,} characters, {len(scores.activations) * scores.size:,} units "
+              f"({', '.join(kinds)}{'; cells as ' + cell_values if 'cell' in kinds else ''})"),
              f"{'feature':18s} {'metric':6s} best units (layer:unit kind score)"]
     for f in scores.features:
         best = scores.best(f.name, top)

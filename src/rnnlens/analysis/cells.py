@@ -62,7 +62,7 @@ from rnnlens.trace import LAYER_ACTIVATIONS, Trace
 
 DEFAULT_KINDS = {"lstm": ("cell", "hidden"), "gru": ("hidden",), "rnn": ("hidden",)}
 EXACT_TOP = 10           # best units of each on/off feature whose AUC is computed exactly
-CELL_VALUES = ("tanh", "raw")  # how an LSTM cell c is scored: tanh(c) or c
+CELL_VALUES = ("tanh", "raw")  # what r is computed on for an LSTM cell c: tanh(c) or c
 AUC_BINS = 1024
 BLOCK_VALUES = 1 << 24   # activation values per block of rows: 64 MB of float32
 COLUMN_GROUP = 32        # columns per bincount / gather: keeps their tables in cache

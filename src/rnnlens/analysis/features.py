@@ -140,8 +140,10 @@ def _bracket_steps(codes: np.ndarray, pairs: str) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------
 # The lexer shared by the code features: string literals and comments, scanned left to right.
-# `re.finditer` returns the leftmost match and resumes after it, which is exactly how a lexer
-# decides that a '#' inside "..." is not a comment and a quote inside a comment is not a string.
+# `re.search` from the current position finds the leftmost token and the scan resumes after it,
+# which is exactly how a lexer decides that a '#' inside "..." is not a comment and a quote inside
+# a comment is not a string. Every pattern is an unrolled loop (no nested quantifiers that could
+# backtrack), so the scan stays linear.
 
 _LEXER = re.compile(r"""
     (?P<line_comment> //[^\n]* | \#[^\n]* )
@@ -170,7 +172,7 @@ def _opens_line_comment(text: str, start: int) -> bool:
     return text[j] in _BEFORE_LINE_COMMENT and not (text[j] == ":" and j == start - 1)
 
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=1)  # the code features of one text share one lexing; keep no more texts alive
 def _lex(text: str) -> tuple[np.ndarray, np.ndarray]:
     """(in string literal, in comment), bool [T] each, by the rules of `in_string` and `in_comment`."""
     spans = {"string": ([], []), "comment": ([], [])}
