@@ -186,11 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_text_arguments(p, max_chars: bool = True) -> None:
+def add_text_arguments(p, max_chars: bool = True, max_chars_default: int | None = None) -> None:
     """The text a model reads (--text), and what to do with characters the model never saw."""
     p.add_argument("--text", required=True, metavar="FILE", help="UTF-8 text file to read")
     if max_chars:
-        p.add_argument("--max-chars", type=int, metavar="N", help="read only the first N characters of it")
+        p.add_argument("--max-chars", type=int, metavar="N", default=max_chars_default,
+                       help="read only the first N characters of it"
+                       + (f" (default {max_chars_default:,})" if max_chars_default else " (default: all)"))
     p.add_argument("--encoding-errors", default="strict", choices=["strict", "replace", "ignore"])
     p.add_argument("--unknown", choices=["error", "drop", "replace"], default="error",
                    help="characters the model never saw: error (default), drop or replace them")
@@ -201,8 +203,7 @@ def add_text_arguments(p, max_chars: bool = True) -> None:
 def add_cells_arguments(p) -> None:
     from rnnlens.analysis.features import FEATURES
     p.add_argument("run", help="run folder or .safetensors checkpoint")
-    add_text_arguments(p)
-    p.set_defaults(max_chars=1_000_000)
+    add_text_arguments(p, max_chars_default=1_000_000)
     p.add_argument("--features", help="comma-separated built-in features to score (default all): "
                    + ", ".join(FEATURES))
     p.add_argument("--feature", action="append", default=[], metavar="NAME=REGEX",
