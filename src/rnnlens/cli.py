@@ -578,6 +578,17 @@ def output_folder(path) -> Path:
     return folder
 
 
+def write_analysis(args, result, stem: str, plot, title: str) -> tuple[Path, Path]:
+    """An analysis's figure and CSV as <--out>/<stem>.png and .csv; with --json, one JSON object on stdout."""
+    folder = output_folder(args.out)
+    figure = plot(result, folder / f"{stem}.png", title=title)
+    table = result.write_csv(folder / f"{stem}.csv")
+    if args.json:
+        print(json.dumps({"run": str(args.run), "text": str(args.text), **result.to_dict(), "figure": str(figure),
+                          "csv": str(table)}))
+    return figure, table
+
+
 def cmd_saturation(args) -> int:
     import rnnlens
     from rnnlens.analysis.gradients import model_label
@@ -589,14 +600,10 @@ def cmd_saturation(args) -> int:
     text = read_text_argument(args)
     with analysis_trace(lm, text, names, args) as trace:
         sat = gate_saturation(trace, low=args.low, high=args.high)
-    folder = output_folder(args.out)
-    figure = plot_saturation(sat, folder / "saturation.png",
-                             title=f"{model_label(lm.path)}: {sat.cell.upper()} {sat.layers}x{sat.size} gate saturation "
-                                   f"over {sat.chars:,} characters")
-    table = sat.write_csv(folder / "saturation.csv")
+    figure, table = write_analysis(args, sat, "saturation", plot_saturation,
+                                   f"{model_label(lm.path)}: {sat.cell.upper()} {sat.layers}x{sat.size} gate "
+                                   f"saturation over {sat.chars:,} characters")
     if args.json:
-        print(json.dumps({"run": str(args.run), "text": str(args.text), **sat.to_dict(), "figure": str(figure),
-                          "csv": str(table)}))
         return 0
     print(f"{model_label(lm.path)}: {sat.cell.upper()} {sat.layers}x{sat.size} over {sat.chars:,} characters; "
           f"left-saturated < {sat.low:g}, right-saturated > {sat.high:g}")
@@ -619,14 +626,10 @@ def cmd_timescales(args) -> int:
     text = read_text_argument(args)
     with analysis_trace(lm, text, names, args) as trace:
         ts = memory_timescales(trace)
-    folder = output_folder(args.out)
-    figure = plot_half_lives(ts, folder / "timescales.png",
-                             title=f"{model_label(lm.path)}: {ts.cell.upper()} {ts.layers}x{ts.size} memory half-lives, "
-                                   f"ln(0.5)/ln({ts.gate}), over {ts.chars:,} characters")
-    table = ts.write_csv(folder / "timescales.csv")
+    figure, table = write_analysis(args, ts, "timescales", plot_half_lives,
+                                   f"{model_label(lm.path)}: {ts.cell.upper()} {ts.layers}x{ts.size} memory "
+                                   f"half-lives, ln(0.5)/ln({ts.gate}), over {ts.chars:,} characters")
     if args.json:
-        print(json.dumps({"run": str(args.run), "text": str(args.text), **ts.to_dict(), "figure": str(figure),
-                          "csv": str(table)}))
         return 0
     print(f"{model_label(lm.path)}: {ts.cell.upper()} {ts.layers}x{ts.size} over {ts.chars:,} characters; "
           f"half-life = ln(0.5)/ln({ts.gate} gate) in characters, from its mean (geometric mean in brackets)")
