@@ -1,0 +1,34 @@
+"""Headless Chromium for the browser tests (Debian's /usr/bin/chromium driven by Playwright).
+
+`.ci/run` installs chromium when it is missing, so in CI these tests run; on a machine without
+it they skip with the reason.
+"""
+
+import os
+import shutil
+
+import pytest
+
+CHROMIUM = os.environ.get("RNNLENS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+# Without the networking flags Chromium keeps trying Google's hosts, which this closed network refuses.
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed: pip install -e '.[test]'")
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("chromium is not installed: sudo apt-get install -y chromium")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    pg = context.new_page()
+    yield pg
+    context.close()
