@@ -20,7 +20,9 @@ EXAMPLES = {
     "train": """examples:
   rnnlens train --data input.txt --model lstm --layers 2 --size 256 --time-budget 10m --out runs/shakespeare
   rnnlens train --data linux/ --glob '**/*.c' --params 3.3M --model gru --max-epochs 20 --out runs/gru
-  rnnlens train --resume runs/shakespeare --max-epochs 50""",
+  rnnlens train --resume runs/shakespeare --max-epochs 50
+  rnnlens train --data input.txt --model ffn --context 20 --size 512 --time-budget 5m --out runs/nnn20
+  rnnlens train --data input.txt --size 128 --time-budget 3m --snapshot-every 100 --out runs/lstm""",
     "sample": """examples:
   rnnlens sample runs/shakespeare --prime 'ROMEO:' --length 500 --temperature 0.8 --seed 1
   rnnlens sample runs/shakespeare --top-p 0.9 --num-samples 3
@@ -232,7 +234,10 @@ def add_train_arguments(p) -> None:
     g.add_argument("--encoding-errors", choices=["strict", "replace", "ignore"],
                    help="invalid UTF-8: stop with an error (default), or replace / ignore the bad bytes")
     g = p.add_argument_group("model")
-    g.add_argument("--model", choices=["lstm", "gru", "rnn"], help="cell type (default lstm)")
+    g.add_argument("--model", choices=["lstm", "gru", "rnn", "ffn"],
+                   help="cell type (default lstm); ffn: the n-NN baseline, a feed-forward net on the last "
+                   "--context characters")
+    g.add_argument("--context", type=int, help="--model ffn: characters it sees, n (default 20)")
     g.add_argument("--layers", type=int, help="stacked layers (default 1)")
     g.add_argument("--size", type=int, help="units per layer (default 512)")
     g.add_argument("--params", help="size the width to this parameter count instead of --size, e.g. 3.3M")
@@ -263,6 +268,8 @@ def add_train_arguments(p) -> None:
     g.add_argument("--patience", type=int, help="stop after this many validations without improvement")
     g.add_argument("--eval-every", type=int, help=f"steps between validations on the whole val split (default {d.eval_every})")
     g.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default: --eval-every)")
+    g.add_argument("--snapshot-every", type=int, metavar="N", help="also keep the weights every N steps in "
+                   "RUN/snapshots/ (for `rnnlens kl`; default: none)")
     g.add_argument("--log-every", type=int)
     g.add_argument("--eval-batch-size", type=int)
     g.add_argument("--seed", type=int)
@@ -277,7 +284,8 @@ def add_train_arguments(p) -> None:
     g.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-MODEL_ARGS = ("model", "layers", "size", "dropout", "input", "embedding_size", "init", "init_range", "forget_bias")
+MODEL_ARGS = ("model", "layers", "size", "dropout", "input", "embedding_size", "init", "init_range", "forget_bias",
+              "context")
 
 
 def cmd_train(args) -> int:
@@ -306,6 +314,8 @@ def cmd_train(args) -> int:
                              progress=progress)
         model_kwargs = {k: getattr(args, k) for k in MODEL_ARGS if getattr(args, k) is not None}
         model_kwargs["cell"] = model_kwargs.pop("model", "lstm")
+        if "context" in model_kwargs and model_kwargs["cell"] != "ffn":
+            raise RnnlensError("--context is the n of the n-NN baseline; use it with --model ffn")
         model_cfg = ModelConfig(vocab_size=len(corpus.vocab), **model_kwargs)
         if args.params is not None:
             if args.size is not None:
@@ -315,7 +325,9 @@ def cmd_train(args) -> int:
             raise RnnlensError("give a stopping rule: --max-epochs, --max-steps or --time-budget")
         out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
         trainer = Trainer.start(out, model_cfg, cfg, force=args.force, progress=progress, corpus=corpus)
-        print(f"training a {model_cfg.layers}x{model_cfg.size} {model_cfg.cell.upper()} "
+        shape = (f"{model_cfg.size}-unit n-NN (ffn, context {model_cfg.context})" if model_cfg.cell == "ffn"
+                 else f"{model_cfg.layers}x{model_cfg.size} {model_cfg.cell.upper()}")
+        print(f"training a {shape} "
               f"({count_parameters(model_cfg):,} parameters) on {corpus.name} "
               f"({len(corpus):,} characters, vocabulary {len(corpus.vocab)}) into {out}", file=sys.stderr)
     state = trainer.run()

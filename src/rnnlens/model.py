@@ -2,6 +2,12 @@
 
 Training always goes through torch's fused modules (oneDNN on CPU, cuDNN on GPU); nothing
 here loops over time steps. Shapes: B batch rows, T time steps, V vocabulary, H width, L layers.
+
+The same class also holds the paper's n-NN baseline (cell 'ffn'): a feed-forward net on the last
+n = `context` characters (their embeddings or one-hot vectors concatenated, one tanh hidden layer,
+then the linear head). Its carried "state" is the last n-1 input ids [B, n-1], padded at the start
+of a text with a dedicated start id (= vocab_size, an extra embedding row), so the trainer, the
+evaluator, sampling and traces carry it across windows exactly as they carry an RNN's (h, c).
 """
 
 from __future__ import annotations
@@ -15,11 +21,13 @@ import torch.nn.functional as F
 
 from rnnlens.errors import RnnlensError
 
-CELLS = ("lstm", "gru", "rnn")
+CELLS = ("lstm", "gru", "rnn", "ffn")
+RECURRENT = ("lstm", "gru", "rnn")
 INPUTS = ("embedding", "onehot")
 INITS = ("uniform", "torch")
 # Gates per cell in torch's weight layout: LSTM rows are [i, f, g, o], GRU rows [r, z, n].
 GATE_ROWS = {"lstm": 4, "gru": 3, "rnn": 1}
+DEFAULT_CONTEXT = 20
 
 
 @dataclass
@@ -37,6 +45,7 @@ class ModelConfig:
     init: str = "uniform"
     init_range: float = 0.08
     forget_bias: float = 1.0
+    context: int = DEFAULT_CONTEXT   # ffn only: n, the characters the n-NN sees (the current one and n-1 before)
 
     def __post_init__(self):
         check_choice("--model", self.cell, CELLS)
@@ -48,10 +57,24 @@ class ModelConfig:
         check_range("vocab_size", self.vocab_size, 1, None, integer=True)
         check_range("--dropout", self.dropout, 0.0, 1.0, high_open=True)
         check_range("--init-range", self.init_range, 0.0, None, low_open=True)
+        check_range("--context", self.context, 1, None, integer=True)
+        if self.cell == "ffn" and self.layers != 1:
+            raise RnnlensError(f"--model ffn (the n-NN baseline) has one hidden layer; drop --layers {self.layers} "
+                               "or choose a recurrent --model")
+
+    @property
+    def input_vocab(self) -> int:
+        """Rows of the input encoding: the vocabulary, plus the start id for an n-NN's padding."""
+        return self.vocab_size + (self.cell == "ffn")
+
+    @property
+    def start_id(self) -> int:
+        """The n-NN's padding id before a text's first character (ffn only)."""
+        return self.vocab_size
 
     @property
     def input_size(self) -> int:
-        return self.vocab_size if self.input == "onehot" else self.embedding_size
+        return self.input_vocab if self.input == "onehot" else self.embedding_size
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -86,8 +109,11 @@ def check_range(name, value, low=None, high=None, *, integer=False, low_open=Fal
 
 def count_parameters(cfg: ModelConfig) -> int:
     """Closed-form parameter count, equal to sum(p.numel()) of CharRNN(cfg) (tested)."""
+    total = cfg.input_vocab * cfg.embedding_size if cfg.input == "embedding" else 0
+    head = cfg.size * cfg.vocab_size + cfg.vocab_size
+    if cfg.cell == "ffn":
+        return total + cfg.context * cfg.input_size * cfg.size + cfg.size + head
     gates = GATE_ROWS[cfg.cell]
-    total = cfg.vocab_size * cfg.embedding_size if cfg.input == "embedding" else 0
     inp = cfg.input_size
     for _ in range(cfg.layers):
         total += gates * cfg.size * (inp + cfg.size) + 2 * gates * cfg.size
@@ -127,16 +153,24 @@ def parse_count(text: str) -> int:
 
 
 class CharRNN(nn.Module):
-    """Embedding -> nn.LSTM/GRU/RNN (fused, batch_first) -> linear head over the vocabulary."""
+    """Embedding -> nn.LSTM/GRU/RNN (fused, batch_first) -> linear head over the vocabulary.
+
+    With cell 'ffn' (the n-NN): embedding -> the last `context` inputs concatenated -> linear -> tanh
+    -> linear head; `self.rnn` is then None and `self.ffn` holds the hidden layer.
+    """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.embed = nn.Embedding(cfg.vocab_size, cfg.embedding_size) if cfg.input == "embedding" else None
-        rnn_cls = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[cfg.cell]
-        # torch applies dropout between layers only (not after the last); we add the last one by hand
-        self.rnn = rnn_cls(cfg.input_size, cfg.size, num_layers=cfg.layers, batch_first=True,
-                           dropout=cfg.dropout if cfg.layers > 1 else 0.0)
+        self.embed = nn.Embedding(cfg.input_vocab, cfg.embedding_size) if cfg.input == "embedding" else None
+        if cfg.cell == "ffn":
+            self.rnn = None
+            self.ffn = nn.Linear(cfg.context * cfg.input_size, cfg.size)  # [n*I] -> [H], oldest character first
+        else:
+            rnn_cls = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[cfg.cell]
+            # torch applies dropout between layers only (not after the last); we add the last one by hand
+            self.rnn = rnn_cls(cfg.input_size, cfg.size, num_layers=cfg.layers, batch_first=True,
+                               dropout=cfg.dropout if cfg.layers > 1 else 0.0)
         self.drop = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(cfg.size, cfg.vocab_size)
         self.reset_parameters()
@@ -161,15 +195,36 @@ class CharRNN(nn.Module):
         """ids [B, T] long -> [B, T, I] float."""
         if self.embed is not None:
             return self.embed(ids)
-        return F.one_hot(ids, self.cfg.vocab_size).to(self.head.weight.dtype)
+        return F.one_hot(ids, self.cfg.input_vocab).to(self.head.weight.dtype)
 
     def forward(self, ids: torch.Tensor, state=None):
-        """ids [B, T] -> (logits [B, T, V], state). state: (h, c) each [L, B, H] for LSTM, h for GRU/RNN."""
-        out, state = self.rnn(self.inputs(ids), state)  # out [B, T, H]
+        """ids [B, T] -> (logits [B, T, V], state). state: (h, c) each [L, B, H] for LSTM, h for GRU/RNN,
+        the last n-1 ids [B, n-1] (long) for an n-NN."""
+        if self.rnn is None:
+            out, state = self.ffn_hidden(ids, state)
+        else:
+            out, state = self.rnn(self.inputs(ids), state)  # out [B, T, H]
         return self.head(self.drop(out)), state
 
+    def ffn_hidden(self, ids: torch.Tensor, state=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """n-NN hidden layer: ids [B, T] and the previous n-1 ids [B, n-1] (None: the start of a text)
+        -> (tanh hidden [B, T, H], the last n-1 ids [B, n-1]). All T positions at once, no loop over time."""
+        n = self.cfg.context
+        B, T = ids.shape
+        if state is None:
+            state = self.initial_state(B, ids.device)
+        full = torch.cat([state.to(ids.dtype), ids], dim=1)  # [B, n-1+T]
+        x = self.inputs(full)                                 # [B, n-1+T, I]
+        # window t covers full[t : t+n], i.e. ids[t-n+1 .. t]; unfold puts the window last: [B, T, I, n]
+        windows = x.unfold(1, n, 1).transpose(2, 3).reshape(B, T, n * x.shape[-1])  # [B, T, n*I]
+        hidden = torch.tanh(self.ffn(windows))                # [B, T, H]
+        return hidden, full[:, full.shape[1] - (n - 1):]
+
     def initial_state(self, batch: int, device=None):
-        h = torch.zeros(self.cfg.layers, batch, self.cfg.size, device=device or self.head.weight.device)
+        device = device or self.head.weight.device
+        if self.cfg.cell == "ffn":
+            return torch.full((batch, self.cfg.context - 1), self.cfg.start_id, dtype=torch.long, device=device)
+        h = torch.zeros(self.cfg.layers, batch, self.cfg.size, device=device)
         return (h, h.clone()) if self.cfg.cell == "lstm" else h
 
 
@@ -182,7 +237,7 @@ def detach_state(state):
 
 
 def state_tensors(state) -> list[torch.Tensor]:
-    """A recurrent state as a list (LSTM: [h, c]; GRU/RNN: [h])."""
+    """A recurrent state as a list (LSTM: [h, c]; GRU/RNN: [h]; n-NN: [last ids])."""
     return list(state) if isinstance(state, tuple) else [state]
 
 

@@ -126,6 +126,14 @@ def generate(model: CharRNN, prime_ids: torch.Tensor, length: int, opts: Samplin
         # the prime goes through the fused forward in one call; generation then steps
         logits, state = model(prime_ids.to(device)[None, :], None)
         logits = logits[:, -1].float()
+        if model.rnn is None:
+            # an n-NN: one forward call per character already costs only a gather and two small matmuls
+            for _ in range(length):
+                nxt = pick(logits, opts, generator)
+                yield int(nxt[0])
+                logits, state = model(nxt[:, None], state)
+                logits = logits[:, -1].float()
+            return
         layers = state_to_layers(model.cfg.cell, state)
         stepper = Stepper(model)
         for _ in range(length):

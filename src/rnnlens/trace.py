@@ -17,6 +17,7 @@ Names (i = layer, from 0), each an array [T, H] for T characters and H units:
     LSTM: layer{i}.gate.input  layer{i}.gate.forget  layer{i}.gate.output  layer{i}.gate.candidate (g)
           layer{i}.cell (c)  layer{i}.hidden (h)
     GRU:  layer{i}.gate.reset  layer{i}.gate.update  layer{i}.gate.candidate (n)  layer{i}.hidden
+    n-NN (ffn): layer0.hidden, its one tanh hidden layer
 
 plus `probs` [T, V], the next-character distribution after each character, and `loss` [T],
 -log p of the true next character (NaN at the last character, which has no next one).
@@ -47,8 +48,10 @@ LAYER_ACTIVATIONS = {
     "lstm": ("gate.input", "gate.forget", "gate.output", "gate.candidate", "cell", "hidden"),
     "gru": ("gate.reset", "gate.update", "gate.candidate", "hidden"),
     "rnn": ("hidden",),
+    "ffn": ("hidden",),  # the n-NN's tanh hidden layer: no recurrence, no gates
 }
-GATES = {"lstm": ("gate.input", "gate.forget", "gate.output"), "gru": ("gate.reset", "gate.update"), "rnn": ()}
+GATES = {"lstm": ("gate.input", "gate.forget", "gate.output"), "gru": ("gate.reset", "gate.update"), "rnn": (),
+         "ffn": ()}
 OUTPUTS = ("probs", "loss")
 DEFAULT_CHUNK = 8192  # characters per forward chunk: bounds working memory to ~chunk * 14 * H floats per layer
 
@@ -208,7 +211,8 @@ def trace_ids(model: CharRNN, ids: np.ndarray, chars: list[str], *, names: Itera
     info = {"cell": cfg.cell, "layers": cfg.layers, "size": H, "chars": list(chars), "source": source}
 
     device = next(model.parameters()).device
-    layers = _single_layers(model)
+    layers = _single_layers(model) if model.rnn is not None else []
+    ffn_state = None  # n-NN: the last n-1 ids, carried between chunks
     state = [None] * cfg.layers  # carried between chunks: (h [1, 1, H], c [1, 1, H]) or h
     max_err = 0.0
     was_training = model.training
@@ -230,7 +234,12 @@ def trace_ids(model: CharRNN, ids: np.ndarray, chars: list[str], *, names: Itera
         ids_t = torch.from_numpy(ids).to(device)
         for s in range(0, T, chunk):
             e = min(T, s + chunk)
-            x = model.inputs(ids_t[None, s:e])  # [1, n, I]
+            if model.rnn is None:  # n-NN: its hidden layer is computed exactly as in training
+                x, ffn_state = model.ffn_hidden(ids_t[None, s:e], ffn_state)  # [1, n, H]
+                if "layer0.hidden" in shapes:
+                    store("layer0.hidden", s, x[0].to("cpu", torch.float32).numpy())
+            else:
+                x = model.inputs(ids_t[None, s:e])  # [1, n, I]
             for i, layer in enumerate(layers):
                 fused, new_state = layer(x, state[i])  # [1, n, H]
                 acts, recomputed = recompute_layer(cfg.cell, layer, x[0], fused[0], state[i])

@@ -66,6 +66,7 @@ class TrainConfig:
     # bookkeeping
     eval_every: int = 500               # steps between validations (and at every epoch end)
     checkpoint_every: int | None = None  # steps between last.safetensors writes; default eval_every
+    snapshot_every: int | None = None   # steps between weight snapshots in snapshots/ (training dynamics)
     log_every: int = 10
     eval_batch_size: int | None = None
     seed: int = 0
@@ -98,6 +99,8 @@ class TrainConfig:
         check_range("--log-every", self.log_every, 1, None, integer=True)
         if self.checkpoint_every is not None:
             check_range("--checkpoint-every", self.checkpoint_every, 1, None, integer=True)
+        if self.snapshot_every is not None:
+            check_range("--snapshot-every", self.snapshot_every, 1, None, integer=True)
         if self.eval_batch_size is not None:
             check_range("--eval-batch-size", self.eval_batch_size, 1, None, integer=True)
         check_range("--seed", self.seed, 0, 2**63 - 1, integer=True)
@@ -212,10 +215,14 @@ class Trainer:
         if force and run_dir.exists():
             for name in (LAST, BEST, "metrics.jsonl", "run.json", "summary.json", "loss.png"):
                 (run_dir / name).unlink(missing_ok=True)
+            for old in (run_dir / SNAPSHOTS).glob("step-*.safetensors"):  # another run's history
+                old.unlink()
         run_dir.mkdir(parents=True, exist_ok=True)
         trainer = cls(run_dir, corpus, model_cfg, cfg, progress=progress, log=log)
         write_json_atomic(run_dir / "run.json", trainer.describe())
         trainer.save_last()  # a good state to roll back to from the very first step
+        if cfg.snapshot_every:
+            trainer.save_snapshot()  # step 0: where the training-dynamics curves start
         return trainer
 
     @classmethod
@@ -228,7 +235,7 @@ class Trainer:
             raise RnnlensError(f"{ckpt.path} holds weights only, not a training state; it cannot be resumed")
         cfg_dict = dict(meta["train"])
         allowed = {"max_epochs", "max_steps", "time_budget", "patience", "device", "eval_every",
-                   "checkpoint_every", "log_every", "tensorboard", "compile", "bf16"}
+                   "checkpoint_every", "snapshot_every", "log_every", "tensorboard", "compile", "bf16"}
         for k, v in (overrides or {}).items():
             if k not in allowed:
                 raise RnnlensError(f"--{k.replace('_', '-')} cannot change when resuming; only "
@@ -303,6 +310,14 @@ class Trainer:
         meta = {"kind": "weights", "step": self.state.step, "epoch": self.state.epoch, "val_loss": val_loss,
                 "train": self.cfg.to_dict(), "corpus": self.corpus_info()}
         save_checkpoint(self.run_dir / BEST, self.model, self.corpus.vocab, meta)
+
+    def save_snapshot(self) -> Path:
+        """The weights at this step, as snapshots/step-NNNNNN.safetensors (loadable like best.safetensors);
+        rnnlens.analysis.resemblance reads them to follow a model over training."""
+        s = self.state
+        meta = {"kind": "snapshot", "step": s.step, "epoch": s.epoch, "elapsed_s": s.elapsed,
+                "train": self.cfg.to_dict(), "corpus": self.corpus_info()}
+        return save_checkpoint(snapshot_path(self.run_dir, s.step), self.model, self.corpus.vocab, meta)
 
     def rollback(self, reason: str) -> None:
         """Reload last.safetensors and lower the learning rate: a NaN must not end a long run."""
@@ -452,6 +467,8 @@ class Trainer:
                     validated = True
                 if validated or s.step % checkpoint_every == 0:
                     self.save_last()
+                if cfg.snapshot_every and s.step % cfg.snapshot_every == 0:
+                    self.save_snapshot()
                 if bar is not None:
                     self._update_total(bar)
             s.stop_reason = reason
@@ -474,6 +491,8 @@ class Trainer:
                 self._validate_and_track(metrics, None)
             s.done = not s.stop_reason.startswith("interrupted")
             self.save_last()
+            if cfg.snapshot_every and not snapshot_path(self.run_dir, s.step).exists():
+                self.save_snapshot()  # the final weights end the curves
             if not (self.run_dir / BEST).exists():
                 self.save_best(None)
         finally:
@@ -572,6 +591,13 @@ class Trainer:
             plot_loss_curve(self.run_dir / "metrics.jsonl", self.run_dir / "loss.png")
         except Exception as e:  # a figure must never cost a finished run
             self.log(f"note: could not draw loss.png ({e})")
+
+
+SNAPSHOTS = "snapshots"
+
+
+def snapshot_path(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / SNAPSHOTS / f"step-{step:06d}.safetensors"
 
 
 def _in_main_thread() -> bool:

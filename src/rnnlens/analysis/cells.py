@@ -60,7 +60,7 @@ from rnnlens.analysis.features import BINARY, NUMERIC, Feature, resolve_features
 from rnnlens.errors import RnnlensError
 from rnnlens.trace import LAYER_ACTIVATIONS, Trace
 
-DEFAULT_KINDS = {"lstm": ("cell", "hidden"), "gru": ("hidden",), "rnn": ("hidden",)}
+DEFAULT_KINDS = {"lstm": ("cell", "hidden"), "gru": ("hidden",), "rnn": ("hidden",), "ffn": ("hidden",)}
 EXACT_TOP = 10           # best units of each on/off feature whose AUC is computed exactly
 CELL_VALUES = ("tanh", "raw")  # what r is computed on for an LSTM cell c: tanh(c) or c
 AUC_BINS = 1024

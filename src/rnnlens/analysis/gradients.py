@@ -118,6 +118,9 @@ def gradient_flow_ids(model: CharRNN, ids, *, max_lag: int = 100, positions: int
                       weight_scale: float = 1.0, label: str = "model", batch: int | None = None) -> GradientFlow:
     """The same from a CharRNN and token ids [T]. `batch`: positions per backward pass (default: as many
     as fit in about 256 MB of autograd memory)."""
+    if model.rnn is None:
+        raise RnnlensError("gradient flow through time needs a recurrent model; an n-NN (--model ffn) has no "
+                           f"recurrence: it sees exactly its last {model.cfg.context} characters")
     check_range("--max-lag", max_lag, 0, None, integer=True)
     check_range("--positions", positions, 1, None, integer=True)
     check_range("--weight-scale", weight_scale, 0, None, low_open=True)

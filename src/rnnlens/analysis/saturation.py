@@ -139,7 +139,8 @@ def gates_of(cell: str) -> tuple[str, ...]:
     """The trace names of a cell type's gates (LSTM: input, forget, output; GRU: reset, update)."""
     gates = GATES.get(cell, ())
     if not gates:
-        raise RnnlensError(f"gate saturation needs gates, and a plain {cell.upper()} has none; "
+        what = "an n-NN (ffn) baseline" if cell == "ffn" else f"a plain {cell.upper()}"
+        raise RnnlensError(f"gate saturation needs gates, and {what} has none; "
                            "use an LSTM or GRU model")
     return gates
 

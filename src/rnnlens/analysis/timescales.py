@@ -157,6 +157,9 @@ def timescale_names(cell: str, layers: int) -> list[str]:
 
 def keep_gate(cell: str) -> str:
     """The trace name of the gate that scales what a unit keeps from one character to the next."""
+    if cell == "ffn":
+        raise RnnlensError("an n-NN (ffn) baseline has no memory to measure: it sees exactly its last --context "
+                           "characters and has no gates; use an LSTM or GRU model")
     if cell not in KEEP_GATE:
         raise RnnlensError(f"a plain {cell.upper()} has no forget or update gate to read time constants "
                            "from; use an LSTM or GRU model (`rnnlens gradients` measures any cell's memory)")
