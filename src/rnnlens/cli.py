@@ -69,6 +69,14 @@ characters; writes timescales.png (a histogram per layer) and timescales.csv int
 
 the norm of d loss_t / d x_{t-k} and d loss_t / d h_{t-k} against the lag k, averaged over
 --positions random positions t of the text: vanishing and exploding gradients, measured.""",
+    "kl": """examples:
+  rnnlens kl runs/lstm --text heldout.txt --baseline nnn2=runs/nnn2 --baseline nnn5=runs/nnn5 --out figures/
+  rnnlens kl runs/lstm --text heldout.txt --ngram-orders 1,2,3,5,9,20 --out figures/ --json
+
+needs a run trained with --snapshot-every N. For every snapshot: the mean over the text's positions of
+KL(p||q) + KL(q||p) between its next-character distributions and each baseline's, in nats (probabilities
+floored at --floor, then renormalised). --ngram-orders fits n-gram models on --data (default: the run's
+training corpus). Writes kl.png, kl.csv and kl.json into --out.""",
 }
 
 
@@ -185,6 +193,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="multiply the recurrent weights W_hh by X (one curve per value; default 1)")
     p.add_argument("--out", default="gradients.png", help="the figure to write (default gradients.png)")
     p.add_argument("--json", action="store_true", help="print one JSON object (per model: mean and quantiles per lag)")
+
+    p = command("kl", "Training dynamics: the symmetric KL divergence between a run's snapshots and baseline "
+                "models (n-gram, n-NN) on a held-out text, over training.")
+    p.add_argument("run", help="run folder trained with --snapshot-every")
+    add_text_arguments(p, max_chars_default=20_000)
+    p.add_argument("--baseline", action="append", default=[], metavar="NAME=PATH",
+                   help="a baseline model (run folder or checkpoint; an n-gram folder too) under a name; repeatable")
+    p.add_argument("--ngram-orders", metavar="N,N,...", help="also compare with n-gram models of these orders, "
+                   "e.g. 1,2,3,5,9,20, fitted on --data")
+    p.add_argument("--data", help="with --ngram-orders: the corpus to fit them on (default: the run's corpus)")
+    p.add_argument("--floor", type=float, default=1e-6, help="probabilities are raised to at least this before "
+                   "the KL (default 1e-6)")
+    p.add_argument("--out", default=".", help="folder for kl.png, kl.csv and kl.json (default: here)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
 
@@ -697,8 +719,101 @@ def cmd_gradients(args) -> int:
     return 0
 
 
+def parse_baselines(specs: list[str]) -> dict[str, str]:
+    """--baseline NAME=PATH, repeated -> {name: path}."""
+    out = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        name, path = name.strip(), path.strip()
+        if not sep or not name or not path:
+            raise RnnlensError(f"--baseline takes NAME=PATH, e.g. --baseline nnn5=runs/nnn5; got {spec!r}")
+        if name in out:
+            raise RnnlensError(f"--baseline name {name!r} is given twice; give each baseline its own name")
+        out[name] = path
+    return out
+
+
+def parse_orders(text: str) -> list[int]:
+    try:
+        orders = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        orders = []
+    if not orders or min(orders) < 1:
+        raise RnnlensError(f"--ngram-orders takes integers >= 1 separated by commas, e.g. 1,2,3,5,9,20; got {text!r}")
+    return sorted(set(orders))
+
+
+def cmd_kl(args) -> int:
+    import rnnlens
+    from rnnlens.analysis.gradients import model_label
+    from rnnlens.analysis.resemblance import list_snapshots, resemblance_over_training
+    from rnnlens.checkpoint import read_checkpoint, write_json_atomic
+    from rnnlens.model import check_range
+    from rnnlens.render.plots import plot_resemblance
+
+    check_range("--floor", args.floor, 0.0, 1.0, low_open=True, high_open=True)
+    baselines: dict = parse_baselines(args.baseline)
+    orders = parse_orders(args.ngram_orders) if args.ngram_orders else []
+    if not baselines and not orders:
+        raise RnnlensError("nothing to compare with: give --baseline NAME=PATH (repeatable) and/or --ngram-orders")
+    if args.data and not orders:
+        raise RnnlensError("--data is the corpus for --ngram-orders; give --ngram-orders too, or drop --data")
+    snaps = list_snapshots(args.run)  # before any slow work
+    first = read_checkpoint(snaps[-1][1])
+    text = read_text_argument(args)
+    if args.unknown != "error":  # one text for every model: clean it against the run's vocabulary
+        text = "".join(first.vocab.chars[i] for i in first.vocab.encode(text, unknown=args.unknown,
+                                                                        replacement=args.replacement))
+    if len(text) < 2:
+        raise RnnlensError(f"{args.text} has {len(text)} usable character(s); comparing predictions needs at least 2")
+    loaded = {name: rnnlens.load(path, device=args.device) for name, path in baselines.items()}
+    if orders:
+        try:
+            from rnnlens.ngram import train_ngram
+        except ImportError:
+            raise RnnlensError("--ngram-orders needs the n-gram models (rnnlens.ngram), which this installation "
+                               "lacks; pass baselines with --baseline NAME=PATH instead") from None
+        train = first.meta.get("train", {})
+        data = args.data or train.get("data")
+        if not data:
+            raise RnnlensError("the run does not say which corpus it was trained on; give --data for --ngram-orders")
+        ngram = train_ngram(data, max(orders), **({} if args.data else {"glob": train.get("glob"),
+                                                                           "split": train.get("split")}))
+        for k in orders:
+            name = f"{k}-gram"
+            if name in loaded:
+                raise RnnlensError(f"--baseline name {name!r} clashes with --ngram-orders; rename that baseline")
+            loaded[name] = ngram.predict(text, order=k)
+    verbose = not args.json and sys.stderr.isatty()
+
+    def progress(i, total, step):
+        if verbose:
+            print(f"\rsnapshot {i}/{total} (step {step})", end="" if i < total else "\n", file=sys.stderr, flush=True)
+
+    res = resemblance_over_training(args.run, loaded, text, floor=args.floor, device=args.device, progress=progress)
+    label = model_label(Path(args.run) / "best.safetensors")
+    figure, table = write_analysis(args, res, "kl", plot_resemblance,
+                                   f"{label}: symmetric KL to baselines over {res.chars:,} characters")
+    summary = Path(args.out) / "kl.json"
+    write_json_atomic(summary, {"run": str(args.run), "text": str(args.text), **res.to_dict()})
+    if args.json:
+        return 0
+    names = res.baselines
+    width = max(10, *(len(n) + 2 for n in names))
+    print(f"{label}: symmetric KL, KL(p||q) + KL(q||p) in nats per character, over {res.chars:,} characters "
+          f"of {args.text}")
+    print(f"{'step':>8s} {'seconds':>8s} {'loss':>7s}" + "".join(f"{n:>{width}s}" for n in names) + "  closest")
+    print(f"{'':8s} {'':8s} {'':7s}" + "".join(f"{'(' + format(res.baseline_loss[n], '.3f') + ')':>{width}s}"
+                                               for n in names) + "  (baselines' own loss)")
+    for row in res.to_rows():
+        print(f"{row['step']:8d} {row['seconds']:8.1f} {row['loss_nats']:7.3f}"
+              + "".join(f"{row['kl_' + n]:{width}.4f}" for n in names) + f"  {row['closest']}")
+    print(f"wrote {figure}, {table} and {summary}")
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "trace": cmd_trace, "viz": cmd_viz, "cells": cmd_cells,
-            "saturation": cmd_saturation, "timescales": cmd_timescales, "gradients": cmd_gradients,
+            "saturation": cmd_saturation, "timescales": cmd_timescales, "gradients": cmd_gradients, "kl": cmd_kl,
             "data": cmd_data, "demo": cmd_demo}
 
 

@@ -166,3 +166,34 @@ def plot_gradient_flow(flows, out_path: str | Path, title: str | None = None) ->
     fig.suptitle(title or f"gradient flow through time ({positions} positions per model)")
     fig.tight_layout()
     return _save(fig, out_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training dynamics: resemblance to baselines (rnnlens.analysis.resemblance)
+
+
+def plot_resemblance(res, out_path: str | Path, title: str | None = None) -> Path:
+    """Symmetric KL (nats, log axis) between a run's snapshots and each baseline against the training
+    step, one line per baseline, with the run's own loss on the text in a panel below."""
+    import numpy as np
+    plt = _pyplot()
+    fig, (ax, ax_loss) = plt.subplots(2, 1, figsize=(7.5, 5.6), dpi=110, sharex=True,
+                                      gridspec_kw={"height_ratios": [3, 1.2]})
+    cmap = plt.get_cmap("viridis")
+    names = res.baselines
+    for i, name in enumerate(names):
+        colour = cmap(i / max(1, len(names) - 1) * 0.9)
+        values = np.maximum(res.kl[name], 1e-6)  # a log axis cannot show 0 (a model against itself)
+        ax.plot(res.steps, values, marker="o", markersize=3, linewidth=1.4, color=colour,
+                label=f"{name} (loss {res.baseline_loss[name]:.2f})")
+    ax.set_yscale("log")
+    ax.set_ylabel("symmetric KL (nats/char)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, title="baseline (its loss, nats/char)", title_fontsize=8)
+    ax_loss.plot(res.steps, res.loss, color="0.3", marker="o", markersize=2.5, linewidth=1.2)
+    ax_loss.set_ylabel("run's loss")
+    ax_loss.set_xlabel("training step")
+    ax_loss.grid(alpha=0.3)
+    ax.set_title(title or f"{res.run}: resemblance to baselines over {res.chars:,} characters", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out_path)
