@@ -6,16 +6,22 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import make_text, run_cli
 
 import rnnlens
 from rnnlens.checkpoint import read_checkpoint
 from rnnlens.errors import RnnlensError
 from rnnlens.evaluate import evaluate
-from rnnlens.model import CharRNN, ModelConfig, count_parameters, detach_state, state_from_tensors, state_tensors
+from rnnlens.model import (
+    CharRNN,
+    ModelConfig,
+    count_parameters,
+    detach_state,
+    state_from_tensors,
+    state_tensors,
+)
 from rnnlens.predictions import predict
 from rnnlens.train import TrainConfig, Trainer
-
-from conftest import make_text, run_cli
 
 FFN = dict(model="ffn", context=4, size=24, embedding_size=8, dropout=0.0, batch_size=4, seq_len=20, lr=1e-2,
            eval_every=10, log_every=5, progress=False)

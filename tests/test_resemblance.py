@@ -8,14 +8,18 @@ import types
 
 import numpy as np
 import pytest
+from conftest import make_text, run_cli
 
 import rnnlens
-from rnnlens.analysis.resemblance import (Resemblance, list_snapshots, resemblance_over_training, symmetric_kl,
-                                          symmetric_kl_per_position)
+from rnnlens.analysis.resemblance import (
+    Resemblance,
+    list_snapshots,
+    resemblance_over_training,
+    symmetric_kl,
+    symmetric_kl_per_position,
+)
 from rnnlens.errors import RnnlensError
 from rnnlens.predictions import Predictions, predict
-
-from conftest import make_text, run_cli
 
 
 def preds(text, chars, rows, name="m"):
@@ -150,7 +154,8 @@ def test_cli_kl_end_to_end(runs, tmp_path, capsys):
                                 "--baseline", f"self={final}", "--out", out)
     assert code == 0, err
     assert "closest" in stdout and "nnn" in stdout and "wrote" in stdout
-    rows = list(csv.DictReader(open(out / "kl.csv")))
+    with open(out / "kl.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows] == [0, 10, 20, 30]
     assert list(rows[0]) == ["step", "seconds", "loss_nats", "kl_nnn", "kl_self", "closest"]
     assert float(rows[-1]["kl_self"]) == pytest.approx(0.0, abs=1e-9) and rows[-1]["closest"] == "self"
@@ -160,7 +165,7 @@ def test_cli_kl_end_to_end(runs, tmp_path, capsys):
     assert (out / "kl.png").read_bytes()[:4] == b"\x89PNG"
 
     code, stdout, _ = run_cli(capsys, "kl", runs["lstm"], "--text", runs["held"], "--baseline", f"nnn={runs['nnn']}",
-                              "--out", out, "--json", "--max-chars", 50)
+                              "--out", out, "--json", "--max-chars", 50, "--device", "auto")
     assert code == 0
     info = json.loads(stdout)
     assert info["chars"] == 49 and info["csv"].endswith("kl.csv") and info["figure"].endswith("kl.png")
@@ -213,3 +218,14 @@ def test_cli_kl_needs_snapshots(runs, tmp_path, capsys):
     code, _, err = run_cli(capsys, "kl", runs["plain"], "--text", runs["held"], "--baseline", f"n={runs['nnn']}",
                            "--out", tmp_path)
     assert code == 2 and "--snapshot-every" in err
+
+
+def test_cli_kl_unknown_characters(runs, tmp_path, capsys):
+    odd = tmp_path / "odd.txt"
+    odd.write_text("the cat Z sat.\nthe dog ran.\n")
+    base = ["kl", runs["lstm"], "--text", odd, "--baseline", f"nnn={runs['nnn']}", "--out", tmp_path]
+    code, _, err = run_cli(capsys, *base)
+    assert code == 2 and "'Z'" in err
+    code, out, err = run_cli(capsys, *base, "--unknown", "drop", "--json")
+    assert code == 0, err
+    assert json.loads(out)["chars"] == len("the cat  sat.\nthe dog ran.\n") - 1

@@ -759,11 +759,11 @@ def cmd_kl(args) -> int:
     if args.data and not orders:
         raise RnnlensError("--data is the corpus for --ngram-orders; give --ngram-orders too, or drop --data")
     snaps = list_snapshots(args.run)  # before any slow work
-    first = read_checkpoint(snaps[-1][1])
+    latest = read_checkpoint(snaps[-1][1])
     text = read_text_argument(args)
     if args.unknown != "error":  # one text for every model: clean it against the run's vocabulary
-        text = "".join(first.vocab.chars[i] for i in first.vocab.encode(text, unknown=args.unknown,
-                                                                        replacement=args.replacement))
+        vocab = latest.vocab
+        text = "".join(vocab.chars[i] for i in vocab.encode(text, unknown=args.unknown, replacement=args.replacement))
     if len(text) < 2:
         raise RnnlensError(f"{args.text} has {len(text)} usable character(s); comparing predictions needs at least 2")
     loaded = {name: rnnlens.load(path, device=args.device) for name, path in baselines.items()}
@@ -773,7 +773,7 @@ def cmd_kl(args) -> int:
         except ImportError:
             raise RnnlensError("--ngram-orders needs the n-gram models (rnnlens.ngram), which this installation "
                                "lacks; pass baselines with --baseline NAME=PATH instead") from None
-        train = first.meta.get("train", {})
+        train = latest.meta.get("train", {})
         data = args.data or train.get("data")
         if not data:
             raise RnnlensError("the run does not say which corpus it was trained on; give --data for --ngram-orders")

@@ -165,7 +165,9 @@ def resemblance_over_training(run: str | Path, baselines: dict, text: str, *, fl
     progress: optional callable(i, total, step) called after each snapshot.
     """
     from rnnlens.api import LanguageModel
+    from rnnlens.train import resolve_device
     snaps = list_snapshots(run)
+    where = resolve_device(device) if isinstance(device, str) else device
     if len(text) < 2:
         raise RnnlensError(f"the text has {len(text)} character(s); comparing predictions needs at least 2")
     base = baseline_predictions(baselines, text, device=device)
@@ -173,7 +175,7 @@ def resemblance_over_training(run: str | Path, baselines: dict, text: str, *, fl
     kl = {n: [] for n in base}
     for i, (step, path) in enumerate(snaps):
         ckpt = read_checkpoint(path)
-        lm = LanguageModel(ckpt.build_model(device).eval(), ckpt.vocab, ckpt.meta, path)
+        lm = LanguageModel(ckpt.build_model(where).eval(), ckpt.vocab, ckpt.meta, path)
         pred = predict(lm, text, name=f"step {step}")
         steps.append(step)
         seconds.append(float(ckpt.meta.get("elapsed_s", math.nan)))
