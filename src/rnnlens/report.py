@@ -44,6 +44,7 @@ class ReportOptions:
     seed: int = 0                 # samples and the gradient positions
     units_per_feature: int = 1    # gallery: best units shown per feature
     strip_chars: int = 80         # prediction strip: characters of each unit's excerpt
+    min_strength: float = 0.3     # gallery: weaker units (|r| or 2|AUC - 0.5| below this) are listed, not shown
     max_lag: int = 100            # gradient flow: lags 0..max_lag
     positions: int = 32           # gradient flow: positions averaged over
     unknown: str = "error"        # characters the model never saw: error, drop or replace
@@ -58,6 +59,7 @@ class ReportOptions:
         check_range("sample_length", self.sample_length, 1, None, integer=True)
         check_range("units_per_feature", self.units_per_feature, 1, None, integer=True)
         check_range("strip_chars", self.strip_chars, 1, None, integer=True)
+        check_range("min_strength", self.min_strength, 0, 1)
         check_range("max_lag", self.max_lag, 1, None, integer=True)
         check_range("positions", self.positions, 1, None, integer=True)
 

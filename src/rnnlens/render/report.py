@@ -26,8 +26,6 @@ from pathlib import Path
 from rnnlens.errors import RnnlensError
 from rnnlens.render.html import assets, escape, strip_fragment, unit_fragment, write_html
 
-MIN_STRENGTH = 0.3  # units weaker than this (|r| or 2|AUC - 0.5|) are listed, not shown as interpretable
-
 
 @dataclass
 class Section:
@@ -287,6 +285,7 @@ def units_section(ctx) -> Section:
            "closely, and the strip under each shows what the model expected to come next.")
     pairs = _gallery(ctx)
     scores = ctx.cells
+    min_strength = ctx.options.min_strength
     rows, absent = [], []
     for f in scores.features:
         best = scores.best(f.name, 1)
@@ -295,7 +294,7 @@ def units_section(ctx) -> Section:
             continue
         u = best[0]
         score = f"r {u.score:+.2f}" if u.metric == "r" else f"AUC {u.score:.3f} {'on' if u.sign > 0 else 'off'}"
-        shown = next((n for n, (s, _) in enumerate(pairs) if s == u and s.strength >= MIN_STRENGTH), None)
+        shown = next((n for n, (s, _) in enumerate(pairs) if s == u and s.strength >= min_strength), None)
         label = f"<a href='#unit-{shown}'>{escape(u.label)}</a>" if shown is not None else escape(u.label) + \
             " <span class=rlr-small>(weak)</span>"
         rows.append([escape(f.name), label, score, escape(f.description)])
@@ -305,7 +304,7 @@ def units_section(ctx) -> Section:
     panels = []
     strip_chars = ctx.options.strip_chars
     for n, (score, entry) in enumerate(pairs):
-        if score.strength < MIN_STRENGTH:
+        if score.strength < min_strength:
             continue
         strip_end = min(entry.end, entry.start + strip_chars)
         panels.append(
@@ -316,7 +315,7 @@ def units_section(ctx) -> Section:
             f"{strip_fragment(ctx.trace, entry.name, entry.unit, entry.start, strip_end, top=5, title='')}"
             f"</details></div>")
     note = None if panels else (f"no unit follows any of these features strongly here (|r| or 2|AUC \u2212 0.5| "
-                                f"\u2265 {MIN_STRENGTH}); a longer-trained model or a longer --text may show some")
+                                f"\u2265 {min_strength:g}); a longer-trained model or a longer --text may show some")
     kinds = sorted({a.split(".", 1)[1] for a in scores.activations})
     intro = (f"<p class=rlr-cap>{len(scores.activations) * scores.size:,} units ({', '.join(kinds)}; cells as "
              f"tanh(c)) scored against {len(scores.features)} features over {scores.chars:,} characters: r is the "
