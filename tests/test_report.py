@@ -266,3 +266,17 @@ def test_demo_ends_with_the_report(tmp_path, capsys):
     assert f"report: {out / 'report.html'}" in stdout
     page = (out / "report.html").read_text()
     assert "whole test split" in page  # the demo's eval.json is in the report's test loss
+
+
+def test_the_docs_python_example_runs(runs, tmp_path, monkeypatch):
+    from pathlib import Path
+    doc = Path(__file__).resolve().parents[1] / "docs" / "report.md"
+    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.S)
+    assert len(blocks) == 1
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RNNLENS_CACHE", str(runs["lstm"].parent / "cache"))
+    (tmp_path / "input.txt").write_text(make_text(30, seed=4))
+    code = blocks[0].replace('"runs/demo"', repr(str(runs["lstm"])))
+    exec(compile(code, "report.md", "exec"), {})
+    for name in ("report.html", "mine.html"):
+        assert "<h2>6. Interpretable units</h2>" in (tmp_path / name).read_text()

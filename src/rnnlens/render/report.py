@@ -451,6 +451,8 @@ def render_report(ctx, sections: list[Callable] | None = None, progress: bool | 
     t0 = time.perf_counter()
     ctx.trace  # noqa: B018  (traced once here, so the timings say where the time goes)
     timings = {"trace": time.perf_counter() - t0}
+    if progress:
+        print(f"report: traced in {timings['trace']:.1f} s", file=sys.stderr, flush=True)
     done = []
     for build in (SECTIONS if sections is None else sections):
         t0 = time.perf_counter()
