@@ -7,9 +7,9 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import make_text, run_cli, train_tiny_runs
 
 import rnnlens
-from conftest import make_text, run_cli, train_tiny_runs
 from rnnlens.errors import RnnlensError
 from rnnlens.render.report import (
     SECTIONS,
@@ -20,7 +20,7 @@ from rnnlens.render.report import (
     timescales_section,
     training_section,
 )
-from rnnlens.report import ReportContext, ReportOptions, build_report, open_context, sample_prime, write_report
+from rnnlens.report import ReportContext, build_report, open_context, sample_prime, write_report
 
 TITLES = ["Model card", "Training curves", "Samples", "Test loss", "Beside n-gram baselines",
           "Interpretable units", "Gate saturation", "Memory time constants", "Gradient flow",

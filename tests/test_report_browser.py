@@ -4,9 +4,9 @@ table of contents works, and it fetches nothing."""
 import re
 
 import pytest
-
 from browser import browser, page  # noqa: F401  (pytest fixtures)
 from conftest import make_text, train_tiny_runs
+
 from rnnlens.render.colours import DIVERGING, GATE, PROBABILITY
 from rnnlens.render.html import SCALE_CLASSES
 

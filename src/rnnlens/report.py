@@ -224,7 +224,7 @@ def text_loss(trace) -> dict:
     """Cross-entropy of the traced text: every character after the first, from its full left context."""
     losses = np.asarray(trace["loss"][:-1], dtype=np.float64)  # row t scores text[t+1]; the last has no next
     loss = float(losses.mean()) if len(losses) else float("nan")
-    return {"loss": loss, "bpc": loss / math.log(2), "chars": int(len(losses)),
+    return {"loss": loss, "bpc": loss / math.log(2), "chars": len(losses),
             "uniform": math.log(trace.vocab_size), "median": float(np.median(losses)) if len(losses) else float("nan"),
             "errors": float((losses > math.log(2)).mean()) if len(losses) else float("nan")}  # p(true) < 0.5
 
