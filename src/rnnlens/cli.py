@@ -48,6 +48,14 @@ EXAMPLES = {
   rnnlens cells runs/py --text argparse.py --features bracket_depth,in_string,indent --top 5
   rnnlens cells runs/py --text argparse.py --feature 'todo=(?i)todo' --feature 'url=https?://\\S+' --json
   rnnlens cells runs/py --text argparse.py --kinds all --out gallery.html""",
+    "report": """examples:
+  rnnlens report runs/shakespeare                                  # the first 20,000 characters of its test split
+  rnnlens report runs/shakespeare --text act1.txt --out act1-report.html
+  rnnlens report runs/linux --max-chars 100000 --seed 3
+
+writes one self-contained HTML page (no network needed; send it, open it anywhere): the model card,
+training curves, samples at temperatures 0.5 / 0.8 / 1.0, the test loss, the interpretable units with
+their prediction strips, gate saturation, memory time constants and gradient flow, each explained.""",
     "demo": """examples:
   rnnlens demo                      # a few minutes on the built-in corpus
   rnnlens demo --time-budget 30s --out runs/quick""",
@@ -159,6 +167,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("cells", "Find units that track features of the text: quotes, brackets, line position, ...")
     add_cells_arguments(p)
 
+    p = command("report", "One self-contained HTML page that explains a model: what it is, how it trained, what "
+                "it writes, and what its units and gates do.")
+    from rnnlens.report import DEFAULT_MAX_CHARS
+    p.add_argument("run", help="run folder or .safetensors checkpoint")
+    add_text_arguments(p, max_chars_default=DEFAULT_MAX_CHARS,
+                       text_default="the test split of the corpus the model was trained on")
+    p.add_argument("--out", default="report.html", help="the page to write (default report.html)")
+    p.add_argument("--seed", type=int, default=0, help="samples and gradient positions (default 0)")
+
     p = command("demo", "Train a small LSTM on the built-in corpus for a few minutes, sample and evaluate it.")
     p.add_argument("--data", default="pystdlib", help="corpus (default pystdlib, built in, no network)")
     p.add_argument("--time-budget", default="3m", help="training time (default 3m)")
@@ -210,9 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_text_arguments(p, max_chars: bool = True, max_chars_default: int | None = None) -> None:
-    """The text a model reads (--text), and what to do with characters the model never saw."""
-    p.add_argument("--text", required=True, metavar="FILE", help="UTF-8 text file to read")
+def add_text_arguments(p, max_chars: bool = True, max_chars_default: int | None = None,
+                       text_default: str | None = None) -> None:
+    """The text a model reads (--text), and what to do with characters the model never saw.
+    With `text_default` (words saying what is read without --text), --text is optional."""
+    p.add_argument("--text", required=text_default is None, metavar="FILE",
+                   help="UTF-8 text file to read" + (f" (default: {text_default})" if text_default else ""))
     if max_chars:
         p.add_argument("--max-chars", type=int, metavar="N", default=max_chars_default,
                        help="read only the first N characters of it"
@@ -569,6 +589,28 @@ def cells_table(scores, top: int, what: str) -> str:
     return "\n".join(lines)
 
 
+def cmd_report(args) -> int:
+    from rnnlens.corpus import read_text_file
+    from rnnlens.model import check_range
+    from rnnlens.report import build_report
+    out = Path(args.out)
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise RnnlensError(f"the report is an HTML page: --out {out} must end in .html")
+    check_range("--max-chars", args.max_chars, 1, None, integer=True)
+    text = source = None
+    if args.text:
+        full = read_text_file(args.text, encoding_errors=args.encoding_errors)
+        if not full:
+            raise RnnlensError(f"{args.text} is empty; give a text for the model to read")
+        text = full[:args.max_chars]
+        source = f"{args.text}, characters 0\u2013{len(text):,} of {len(full):,}"
+    report = build_report(args.run, text, text_source=source, device=args.device, progress=sys.stderr.isatty(),
+                          max_chars=args.max_chars, seed=args.seed, unknown=args.unknown,
+                          replacement=args.replacement)
+    print(report.save(out))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from rnnlens.demo import run_demo
     from rnnlens.train import parse_duration
@@ -814,7 +856,7 @@ def cmd_kl(args) -> int:
 
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "trace": cmd_trace, "viz": cmd_viz, "cells": cmd_cells,
             "saturation": cmd_saturation, "timescales": cmd_timescales, "gradients": cmd_gradients, "kl": cmd_kl,
-            "data": cmd_data, "demo": cmd_demo}
+            "report": cmd_report, "data": cmd_data, "demo": cmd_demo}
 
 
 def main(argv=None) -> int:

@@ -1,7 +1,7 @@
 """`rnnlens demo`: the main job. Train a small LSTM on the built-in corpus, sample, evaluate.
 
-Everything lands in one run folder: checkpoints, metrics.jsonl, loss.png, samples.txt and
-eval.json. The settings are the ones that won the quality-per-CPU-minute benchmark
+Everything lands in one run folder: checkpoints, metrics.jsonl, loss.png, samples.txt,
+eval.json and report.html (rnnlens.report: the page that explains the model). The settings are the ones that won the quality-per-CPU-minute benchmark
 (docs/benchmarks.md) for a budget of a few minutes on 2 cores.
 """
 
@@ -57,7 +57,13 @@ def run_demo(data: str = "pystdlib", time_budget: float = 180.0, out: str | Path
             "train_steps": state.step, "train_seconds": round(state.elapsed, 1)}
     (out / "eval.json").write_text(json.dumps(info, indent=2) + "\n")
     print(f"test: {result.loss:.4f} nats/char ({result.bpc:.3f} bits/char) over {result.chars:,} characters")
-    print(f"run folder: {out}  (checkpoints, metrics.jsonl, loss.png, samples.txt, eval.json)")
+
+    # the report reads eval.json, so it comes last; it takes seconds, not minutes (docs/report.md)
+    from rnnlens.report import write_report
+    say("writing the report: what the model is, what it writes, and what its units and gates do")
+    report = write_report(lm, out=out / "report.html", seed=seed, progress=progress)
+    print(f"run folder: {out}  (checkpoints, metrics.jsonl, loss.png, samples.txt, eval.json, report.html)")
+    print(f"report: {report}  (open it in a browser)")
     return out
 
 

@@ -1,0 +1,479 @@
+"""The report page: a list of section builders and the page that holds them.
+
+Each builder is a function `(ctx) -> Section | None` (ctx: rnnlens.report.ReportContext, which holds
+the model, the text, its one trace, the run folder and the options, and caches the plain data the
+sections share). A builder returns a Section with a heading, two plain sentences on what the picture
+means, and its HTML; or a Section with a `note` when it cannot be drawn for this model (a plain RNN
+has no gates) or this version (an analysis module that is not there); or None to leave it out.
+SECTIONS is the order of the page: add a builder there to add a section.
+
+The page is one self-contained file: figures are matplotlib SVGs inlined as data: URIs, the text
+views are the HTML/CSS/JS of rnnlens.render.html, and nothing is fetched from anywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import math
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rnnlens.errors import RnnlensError
+from rnnlens.render.html import assets, escape, strip_fragment, unit_fragment, write_html
+
+
+@dataclass
+class Section:
+    """One part of the report: `explanation` is plain text (two sentences), `body` is HTML."""
+
+    id: str
+    title: str
+    explanation: str
+    body: str = ""
+    note: str | None = None   # why the section is empty or partial (e.g. 'not available: ...')
+    seconds: float = 0.0      # time its builder took
+
+    def html(self, number: int | None = None) -> str:
+        heading = f"{number}. {escape(self.title)}" if number else escape(self.title)
+        note = f"<p class=rlr-note>{escape(self.note)}</p>" if self.note else ""
+        return (f"<section class=rlr-sec id={self.id}><h2>{heading}</h2>"
+                f"<p class=rlr-why>{escape(self.explanation)}</p>{note}{self.body}</section>")
+
+    def _repr_html_(self) -> str:  # Jupyter
+        return f"<style>{CSS}</style>{assets()}<div class=rlr>{self.html()}</div>"
+
+
+@dataclass
+class Report:
+    """The whole report: `html()` the page, `save(path)` writes it, and Jupyter shows it inline."""
+
+    title: str
+    subtitle: str
+    sections: list[Section]
+    footer: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def _toc(self) -> str:
+        items = "".join(f"<li><a href='#{s.id}'>{n}. {escape(s.title)}</a></li>" for n, s in enumerate(self.sections, 1))
+        return f"<nav class=rlr-toc><div class=rlr-brand>rnnlens report</div><ol>{items}</ol></nav>"
+
+    def _main(self) -> str:
+        sections = "".join(s.html(n) for n, s in enumerate(self.sections, 1))
+        return (f"<main class=rlr-main><header><h1>{escape(self.title)}</h1><p class=rlr-sub>{escape(self.subtitle)}"
+                f"</p></header>{sections}<footer class=rlr-foot>{escape(self.footer)}</footer></main>")
+
+    def html(self) -> str:
+        return (f"<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
+                f"<meta name=viewport content='width=device-width,initial-scale=1'><title>{escape(self.title)}</title>"
+                f"<style>{CSS}</style>{assets()}</head>\n<body class='rlr rlr-page'>{self._toc()}{self._main()}"
+                f"</body></html>\n")
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        if path.suffix.lower() not in (".html", ".htm"):
+            raise RnnlensError(f"the report is an HTML page: --out {path} must end in .html")
+        return write_html(path, self.html())
+
+    def _repr_html_(self) -> str:  # Jupyter: the same sections, the contents as a list on top
+        return f"<style>{CSS}</style>{assets()}<div class=rlr>{self._toc()}{self._main()}</div>"
+
+
+_MONO = '"DejaVu Sans Mono",Menlo,Consolas,"Liberation Mono",monospace'
+CSS = f"""
+body.rlr-page{{margin:0;background:#f5f5f2}}
+.rlr{{font:15px/1.55 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",sans-serif;color:#1f2328}}
+.rlr a{{color:#2a5db0}}
+.rlr-toc{{font-size:14px;margin:0 0 16px}}
+.rlr-toc ol{{list-style:none;padding:0;margin:0}}
+.rlr-toc a{{display:block;padding:4px 10px;border-radius:5px;color:#333;text-decoration:none}}
+.rlr-toc a:hover{{background:#e8eef8;color:#1a3f7a}}
+.rlr-brand{{font-weight:700;font-size:15px;padding:0 10px 10px;color:#444;letter-spacing:.02em}}
+.rlr-page .rlr-toc{{position:fixed;top:0;left:0;bottom:0;width:220px;box-sizing:border-box;overflow-y:auto;
+  padding:20px 10px;margin:0;background:#fff;border-right:1px solid #e2e2dd}}
+.rlr-page .rlr-main{{margin-left:220px;padding:24px 32px 48px;max-width:980px}}
+@media (max-width:880px){{.rlr-page .rlr-toc{{position:static;width:auto;border:0}}
+  .rlr-page .rlr-main{{margin-left:0;padding:12px}}}}
+.rlr h1{{font-size:25px;line-height:1.25;margin:0 0 4px}}
+.rlr h2{{font-size:19px;margin:0 0 6px}}
+.rlr h3{{font-size:15.5px;margin:0 0 2px}}
+.rlr-sub{{color:#555;margin:0 0 20px}}
+.rlr-sec{{background:#fff;border:1px solid #e4e4df;border-radius:8px;padding:16px 22px 18px;margin:0 0 18px;
+  scroll-margin-top:12px}}
+.rlr-why{{color:#3d434a;margin:0 0 12px;max-width:760px}}
+.rlr-note{{background:#fff8e1;border-left:3px solid #e0b400;padding:6px 10px;color:#5b4a00;margin:8px 0;
+  font-size:14px}}
+.rlr-cap{{color:#444;font-size:14px;margin:0 0 6px}}
+.rlr-small{{color:#666;font-size:13px}}
+.rlr table{{border-collapse:collapse;font-size:14px;margin:6px 0 10px}}
+.rlr th{{text-align:left;font-weight:600;color:#444;border-bottom:1px solid #ccc;padding:4px 14px 4px 0}}
+.rlr td{{padding:3px 14px 3px 0;border-bottom:1px solid #eee;vertical-align:top}}
+.rlr td.n{{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}}
+.rlr figure{{margin:8px 0 4px}}
+.rlr figure img{{max-width:100%;height:auto;display:block}}
+.rlr-card{{display:grid;grid-template-columns:repeat(auto-fill,minmax(200px,1fr));gap:10px;margin:4px 0 10px}}
+.rlr-card>div{{background:#f6f7f9;border-radius:6px;padding:8px 12px}}
+.rlr-card b{{display:block;font-size:18px;font-weight:600}}
+.rlr-card span{{color:#5f6670;font-size:12.5px}}
+.rlr-sample{{margin:0 0 12px}}
+.rlr-sample pre{{font:13px/1.5 {_MONO};white-space:pre-wrap;overflow-wrap:anywhere;margin:4px 0 0;background:#fbfbfa;
+  border:1px solid #e2e2dd;border-radius:6px;padding:8px 10px;max-height:240px;overflow-y:auto}}
+.rlr-prime{{color:#8a8f96;background:#eef0f2}}
+.rlr-bars{{display:grid;grid-template-columns:max-content 1fr max-content;gap:5px 12px;align-items:center;
+  max-width:760px;font-size:14px;margin:6px 0 10px}}
+.rlr-bars>i{{display:block;height:14px;border-radius:3px;background:#7fa3d6}}
+.rlr-bars>i.model{{background:#3c82e6}}
+.rlr-bars>i.ref{{background:#c9ccd1}}
+.rlr-bars>span.n{{font-variant-numeric:tabular-nums;text-align:right}}
+.rlr-unitbox{{border-top:1px solid #eee;padding-top:12px;margin-top:14px;scroll-margin-top:12px}}
+.rlr details{{margin:6px 0 0}}
+.rlr summary{{cursor:pointer;color:#2a5db0;font-size:14px}}
+.rlr-foot{{color:#777;font-size:12.5px;margin-top:24px}}
+"""
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def figure(draw: Callable[[Path], Path], alt: str) -> str:
+    """A matplotlib figure as an inline SVG image: draw(path) writes it to `path` (a .svg)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    with matplotlib.rc_context({"svg.hashsalt": "rnnlens", "svg.fonttype": "path"}), \
+            tempfile.TemporaryDirectory(prefix="rnnlens-fig-") as folder:
+        path = draw(Path(folder) / "figure.svg")
+        data = Path(path).read_bytes()
+    return (f"<figure><img alt='{escape(alt)}' src='data:image/svg+xml;base64,"
+            f"{base64.b64encode(data).decode('ascii')}'></figure>")
+
+
+def _num(x, digits: int = 3) -> str:
+    return "\u2013" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{digits}f}"
+
+
+def _count(n) -> str:
+    return "\u2013" if n is None else f"{n:,}"
+
+
+def _params(n: int) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.0f}K" if n >= 1e4 else f"{n:,}"
+
+
+def _duration(seconds) -> str:
+    if seconds is None:
+        return "\u2013"
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min" if seconds < 7200 else \
+        f"{seconds / 3600:.1f} h"
+
+
+def _tiles(tiles: list[tuple[str, str]]) -> str:
+    return "<div class=rlr-card>" + "".join(f"<div><b>{escape(v)}</b><span>{escape(k)}</span></div>"
+                                            for k, v in tiles) + "</div>"
+
+
+def _table(header: list[str], rows: list[list], numeric: set[int] = frozenset()) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td{' class=n' if i in numeric else ''}>{c}</td>" for i, c in enumerate(r))
+                   + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections
+
+
+def model_card_section(ctx) -> Section:
+    card = ctx.model_card
+    kind = f"{card['cell'].upper()} {card['layers']} \u00d7 {card['size']}"
+    corpus = Path(card["corpus"]).name if card["corpus"] else "unknown"  # a file's name, not its whole path
+    corpus_label = f"corpus, {card['corpus_chars']:,} characters" if card["corpus_chars"] else "corpus"
+    trained = _duration(card["train_seconds"])
+    steps = f"{card['steps']:,} steps" if card["steps"] is not None else "steps unknown"
+    if card["epochs"] is not None:
+        steps += f", {card['epochs']:.2f} epochs"
+    best = card["best_val_loss"]
+    tiles = [("cell type, layers \u00d7 units", kind), ("parameters", _params(card["parameters"])),
+             (corpus_label, corpus), ("vocabulary", f"{card['vocab']} characters"),
+             (f"training time ({steps})", trained),
+             (f"best validation loss ({_num(best / math.log(2) if best is not None else None, 2)} bits/char"
+              + (f", step {card['best_step']:,})" if card["best_step"] is not None else ")"), f"{_num(best)} nats/char")]
+    settings = [f"{k} {card[k]}" for k in ("optimizer", "lr", "batch_size", "seq_len", "dropout", "input")
+                if card.get(k) is not None]
+    body = _tiles(tiles) + (f"<p class=rlr-small>settings: {escape(', '.join(settings).replace('_', ' '))} \u00b7 "
+                            f"checkpoint {escape(card['checkpoint'] or '(in memory)')}</p>")
+    return Section("model", "Model card",
+                   "What was trained: the kind of recurrent cell, how many layers of how many units, and what text it "
+                   "read. The validation loss is the model's average surprise at held-out text, in nats per character "
+                   "(lower is better); in bits it is about how many yes/no questions per character it still needs.",
+                   body)
+
+
+def training_section(ctx) -> Section:
+    why = ("The loss on the training text (blue) and on held-out validation text (orange) as training went on. "
+           "While both fall the model is still learning; when the validation curve flattens or turns up while the "
+           "training curve keeps falling, the model has started to memorise instead of generalise.")
+    if ctx.metrics_path is None or not ctx.metrics:
+        return Section("training", "Training curves", why, note="not available: there is no metrics.jsonl beside "
+                       "this checkpoint (it is written in the run folder by rnnlens train)")
+    from rnnlens.render.plots import plot_loss_curve
+    return Section("training", "Training curves", why,
+                   figure(lambda p: plot_loss_curve(ctx.metrics_path, p), "training and validation loss by step"))
+
+
+def samples_section(ctx) -> Section:
+    parts = []
+    for t, prime, text in ctx.samples:
+        parts.append(f"<div class=rlr-sample><h3>temperature {t:g}</h3><pre><span class=rlr-prime>{escape(prime)}"
+                     f"</span>{escape(text)}</pre></div>")
+    o = ctx.options
+    return Section("samples", "Samples",
+                   "Here the model writes on its own, one character at a time, each drawn from its prediction and fed "
+                   "back in as the next input. Temperature sharpens or flattens those predictions: at 0.5 it plays "
+                   "safe and repeats its favourite patterns, at 1.0 it samples what it really believes, more varied "
+                   "and with more mistakes.",
+                   f"<p class=rlr-cap>{o.sample_length} characters each after the grey prime from the text, seed "
+                   f"{o.seed} (the same seed gives the same text).</p>" + "".join(parts))
+
+
+def test_loss_section(ctx) -> Section:
+    loss = ctx.text_loss
+    card = ctx.model_card
+    rows = [("this model on the report's text", loss["loss"], "model")]
+    ev = ctx.eval_info
+    if isinstance(ev.get("loss_nats"), (int, float)):
+        rows.append((f"this model on the whole {ev.get('split', 'test')} split ({_count(ev.get('chars'))} chars)",
+                     ev["loss_nats"], "model"))
+    if card["best_val_loss"] is not None:
+        rows.append(("this model on the validation split (best, during training)", card["best_val_loss"], "model"))
+    rows.append((f"guessing uniformly among {ctx.trace.vocab_size} characters (ln {ctx.trace.vocab_size})",
+                 loss["uniform"], "ref"))
+    top = max(r[1] for r in rows) or 1.0
+    bars = "".join(f"<span>{escape(label)}</span><i class={cls} style='width:{100 * v / top:.1f}%'></i>"
+                   f"<span class=n>{_num(v)} nats \u00b7 {_num(v / math.log(2), 2)} bits</span>"
+                   for label, v, cls in rows)
+    body = (f"<div class=rlr-bars>{bars}</div><p class=rlr-small>report text: {loss['chars']:,} predicted characters "
+            f"({escape(ctx.text_source)}); median loss {_num(loss['median'])} nats; the model gives the true next "
+            f"character less than even odds (an error in the paper's sense) at {100 * loss['errors']:.1f}% of them."
+            "</p>")
+    return Section("test-loss", "Test loss",
+                   "How surprised the model is, on average, by each next character of text it did not train on: "
+                   "the mean of \u2212ln p(true next character), in nats, with bits (nats / ln 2) beside it. A model "
+                   f"that guessed blindly among its {ctx.trace.vocab_size} characters would score "
+                   f"{loss['uniform']:.2f} nats; everything below that is structure the model has learned.", body)
+
+
+def _gallery(ctx):
+    """(score, gallery entry) of the best units of each feature present in the text, strongest first."""
+    from rnnlens.analysis.cells import gallery_entries
+    scores = ctx.cells
+    k = ctx.options.units_per_feature
+    best = [u for f in scores.features for u in scores.best(f.name, k) if u.excerpt is not None]
+    entries = gallery_entries(scores, top=k)
+    assert len(best) == len(entries)  # same order: features, then their best units with an excerpt
+    return sorted(zip(best, entries), key=lambda pair: -pair[0].strength)
+
+
+def units_section(ctx) -> Section:
+    why = ("Each unit below is one number inside the network, drawn as the colour behind every character after the "
+           "model has read it: red for \u22121, white for 0, blue for +1. Nobody told the network about quotes, "
+           "brackets or line lengths; these are the units whose values follow such a feature of the text most "
+           "closely, and the strip under each shows what the model expected to come next.")
+    pairs = _gallery(ctx)
+    scores = ctx.cells
+    min_strength = ctx.options.min_strength
+    rows, absent = [], []
+    for f in scores.features:
+        best = scores.best(f.name, 1)
+        if not best:
+            absent.append(f.name)
+            continue
+        u = best[0]
+        score = f"r {u.score:+.2f}" if u.metric == "r" else f"AUC {u.score:.3f} {'on' if u.sign > 0 else 'off'}"
+        shown = next((n for n, (s, _) in enumerate(pairs) if s == u and s.strength >= min_strength), None)
+        label = f"<a href='#unit-{shown}'>{escape(u.label)}</a>" if shown is not None else escape(u.label) + \
+            " <span class=rlr-small>(weak)</span>"
+        rows.append([escape(f.name), label, score, escape(f.description)])
+    table = _table(["feature", "best unit (layer:index kind)", "score", "what the feature is"], rows)
+    if absent:
+        table += f"<p class=rlr-small>Not in this text (never changes over it): {escape(', '.join(absent))}.</p>"
+    panels = []
+    strip_chars = ctx.options.strip_chars
+    for n, (score, entry) in enumerate(pairs):
+        if score.strength < min_strength:
+            continue
+        strip_end = min(entry.end, entry.start + strip_chars)
+        panels.append(
+            f"<div class=rlr-unitbox id=unit-{n}><h3>{escape(entry.title)}</h3><p class=rlr-cap>{escape(entry.caption)}"
+            f"</p>{unit_fragment(ctx.trace, entry.name, entry.unit, entry.start, entry.end, title='')}"
+            f"<details{' open' if not panels else ''}><summary>prediction strip: the model's top 5 guesses for the "
+            f"next character, under each of the first {strip_end - entry.start} characters</summary>"
+            f"{strip_fragment(ctx.trace, entry.name, entry.unit, entry.start, strip_end, top=5, title='')}"
+            f"</details></div>")
+    note = None if panels else (f"no unit follows any of these features strongly here (|r| or 2|AUC \u2212 0.5| "
+                                f"\u2265 {min_strength:g}); a longer-trained model or a longer --text may show some")
+    kinds = sorted({a.split(".", 1)[1] for a in scores.activations})
+    intro = (f"<p class=rlr-cap>{len(scores.activations) * scores.size:,} units ({', '.join(kinds)}; cells as "
+             f"tanh(c)) scored against {len(scores.features)} features over {scores.chars:,} characters: r is the "
+             "correlation with a numeric feature, AUC (0.5 = chance, 1 = perfect) how well the unit separates "
+             "characters inside an on/off feature from those outside. Hover a character for its exact value.</p>")
+    return Section("units", "Interpretable units", why, intro + table + "".join(panels), note=note)
+
+
+def _gates_note(ctx, what: str) -> str | None:
+    if ctx.gated:
+        return None
+    return (f"not available for a plain {ctx.config.cell.upper()}: it has no gates, so no {what}; "
+            "see the gradient flow below for how long its memory lasts")
+
+
+def saturation_section(ctx) -> Section:
+    why = ("Each dot is one gate unit: how often it is almost shut (below 0.1, along the bottom) and how often "
+           "almost wide open (above 0.9, up the side). Forget gates high up are integrators that carry their memory "
+           "over long stretches; the paper found almost no forget gates that are mostly shut, and much less "
+           "saturation in the first layer than in deeper ones.")
+    note = _gates_note(ctx, "saturation")
+    if note:
+        return Section("saturation", "Gate saturation", why, note=note)
+    from rnnlens.analysis.saturation import gate_saturation
+    from rnnlens.render.plots import plot_saturation
+    sat = gate_saturation(ctx.trace)
+    rows = [[str(r["layer"]), escape(r["gate"]), _num(r["mean_left"]), _num(r["mean_right"]),
+             f"{r['mostly_left']}/{r['units']}", f"{r['mostly_right']}/{r['units']}"] for r in sat.summary()]
+    table = _table(["layer", "gate", "time shut (mean)", "time open (mean)", "units mostly shut",
+                    "units mostly open"], rows, numeric={2, 3, 4, 5})
+    fig = figure(lambda p: plot_saturation(sat, p, title=f"gate saturation over {sat.chars:,} characters"),
+                 "gate saturation scatter, one panel per layer")
+    return Section("saturation", "Gate saturation", why, fig + table)
+
+
+def timescales_section(ctx) -> Section:
+    why = ("At every character an LSTM cell keeps the fraction f of its memory that its forget gate says, so a gate "
+           "at 0.9 keeps 0.9\u00b9\u2070 = 0.35 after ten characters and half after about 6.6. The histogram turns "
+           "each unit's average gate into that half-life: units to the right remember for tens or hundreds of "
+           "characters, units to the left only for a few.")
+    note = _gates_note(ctx, "forget or update gate to read memory from")
+    if note:
+        return Section("timescales", "Memory time constants", why, note=note)
+    from rnnlens.analysis.timescales import memory_timescales
+    from rnnlens.render.plots import plot_half_lives
+    ts = memory_timescales(ctx.trace)
+    if ts.cell == "gru":
+        why = why.replace("an LSTM cell", "a GRU unit").replace("its forget gate", "its update gate")
+    rows = []
+    for r in ts.summary():
+        a, g = r["half_life"], r["half_life_geometric"]
+        fmt = (lambda v: "\u221e" if v is None else f"{v:.3g}")
+        rows.append([str(r["layer"]), _num(r["mean_gate"]), fmt(a["median"]), fmt(g["median"]),
+                     f"{a['over_10']}/{r['units']}", f"{a['over_100']}/{r['units']}"])
+    table = _table(["layer", f"mean {ts.gate} gate", "median half-life (chars)", "same, from the geometric mean",
+                    "units over 10 chars", "over 100"], rows, numeric={1, 2, 3, 4, 5})
+    fig = figure(lambda p: plot_half_lives(ts, p, title=f"memory half-lives over {ts.chars:,} characters"),
+                 "histogram of memory half-lives per layer")
+    return Section("timescales", "Memory time constants", why, fig + table)
+
+
+def gradients_section(ctx) -> Section:
+    why = ("To learn, the error at one character sends a signal back to every character before it; this shows how "
+           "strong that signal still is k characters back, on a log scale. A straight falling line is the "
+           "vanishing gradient, which stops a plain RNN from learning about anything far back; an LSTM's cell "
+           "carries the signal further.")
+    from rnnlens.analysis.gradients import gradient_flow
+    from rnnlens.render.plots import plot_gradient_flow
+    text = ctx.trace.text  # as the model read it (after --unknown)
+    max_lag = min(ctx.options.max_lag, len(text) - 2)
+    if max_lag < 5:
+        return Section("gradients", "Gradient flow", why, note=f"the text is too short ({len(text)} characters) "
+                       "to follow gradients back 5 characters or more")
+    flow = gradient_flow(ctx.lm, text, max_lag=max_lag, positions=ctx.options.positions, seed=ctx.options.seed,
+                         label=ctx.run_name)
+    decay = flow.decay_per_lag("input")
+    fig = figure(lambda p: plot_gradient_flow([flow], p), "gradient norm against lag")
+    said = ""
+    if decay is not None:
+        trend = "shrinks" if decay < 1 else "grows"
+        said = (f"<p class=rlr-small>Averaged over {len(flow.positions)} positions, the signal to the input {trend} "
+                f"by a factor {decay:.3f} per character from lag 1 to lag {max_lag}: "
+                f"{decay:.3f}<sup>{max_lag - 1}</sup> = {decay ** (max_lag - 1):.2g}.</p>")
+    return Section("gradients", "Gradient flow", why, fig + said)
+
+
+def planned_section(section_id: str, title: str, module: str, explanation: str) -> Callable:
+    """A builder for a section whose analysis lives in another module: while that module is missing (or
+    the report does not draw it yet) the section says so, so the reader knows what is left out."""
+    def build(ctx) -> Section:
+        try:
+            present = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:
+            present = False
+        note = (f"not available in this version of rnnlens: it needs the module {module}" if not present else
+                f"not available yet: {module} is installed, but the report does not draw this section yet")
+        return Section(section_id, title, explanation, note=note)
+    build.__name__ = f"{section_id.replace('-', '_')}_section"
+    return build
+
+
+ngram_section = planned_section(
+    "ngram", "Beside n-gram baselines", "rnnlens.ngram",
+    "The same text scored by n-gram models, which predict the next character from counts of the last n\u22121 "
+    "characters seen in training. Where the network does better than a 20-gram, it is using context that no fixed "
+    "window of characters sees.")
+classes_section = planned_section(
+    "classes", "Loss by character class", "rnnlens.analysis.classes",
+    "The loss split by the kind of character that comes next: letters, digits, spaces, punctuation, newlines. It "
+    "shows which characters are easy (the rest of a word) and which stay hard (the first letter of a new word).")
+errors_section = planned_section(
+    "errors", "Error taxonomy", "rnnlens.analysis.errors",
+    "Every character to which the model gives less than even odds is an error; the paper sorts them into kinds, "
+    "each taking away the errors it explains: ones an n-gram would get right, repeats of a recent word, rare words, "
+    "first letters of words, punctuation. What is left is what a bigger model would have to learn.")
+longrange_section = planned_section(
+    "closing-brace", "The closing brace", "rnnlens.analysis.longrange",
+    "How well the model predicts a closing brace '}' against how far back its opening brace was. A fixed-window "
+    "model forgets the '{' once it is out of sight; a recurrent model that keeps count does not.")
+
+SECTIONS: list[Callable] = [model_card_section, training_section, samples_section, test_loss_section, ngram_section,
+                            units_section, saturation_section, timescales_section, gradients_section, classes_section,
+                            errors_section, longrange_section]
+
+
+def render_report(ctx, sections: list[Callable] | None = None, progress: bool | None = None) -> Report:
+    """Run every builder on the context and put the sections together (in RAM; .save() writes the file)."""
+    from rnnlens import __version__
+    progress = sys.stderr.isatty() if progress is None else progress
+    start = time.perf_counter()
+    if progress:
+        print(f"report: tracing {len(ctx.text):,} characters", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    ctx.trace  # noqa: B018  (traced once here, so the timings say where the time goes)
+    timings = {"trace": time.perf_counter() - t0}
+    if progress:
+        print(f"report: traced in {timings['trace']:.1f} s", file=sys.stderr, flush=True)
+    done = []
+    for build in (SECTIONS if sections is None else sections):
+        t0 = time.perf_counter()
+        try:
+            section = build(ctx)
+        except RnnlensError as e:  # a section that cannot be drawn on this text or model says why
+            name = build.__name__.removesuffix("_section").replace("_", " ")
+            section = Section(name.replace(" ", "-"), name.capitalize(), "", note=f"not available: {e}")
+        if section is None:
+            continue
+        section.seconds = time.perf_counter() - t0
+        timings[section.id] = section.seconds
+        if progress:
+            print(f"report: {section.title} ({section.seconds:.1f} s)", file=sys.stderr, flush=True)
+        done.append(section)
+    cfg = ctx.config
+    article = "an" if cfg.cell in ("lstm", "rnn") else "a"  # "an LSTM", "an RNN", "a GRU"
+    title = f"{ctx.run_name}: {article} {cfg.cell.upper()} {cfg.layers}\u00d7{cfg.size} explained"
+    subtitle = f"Read over {len(ctx.trace):,} characters: {ctx.text_source}."
+    total = time.perf_counter() - start
+    timings["total"] = total
+    footer = (f"Written by rnnlens {__version__} in {total:.1f} s from {ctx.checkpoint or 'a model in memory'}. "
+              "This page is one self-contained file: it needs no network and no other files.")
+    return Report(title, subtitle, done, footer, timings)

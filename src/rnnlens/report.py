@@ -1,0 +1,309 @@
+"""The report: one self-contained HTML page that explains a trained model (`rnnlens report RUN`).
+
+    import rnnlens.report
+    rnnlens.report.write_report("runs/demo", out="report.html")          # the run's test split
+    report = rnnlens.report.build_report("runs/demo", text=open("act1.txt").read())
+    report                                                               # shows inline in Jupyter
+    report.save("report.html")
+
+This module gathers: it picks the text, loads the model, traces the text ONCE (every array the
+sections read, in RAM or, when large, in a temporary file) and computes the plain data the
+sections share (model card, training history, samples, the interpretable-unit scores, ...),
+each at most once, cached on the ReportContext. rnnlens.render.report draws: it holds the list
+of section builders, each `(ctx) -> Section | None`, and puts the page together.
+
+The text: `text` when given; otherwise the first `max_chars` characters of the test split of the
+corpus the model was trained on (the validation split when the test split is empty).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from rnnlens.errors import RnnlensError
+
+DEFAULT_MAX_CHARS = 20_000
+TEMPERATURES = (0.5, 0.8, 1.0)
+IN_MEMORY_TRACE_BYTES = 1 << 30  # larger traces go to a temporary file, read memory-mapped
+
+
+@dataclass
+class ReportOptions:
+    """What the report computes; every field has a default that suits a laptop CPU."""
+
+    max_chars: int | None = DEFAULT_MAX_CHARS  # with the default text: how much of the test split
+    temperatures: tuple[float, ...] = TEMPERATURES
+    sample_length: int = 300      # characters per sample
+    seed: int = 0                 # samples and the gradient positions
+    units_per_feature: int = 1    # gallery: best units shown per feature
+    strip_chars: int = 80         # prediction strip: characters of each unit's excerpt
+    min_strength: float = 0.3     # gallery: weaker units (|r| or 2|AUC - 0.5| below this) are listed, not shown
+    max_lag: int = 100            # gradient flow: lags 0..max_lag
+    positions: int = 32           # gradient flow: positions averaged over
+    unknown: str = "error"        # characters the model never saw: error, drop or replace
+    replacement: str | None = None
+
+    def check(self) -> None:
+        from rnnlens.model import check_range
+        if self.max_chars is not None:
+            check_range("--max-chars", self.max_chars, 1, None, integer=True)
+        for t in self.temperatures:
+            check_range("temperature", t, 0, None, low_open=True)
+        check_range("sample_length", self.sample_length, 1, None, integer=True)
+        check_range("units_per_feature", self.units_per_feature, 1, None, integer=True)
+        check_range("strip_chars", self.strip_chars, 1, None, integer=True)
+        check_range("min_strength", self.min_strength, 0, 1)
+        check_range("max_lag", self.max_lag, 1, None, integer=True)
+        check_range("positions", self.positions, 1, None, integer=True)
+
+
+class ReportContext:
+    """Everything a section builder may read: the model, the text, its one trace, the run folder,
+    the options, and plain data computed once on first use."""
+
+    def __init__(self, lm, text: str, *, text_source: str, options: ReportOptions | None = None):
+        self.lm = lm
+        self.options = options or ReportOptions()
+        self.text = text
+        self.text_source = text_source  # in words: which text this is
+        self.checkpoint = Path(lm.path) if lm.path else None
+        self.run_dir = run_folder(self.checkpoint)
+        self._tmp: tempfile.TemporaryDirectory | None = None
+
+    # -------------------------------------------------------------- lifetime
+    def close(self) -> None:
+        self.__dict__.pop("trace", None)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> "ReportContext":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -------------------------------------------------------------- shared data
+    @property
+    def config(self):
+        return self.lm.config
+
+    @property
+    def gated(self) -> bool:
+        return self.config.cell in ("lstm", "gru")
+
+    @property
+    def run_name(self) -> str:
+        from rnnlens.analysis.gradients import model_label
+        return model_label(self.checkpoint)
+
+    def trace_names(self) -> list[str]:
+        """The arrays every section together reads: the units scored for features, the gates, probs, loss."""
+        from rnnlens.analysis.cells import kinds_for
+        from rnnlens.analysis.saturation import saturation_names
+        from rnnlens.analysis.timescales import timescale_names
+        cfg = self.config
+        names = [f"layer{i}.{k}" for i in range(cfg.layers) for k in kinds_for(cfg.cell)]
+        if self.gated:
+            names += saturation_names(cfg.cell, cfg.layers) + timescale_names(cfg.cell, cfg.layers)
+        return list(dict.fromkeys(names + ["probs", "loss"]))
+
+    @cached_property
+    def trace(self):
+        """One trace of the text with every array the sections read (float32)."""
+        names = self.trace_names()
+        cfg = self.config
+        per_char = sum(len(self.lm.vocab) if n == "probs" else 1 if n == "loss" else cfg.size for n in names) * 4
+        options = dict(names=names, unknown=self.options.unknown, replacement=self.options.replacement)
+        if len(self.text) * per_char <= IN_MEMORY_TRACE_BYTES:
+            return self.lm.trace(self.text, **options)
+        self._tmp = tempfile.TemporaryDirectory(prefix="rnnlens-report-")
+        return self.lm.trace(self.text, out=Path(self._tmp.name) / "trace.safetensors", **options)
+
+    @cached_property
+    def predictions(self):
+        """The model's next-character distributions over the traced text (rnnlens.predictions), from the
+        trace: for the comparisons with baselines (n-grams, error taxonomy, character classes)."""
+        from rnnlens.predictions import Predictions
+        trace = self.trace
+        probs = np.asarray(trace["probs"][:-1], dtype=np.float32)  # the last row predicts past the end
+        return Predictions(trace.text, list(trace.chars), probs, name=self.run_name)
+
+    @cached_property
+    def metrics(self) -> list[dict]:
+        """The rows of the run's metrics.jsonl ([] when there is none)."""
+        from rnnlens.render.plots import read_metrics
+        path = self.metrics_path
+        return read_metrics(path) if path else []
+
+    @property
+    def metrics_path(self) -> Path | None:
+        path = self.run_dir / "metrics.jsonl" if self.run_dir else None
+        return path if path and path.exists() else None
+
+    @cached_property
+    def run_info(self) -> dict:
+        return _read_json(self.run_dir / "run.json") if self.run_dir else {}
+
+    @cached_property
+    def eval_info(self) -> dict:
+        """eval.json of the run folder (`rnnlens demo` writes one: the loss over the whole test split)."""
+        return _read_json(self.run_dir / "eval.json") if self.run_dir else {}
+
+    @cached_property
+    def model_card(self) -> dict:
+        return model_card(self)
+
+    @cached_property
+    def text_loss(self) -> dict:
+        return text_loss(self.trace)
+
+    @cached_property
+    def samples(self) -> list[tuple[float, str, str]]:
+        return samples(self.lm, self.text, self.options.temperatures, self.options.sample_length, self.options.seed)
+
+    @cached_property
+    def cells(self):
+        """Every unit scored against every built-in feature of the text (rnnlens.analysis.cells)."""
+        from rnnlens.analysis.cells import discover
+        return discover(self.trace, excerpts=self.options.units_per_feature)
+
+
+def run_folder(checkpoint: Path | None) -> Path | None:
+    """The run folder a checkpoint lives in (None for a loose .safetensors file)."""
+    if checkpoint is None:
+        return None
+    folder = checkpoint.parent
+    return folder if (folder / "run.json").exists() or (folder / "metrics.jsonl").exists() else None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        with open(path) as f:
+            value = json.load(f)
+        return value if isinstance(value, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Plain data
+
+
+def model_card(ctx: ReportContext) -> dict:
+    """What the model is and how it was trained, from the checkpoint, run.json and metrics.jsonl."""
+    from rnnlens.model import count_parameters
+    cfg, meta, run = ctx.config, ctx.lm.meta, ctx.run_info
+    corpus = meta.get("corpus") or run.get("corpus") or {}
+    train = meta.get("train") or run.get("train") or {}
+    rows = ctx.metrics
+    steps = max((r["step"] for r in rows if "step" in r), default=meta.get("step"))
+    seconds = max((r["elapsed_s"] for r in rows if "elapsed_s" in r), default=None)
+    vals = [(r["val_loss"], r["step"]) for r in rows if isinstance(r.get("val_loss"), (int, float))]
+    best_val, best_step = min(vals) if vals else (meta.get("val_loss"), meta.get("step"))
+    return {
+        "cell": cfg.cell, "layers": cfg.layers, "size": cfg.size, "parameters": count_parameters(cfg),
+        "vocab": len(ctx.lm.vocab), "dropout": cfg.dropout, "input": cfg.input,
+        "corpus": corpus.get("name") or train.get("data"), "corpus_chars": corpus.get("chars"),
+        "split": train.get("split"), "optimizer": train.get("optimizer"), "lr": train.get("lr"),
+        "batch_size": train.get("batch_size"), "seq_len": train.get("seq_len"),
+        "steps": steps, "epochs": max((r["epoch"] for r in rows if "epoch" in r), default=meta.get("epoch")),
+        "train_seconds": seconds, "best_val_loss": best_val, "best_step": best_step,
+        "checkpoint": str(ctx.checkpoint) if ctx.checkpoint else None,
+    }
+
+
+def text_loss(trace) -> dict:
+    """Cross-entropy of the traced text: every character after the first, from its full left context."""
+    losses = np.asarray(trace["loss"][:-1], dtype=np.float64)  # row t scores text[t+1]; the last has no next
+    loss = float(losses.mean()) if len(losses) else float("nan")
+    return {"loss": loss, "bpc": loss / math.log(2), "chars": len(losses),
+            "uniform": math.log(trace.vocab_size), "median": float(np.median(losses)) if len(losses) else float("nan"),
+            "errors": float((losses > math.log(2)).mean()) if len(losses) else float("nan")}  # p(true) < 0.5
+
+
+def sample_prime(text: str) -> str:
+    """A short prime from the text: its first whole non-empty line (up to 60 characters), with its newline.
+    The text's first line is skipped when there are others: an excerpt may start mid-line."""
+    lines = text.splitlines(keepends=True)[:50]
+    for line in lines[1:] + lines[:1]:
+        if line.strip():
+            return line if len(line) <= 60 else line[:40]
+    return text[:20]
+
+
+def samples(lm, text: str, temperatures, length: int, seed: int) -> list[tuple[float, str, str]]:
+    """(temperature, prime, continuation) for each temperature, seeded, from a prime out of the text."""
+    prime = sample_prime(text)
+    known = set(lm.vocab.chars)
+    prime = "".join(c for c in prime if c in known) or None
+    return [(t, prime or "", lm.sample(length, prime=prime, temperature=t, seed=seed)) for t in temperatures]
+
+
+# ---------------------------------------------------------------------------------------------
+# Choosing the text and building the report
+
+
+def default_text(lm, max_chars: int | None) -> tuple[str, str]:
+    """(text, description): the first max_chars characters of the test split (else val) of the model's corpus."""
+    from rnnlens.corpus import load_corpus
+    train = lm.meta.get("train") or {}
+    data = train.get("data")
+    if not data:
+        raise RnnlensError(f"{lm.path} does not say which corpus it was trained on; pass --text FILE")
+    try:
+        corpus = load_corpus(data, glob=train.get("glob"), split=train.get("split"),
+                             encoding_errors=train.get("encoding_errors", "strict"))
+    except RnnlensError as e:
+        raise RnnlensError(f"cannot read the model's corpus {data!r} for the default text ({e}); "
+                           "pass --text FILE") from None
+    for split in ("test", "val"):
+        n = len(corpus.split(split))
+        if n >= 2:
+            end = n if max_chars is None else min(n, max_chars)
+            return corpus.text(split, 0, end), f"the {split} split of {corpus.name}, characters 0\u2013{end:,} of {n:,}"
+    raise RnnlensError(f"the corpus {data!r} has no test or validation text; pass --text FILE")
+
+
+def open_context(run, text: str | None = None, *, text_source: str | None = None, device: str = "cpu",
+                 options: ReportOptions | None = None) -> ReportContext:
+    """Load the model of `run` (a run folder, a checkpoint, or a LanguageModel) and choose the text."""
+    import rnnlens
+    options = options or ReportOptions()
+    options.check()
+    lm = run if hasattr(run, "trace") and hasattr(run, "vocab") else rnnlens.load(run, device=device)
+    if text is None:
+        text, text_source = default_text(lm, options.max_chars)
+    else:
+        if options.max_chars is not None:
+            text = text[:options.max_chars]
+        text_source = text_source or f"a text of {len(text):,} characters"
+    if len(text) < 2:
+        raise RnnlensError(f"{text_source or 'the text'} has {len(text)} character(s); a report needs at least 2 "
+                           "(the model predicts each character from the ones before it)")
+    known = lm.vocab.encode(text, unknown=options.unknown, replacement=options.replacement)  # checks unknown chars
+    if len(known) < 2:
+        raise RnnlensError("after dropping the characters the model never saw, fewer than 2 are left; "
+                           "use text like the model's corpus")
+    return ReportContext(lm, text, text_source=text_source, options=options)
+
+
+def build_report(run, text: str | None = None, *, text_source: str | None = None, device: str = "cpu",
+                 sections=None, progress=None, **options):
+    """The report of `run` over `text` (default: its test split) as a rnnlens.render.report.Report:
+    `.html()` the page, `.save(path)`, and in Jupyter it shows inline. `options` are ReportOptions fields."""
+    from rnnlens.render.report import render_report
+    with open_context(run, text, text_source=text_source, device=device, options=ReportOptions(**options)) as ctx:
+        return render_report(ctx, sections=sections, progress=progress)
+
+
+def write_report(run, text: str | None = None, out: str | Path = "report.html", **kwargs) -> Path:
+    """Write the report of `run` to one self-contained HTML file (see build_report for the arguments)."""
+    return build_report(run, text, **kwargs).save(out)
