@@ -786,7 +786,12 @@ def score_runs(runs, text: str, device: str) -> list:
 
 def cmd_compare(args) -> int:
     from rnnlens.analysis.classes import loss_by_class
-    from rnnlens.analysis.longrange import closing_study, newline_study, parse_bins, parse_pair
+    from rnnlens.analysis.longrange import (
+        closing_study,
+        newline_study,
+        parse_bins,
+        parse_pair,
+    )
     from rnnlens.analysis.longrange import write_csv as write_longrange_csv
     from rnnlens.analysis.longrange import write_json as write_longrange_json
     from rnnlens.checkpoint import atomic_write

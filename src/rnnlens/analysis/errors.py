@@ -34,6 +34,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import numpy as np
 
@@ -58,7 +59,7 @@ LABELS = {"ngram": "n-gram oracle", "memory": "dynamic memory", "rare": "rare wo
 def boost_categories(edges: Sequence[float] = BOOST_EDGES) -> list[str]:
     """'boost <=2x', 'boost 2-5x', 'boost >5x' for the default edges."""
     names = [f"boost <={edges[0]:g}x"]
-    names += [f"boost {a:g}-{b:g}x" for a, b in zip(edges, edges[1:])]
+    names += [f"boost {a:g}-{b:g}x" for a, b in pairwise(edges)]
     return names + [f"boost >{edges[-1]:g}x"]
 
 
@@ -198,8 +199,8 @@ class Taxonomy:
                 "threshold": self.threshold, **self.settings, "categories": self.rows()}
 
     def table(self) -> str:
-        lines = [f"{self.name}: {self.errors:,} errors (p(true) < {self.threshold:g}) in {self.chars:,} characters "
-                 f"({100 * self.errors / max(self.chars, 1):.1f}%)",
+        lines = [(f"{self.name}: {self.errors:,} errors (p(true) < {self.threshold:g}) in {self.chars:,} characters "
+                  f"({100 * self.errors / max(self.chars, 1):.1f}%)"),
                  f"  {'category':18s} {'errors':>9s} {'share':>7s}"]
         for row in self.rows():
             lines.append(f"  {row['label']:18s} {row['count']:9,d} {100 * row['share']:6.1f}%")
@@ -252,7 +253,7 @@ def check_settings(threshold: float, memory: int, rare: int, boost_edges) -> tup
     if not (isinstance(rare, int) and rare >= 0):
         raise RnnlensError(f"the rare-word count (--rare) must be an integer >= 0; got {rare!r}")
     edges = tuple(float(e) for e in boost_edges)
-    if not edges or edges[0] <= 1 or any(b <= a for a, b in zip(edges, edges[1:])):
+    if not edges or edges[0] <= 1 or any(b <= a for a, b in pairwise(edges)):
         raise RnnlensError(f"boost edges must be increasing factors > 1, e.g. 2,5; got {boost_edges!r}")
     return edges
 
@@ -328,8 +329,8 @@ class ErrorComparison:
                 "categories": self.rows()}
 
     def table(self) -> str:
-        lines = [f"{self.large.name} against {self.small.name}: fixes {self.fixed:,} of {self.small.errors:,} errors, "
-                 f"makes {self.new:,} new ones",
+        lines = [(f"{self.large.name} against {self.small.name}: fixes {self.fixed:,} of {self.small.errors:,} "
+                  f"errors, makes {self.new:,} new ones"),
                  f"  {'category':18s} {'small':>9s} {'large':>9s} {'fixed':>9s} {'% fixed':>8s} {'of fixed':>9s}"]
         for r in self.rows():
             pct = "" if r["fixed_fraction"] is None else f"{100 * r['fixed_fraction']:.1f}%"
@@ -354,6 +355,6 @@ def write_csv(taxonomies: list[Taxonomy], path) -> object:
 def boost_factor_label(threshold: float, edges=BOOST_EDGES) -> str:
     """How the boost buckets read as probabilities: 'p >= 0.25, 0.1-0.25, < 0.1' at threshold 0.5."""
     ps = [threshold / e for e in edges]
-    return ", ".join([f"p >= {ps[0]:.3g}"] + [f"{b:.3g} <= p < {a:.3g}" for a, b in zip(ps, ps[1:])]
+    return ", ".join([f"p >= {ps[0]:.3g}"] + [f"{b:.3g} <= p < {a:.3g}" for a, b in pairwise(ps)]
                      + [f"p < {ps[-1]:.3g}"])
 

@@ -27,6 +27,7 @@ Rules (exact):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -62,14 +63,14 @@ def parse_bins(spec) -> tuple[int, ...]:
             raise RnnlensError(f"--bins is 'log' or increasing integer edges like 0,10,20,50; got {spec!r}") from None
     else:
         edges = tuple(int(x) for x in spec)
-    if not edges or any(e < 0 for e in edges) or any(b <= a for a, b in zip(edges, edges[1:])):
+    if not edges or any(e < 0 for e in edges) or any(b <= a for a, b in pairwise(edges)):
         raise RnnlensError(f"bin edges must be one or more increasing integers >= 0 (e.g. 0,10,20,50); got {spec!r}")
     return edges
 
 
 def bin_labels(edges) -> list[str]:
     """'0-9', '10-19', ..., '>=100': the distances each bin holds, both ends included."""
-    labels = [f"{a}" if b - a == 1 else f"{a}-{b - 1}" for a, b in zip(edges, edges[1:])]
+    labels = [f"{a}" if b - a == 1 else f"{a}-{b - 1}" for a, b in pairwise(edges)]
     return labels + [f">={edges[-1]}"]
 
 
@@ -144,7 +145,7 @@ class LongRange:
     def to_dict(self) -> dict:
         return {"study": self.study, "char": self.char, "distance": self.distance_name, "models": self.models,
                 "edges": list(self.edges), "bins": self.labels, "counts": self.counts.tolist(),
-                "occurrences": int(len(self.positions)), "below_first_edge": self.below,
+                "occurrences": len(self.positions), "below_first_edge": self.below,
                 "mean_p": [[None if not np.isfinite(v) else float(v) for v in row] for row in self.mean_p],
                 "overall_mean_p": [None if not len(self.positions) else float(p.mean()) for p in self.probs]}
 

@@ -16,9 +16,9 @@ from rnnlens.errors import RnnlensError
 from rnnlens.predictions import Predictions, check_same_text
 from rnnlens.render.colours import DIVERGING, ColourScale
 from rnnlens.render.html import (
+    _SHOWN,
     LEVEL_CODES,
     MARKUP_LIMIT,
-    _SHOWN,
     _coloured_markup,
     _float16_b64,
     _scale_legend,
