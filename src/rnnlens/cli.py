@@ -842,7 +842,10 @@ def cmd_compare(args) -> int:
     print(classes.markdown())
     for s in studies:
         what = "newline by column" if s.study == "newline" else f"'{s.char}' by distance to its '{s.study[0]}'"
-        means = ", ".join(f"{m} {p.mean():.3f}" if len(p) else f"{m} -" for m, p in zip(s.models, s.probs))
+        if not len(s.positions):
+            print(f"{what}: no occurrences in this text")
+            continue
+        means = ", ".join(f"{m} {p.mean():.3f}" for m, p in zip(s.models, s.probs))
         print(f"{what}: {len(s.positions):,} occurrences; mean p: {means}")
     print(f"wrote {', '.join(files.values())}")
     return 0

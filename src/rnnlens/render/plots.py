@@ -217,6 +217,8 @@ def plot_long_range(studies, out_path: str | Path, title: str | None = None) -> 
             top.plot(x, s.mean_p[m], marker="o", markersize=3.5, color=MODEL_COLOURS[m % len(MODEL_COLOURS)],
                      label=model)
         top.set_ylim(-0.02, 1.02)
+        if not len(s.positions):
+            top.text(0.5, 0.5, "no occurrences in this text", transform=top.transAxes, ha="center", color="0.4")
         top.set_ylabel(f"mean p({_shown(s.char)})")
         top.grid(alpha=0.3)
         what = "newline by column" if s.study == "newline" else f"'{s.study[1]}' by distance to its '{s.study[0]}'"
