@@ -8,6 +8,7 @@ import re
 
 import numpy as np
 import pytest
+from browser import browser, page  # noqa: F401  (pytest fixtures)
 from compare_helpers import preds_with
 from conftest import run_cli, train_tiny_runs
 
@@ -219,13 +220,8 @@ def test_cli_compare_unknown_characters(runs, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-def test_comparison_page_hover_in_a_browser(tmp_path):
-    from browser import CHROMIUM, ARGS  # the shared fixture's browser, started here for this one page
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    import os
-    if not os.path.exists(CHROMIUM):
-        pytest.skip("chromium is not installed")
-    text = "a<b&c" + "xy" * 12_000  # longer than the markup limit: coloured by the browser
+def test_comparison_page_hover_in_a_browser(page, tmp_path):
+    text = "a<b&c" + "xy" * 12_000  # longer than the markup limit: coloured by the page's script
     p = np.full(len(text) - 1, 0.5)
     p[:4] = [0.9, 0.1, 0.5, 0.5]
     pa = preds_with(text, p, name="lstm")
@@ -234,17 +230,12 @@ def test_comparison_page_hover_in_a_browser(tmp_path):
     pb = preds_with(text, q, name="ngram")
     f = tmp_path / "c.html"
     f.write_text(comparison_page(pa, pb))
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        page = b.new_page(viewport={"width": 1280, "height": 800})
-        page.goto(f.as_uri())
-        spans = page.locator(".rl-cmp .rl-text i")
-        assert spans.count() > 3                      # painted by the page's script
-        target = page.locator(".rl-cmp .rl-text i", has_text="b").first
-        assert target.text_content() == "b" and "d" in target.get_attribute("class")
-        target.hover()
-        tip = page.text_content(".rl-tip")
-        b.close()
+    page.goto(f.as_uri())
+    assert page.locator(".rl-cmp .rl-text i").count() > 3   # painted by the page's script
+    target = page.locator(".rl-cmp .rl-text i", has_text="b").first
+    assert target.text_content() == "b" and "d" in target.get_attribute("class")
+    target.hover()
+    tip = page.text_content(".rl-tip")
     lines = tip.splitlines()
     assert lines[0].startswith("b") and lines[0].endswith("#2")
     pa_shown = float(re.search(r"lstm: p = ([\d.]+)%", tip).group(1))
