@@ -71,6 +71,22 @@ right-saturated) and saturation.csv (layer, gate, unit, left, right) into --out.
 
 per unit: the mean forget (LSTM) or update (GRU) gate f and the half-life ln(0.5)/ln(f) in
 characters; writes timescales.png (a histogram per layer) and timescales.csv into --out.""",
+    "compare": """examples:
+  rnnlens compare runs/lstm ngrams/20 --text test.txt --out compare/              # LSTM against a 20-gram
+  rnnlens compare runs/big runs/small --text sched.c --pair '{}' --pair '()' --bins log --out compare/
+
+writes into --out: classes.csv/.md/.png (loss by class of the true next character), longrange.csv/
+.json/.png (probability of each --pair's closer by distance to its opener, and of newline by
+column) and compare.html (the text coloured by loss_B - loss_A: blue where RUN_A is better).""",
+    "errors": """examples:
+  rnnlens errors runs/lstm --text test.txt --out errors/             # oracle: a 9-gram fitted on the train split
+  rnnlens errors runs/small runs/big --text test.txt --ngram ngrams/9 --out errors/
+  rnnlens errors runs/lstm --text test.txt --no-oracle --threshold 0.3 --json
+
+an error is a character whose true probability is < --threshold; errors are peeled in the paper's
+order: n-gram oracle, dynamic memory, rare words, word model, punctuation, boost (the rest).
+writes errors.csv, errors.json and errors.png into --out; with RUN2 (a larger model), which of
+RUN's errors it fixes, per category.""",
     "gradients": """examples:
   rnnlens gradients runs/rnn runs/lstm runs/gru --text input.txt --max-lag 100 --out gradients.png
   rnnlens gradients runs/rnn --text input.txt --weight-scale 1 2 4 --max-lag 50 --json
@@ -224,6 +240,43 @@ def build_parser() -> argparse.ArgumentParser:
                    "the KL (default 1e-6)")
     p.add_argument("--out", default=".", help="folder for kl.png, kl.csv and kl.json (default: here)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = command("compare", "Where one model beats another: loss by character class, closing characters by "
+                "distance to their openers, and a page of the text coloured by the loss difference.")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="two or more run folders, checkpoints or n-gram folders; "
+                   "the page compares the first two")
+    add_comparison_text_arguments(p)
+    p.add_argument("--pair", action="append", metavar="OC",
+                   help="opening and closing character to study, e.g. '()'; repeatable (default '{}'); "
+                        "newline by column is always studied")
+    p.add_argument("--bins", help="distance bin edges, e.g. 0,10,20,50,100, or 'log' (1,2,4,...,512) "
+                   "(default 0,10,...,100; the last bin is open)")
+    p.add_argument("--scale", type=float, default=2.0, help="page colours: full at this loss difference in nats "
+                   "(default 2)")
+    p.add_argument("--html-start", type=int, default=0, help="first character shown on the page (default 0)")
+    p.add_argument("--html-length", type=int, default=20_000, help="characters shown on the page (default 20,000)")
+    p.add_argument("--out", default=".", help="folder for the tables, figures and compare.html (default: here)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the class table")
+
+    p = command("errors", "The paper's error taxonomy: a model's errors (p(true char) < --threshold) peeled into "
+                "n-gram oracle, dynamic memory, rare words, word model, punctuation and boost.")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="the model (run folder, checkpoint or n-gram folder); "
+                   "a second, larger model to see which errors scaling removes")
+    add_comparison_text_arguments(p)
+    p.add_argument("--data", help="the training corpus (for rare words and the oracle's 9-gram; default: the "
+                   "corpus RUN was trained on)")
+    p.add_argument("--glob", help="with a folder for --data: which files")
+    p.add_argument("--split-fractions", help="how --data is cut, e.g. 0.9,0.05,0.05 (default: the one RUN used)")
+    oracle = p.add_mutually_exclusive_group()
+    oracle.add_argument("--ngram", metavar="NGRAM", help="a fitted n-gram folder (order >= 9) for the oracle "
+                        "(default: fit a 9-gram on the training split)")
+    oracle.add_argument("--no-oracle", action="store_true", help="skip the n-gram oracle (its category stays empty)")
+    p.add_argument("--threshold", type=float, default=0.5, help="an error is p(true char) < this (default 0.5)")
+    p.add_argument("--memory", type=int, default=1000, help="dynamic memory window in characters (default 1000)")
+    p.add_argument("--rare", type=int, default=5, help="a word seen at most this often in training is rare "
+                   "(default 5)")
+    p.add_argument("--out", default=".", help="folder for errors.csv, errors.json and errors.png (default: here)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
 
@@ -241,6 +294,14 @@ def add_text_arguments(p, max_chars: bool = True, max_chars_default: int | None 
     p.add_argument("--unknown", choices=["error", "drop", "replace"], default="error",
                    help="characters the model never saw: error (default), drop or replace them")
     p.add_argument("--replacement", help="with --unknown replace: the character to use (default: a space)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+
+
+def add_comparison_text_arguments(p) -> None:
+    """The text every compared model scores: all of them must know all of its characters."""
+    p.add_argument("--text", required=True, metavar="FILE", help="UTF-8 text file every model scores")
+    p.add_argument("--max-chars", type=int, metavar="N", help="read only the first N characters of it (default: all)")
+    p.add_argument("--encoding-errors", default="strict", choices=["strict", "replace", "ignore"])
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
 
 
@@ -854,9 +915,209 @@ def cmd_kl(args) -> int:
     return 0
 
 
+def load_any_model(run, device: str = "cpu"):
+    """A neural run (folder or checkpoint) or a fitted n-gram folder, whichever `run` is."""
+    import rnnlens
+    try:
+        from rnnlens.ngram import NGramModel, is_ngram
+    except ImportError:  # an installation without n-gram models: neural runs only
+        is_ngram = None
+    if is_ngram is not None and is_ngram(run):
+        return NGramModel.load(run)
+    return rnnlens.load(run, device=device)
+
+
+def model_chars(model) -> list[str]:
+    return list(model.vocab.chars) if hasattr(model, "vocab") else list(model.chars)
+
+
+def score_runs(runs, text: str, device: str) -> list:
+    """Each run's Predictions over `text`, named after its folder; every run must know every character."""
+    from rnnlens.analysis.classes import unique_names
+    from rnnlens.analysis.gradients import model_label
+    from rnnlens.predictions import predict
+    if len(text) < 2:
+        raise RnnlensError("the text has fewer than 2 characters; give a longer --text")
+    preds = []
+    for run in runs:
+        model = load_any_model(run, device)
+        name = model_label(getattr(model, "path", None) or run) if hasattr(model, "vocab") else Path(run).name
+        missing = sorted(set(text) - set(model_chars(model)))
+        if missing:
+            shown = ", ".join(repr(c) for c in missing[:10]) + (" ..." if len(missing) > 10 else "")
+            raise RnnlensError(f"{run} never saw {len(missing)} of the text's characters ({shown}); compare models "
+                               "on a text they all know, e.g. the test split of their training corpus")
+        preds.append(predict(model, text, name=name))
+    for p, name in zip(preds, unique_names(preds)):
+        p.name = name
+    return preds
+
+
+def cmd_compare(args) -> int:
+    from rnnlens.analysis.classes import loss_by_class
+    from rnnlens.analysis.longrange import (
+        closing_study,
+        newline_study,
+        parse_bins,
+        parse_pair,
+    )
+    from rnnlens.analysis.longrange import write_csv as write_longrange_csv
+    from rnnlens.analysis.longrange import write_json as write_longrange_json
+    from rnnlens.checkpoint import atomic_write
+    from rnnlens.model import check_range
+    from rnnlens.render.comparison import comparison_page, difference_scale
+    from rnnlens.render.html import write_html
+    from rnnlens.render.plots import plot_long_range, plot_loss_by_class
+
+    if len(args.runs) < 2:
+        raise RnnlensError("compare needs at least two models: rnnlens compare RUN_A RUN_B --text FILE")
+    pairs = args.pair or ["{}"]
+    for pair in pairs:
+        parse_pair(pair)
+    bins = parse_bins(args.bins)
+    difference_scale(args.scale)
+    check_range("--html-length", args.html_length, 1, None, integer=True)
+    check_range("--html-start", args.html_start, 0, None, integer=True)
+    text = read_text_argument(args)
+    if args.html_start >= len(text):
+        raise RnnlensError(f"--html-start {args.html_start} is past the text's end ({len(text):,} characters)")
+    preds = score_runs(args.runs, text, args.device)
+    folder = output_folder(args.out)
+
+    classes = loss_by_class(*preds)
+    classes.write_csv(folder / "classes.csv")
+    atomic_write(folder / "classes.md", lambda tmp: tmp.write_text(classes.markdown(), encoding="utf-8"))
+    plot_loss_by_class(classes, folder / "classes.png",
+                       title=f"loss by class of the true next character, {classes.chars:,} characters of {args.text}")
+
+    studies = [closing_study(*preds, pair=pair, bins=bins) for pair in pairs] + [newline_study(*preds, bins=bins)]
+    write_longrange_csv(studies, folder / "longrange.csv")
+    write_longrange_json(studies, folder / "longrange.json")
+    plot_long_range(studies, folder / "longrange.png")
+
+    end = min(len(text), args.html_start + args.html_length)
+    page = folder / "compare.html"
+    write_html(page, comparison_page(preds[0], preds[1], args.html_start, end, scale=args.scale,
+                                     subtitle=f"{args.text}: characters {args.html_start:,}\u2013{end:,} of "
+                                              f"{len(text):,}"))
+    files = {name: str(folder / name) for name in ("classes.csv", "classes.md", "classes.png", "longrange.csv",
+                                                     "longrange.json", "longrange.png", "compare.html")}
+    if args.json:
+        print(json.dumps({"runs": [str(r) for r in args.runs], "text": str(args.text), "classes": classes.to_dict(),
+                          "longrange": [s.to_dict() for s in studies], "files": files}))
+        return 0
+    print(f"loss by class of the true next character over {classes.chars:,} characters of {args.text} "
+          "(nats/char; share: the class's part of the model's total loss)")
+    print(classes.markdown())
+    for s in studies:
+        what = "newline by column" if s.study == "newline" else f"'{s.char}' by distance to its '{s.study[0]}'"
+        if not len(s.positions):
+            print(f"{what}: no occurrences in this text")
+            continue
+        means = ", ".join(f"{m} {p.mean():.3f}" for m, p in zip(s.models, s.probs))
+        print(f"{what}: {len(s.positions):,} occurrences; mean p: {means}")
+    print(f"wrote {', '.join(files.values())}")
+    return 0
+
+
+def training_text(args, run) -> tuple[str, tuple] | None:
+    """(the training split of --data (default: the corpus `run` was trained on), (data, glob, split));
+    None when neither says which corpus."""
+    from rnnlens.corpus import load_corpus, parse_split
+    data, glob, split = args.data, args.glob, parse_split(args.split_fractions) if args.split_fractions else None
+    from_meta = data is None
+    if from_meta:
+        train = (getattr(run, "meta", None) or {}).get("train") or {}
+        data = train.get("data")
+        glob = glob or train.get("glob")
+        split = split or (tuple(train["split"]) if train.get("split") else None)
+    if data is None:
+        return None
+    try:
+        corpus = load_corpus(data, glob=glob, split=split, encoding_errors=args.encoding_errors)
+    except RnnlensError as e:
+        if not from_meta:
+            raise
+        raise RnnlensError(f"{args.runs[0]} was trained on {data}, which cannot be read from here ({e}); "
+                           "give the training corpus with --data") from None
+    return corpus.text("train"), (data, glob, split)
+
+
+def cmd_errors(args) -> int:
+    from rnnlens.analysis.errors import (
+        check_settings,
+        compare_taxonomies,
+        ngram_oracle,
+        taxonomy,
+        word_counts,
+    )
+    from rnnlens.analysis.errors import write_csv as write_errors_csv
+    from rnnlens.checkpoint import write_json_atomic
+    from rnnlens.render.plots import plot_error_taxonomy
+
+    if len(args.runs) > 2:
+        raise RnnlensError("errors takes one model, or two (small then large): rnnlens errors RUN [RUN2] --text FILE")
+    check_settings(args.threshold, args.memory, args.rare, (2, 5))
+    ngram_module = None
+    if not args.no_oracle:
+        try:
+            import rnnlens.ngram as ngram_module
+        except ImportError:
+            raise RnnlensError("the n-gram oracle needs rnnlens.ngram, which this installation does not have; "
+                               "pass --no-oracle to leave the n-gram category empty") from None
+    text = read_text_argument(args)
+    first = load_any_model(args.runs[0], args.device)
+    found = training_text(args, first)
+    if found is None:
+        raise RnnlensError(f"{args.runs[0]} does not say which corpus it was trained on; give the training corpus "
+                           "with --data (for rare words and the oracle)")
+    train_text, (data, glob, split) = found
+    preds = score_runs(args.runs, text, args.device)
+
+    oracle = None
+    if ngram_module is not None:
+        if args.ngram:
+            ngram = load_any_model(args.ngram)
+            if not hasattr(ngram, "order"):
+                raise RnnlensError(f"--ngram {args.ngram} is not an n-gram folder; fit one with "
+                                   f"`rnnlens ngram --data CORPUS --order 9 --out {args.ngram}`")
+        else:
+            print(f"fitting a 9-gram on the training split of {data} for the oracle", file=sys.stderr)
+            ngram = ngram_module.train_ngram(str(data), 9, glob=glob, split=split)
+        missing = sorted(set(text) - set(model_chars(ngram)))
+        if missing:
+            raise RnnlensError(f"the oracle's n-gram never saw {len(missing)} of the text's characters "
+                               f"({', '.join(repr(c) for c in missing[:10])}); use --ngram with one fitted on "
+                               "the models' corpus")
+        oracle = ngram_oracle(ngram, text)
+    counts = word_counts(train_text)
+    taxonomies = [taxonomy(p, oracle=oracle, train_counts=counts, threshold=args.threshold, memory=args.memory,
+                           rare=args.rare) for p in preds]
+    comparison = compare_taxonomies(*taxonomies) if len(taxonomies) == 2 else None
+
+    folder = output_folder(args.out)
+    table = write_errors_csv(taxonomies, folder / "errors.csv")
+    result = {"runs": [str(r) for r in args.runs], "text": str(args.text), "train": str(data),
+              "models": [t.to_dict() for t in taxonomies],
+              "comparison": comparison.to_dict() if comparison else None}
+    write_json_atomic(folder / "errors.json", result)
+    figure = plot_error_taxonomy(taxonomies, folder / "errors.png", comparison=comparison)
+    if args.json:
+        print(json.dumps({**result, "figure": str(figure), "csv": str(table), "json": str(folder / "errors.json")}))
+        return 0
+    for t in taxonomies:
+        print(t.table())
+    if not taxonomies[0].settings["oracle"]:
+        print("(--no-oracle: the n-gram oracle category is empty)")
+    if comparison:
+        print(comparison.table())
+    print(f"wrote {table}, {folder / 'errors.json'} and {figure}")
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "trace": cmd_trace, "viz": cmd_viz, "cells": cmd_cells,
             "saturation": cmd_saturation, "timescales": cmd_timescales, "gradients": cmd_gradients, "kl": cmd_kl,
-            "report": cmd_report, "data": cmd_data, "demo": cmd_demo}
+            "compare": cmd_compare, "errors": cmd_errors, "report": cmd_report, "data": cmd_data, "demo": cmd_demo}
 
 
 def main(argv=None) -> int:

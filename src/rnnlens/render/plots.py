@@ -197,3 +197,131 @@ def plot_resemblance(res, out_path: str | Path, title: str | None = None) -> Pat
     ax.set_title(title or f"{res.run}: resemblance to baselines over {res.chars:,} characters", fontsize=10)
     fig.tight_layout()
     return _save(fig, out_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparisons between models: loss by character class, long-range study, error taxonomy
+# (rnnlens.analysis.classes, .longrange, .errors)
+
+MODEL_COLOURS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b2", "#937860", "#da8bc3", "#8c8c8c"]
+
+
+def plot_loss_by_class(result, out_path: str | Path, title: str | None = None) -> Path:
+    """Grouped bars: mean loss (nats/char) of each character class, one bar per model; the class's
+    character count under its name. Classes absent from the text are left out."""
+    import numpy as np
+    plt = _pyplot()
+    present = [c for c in range(len(result.classes)) if result.counts[c] > 0]
+    models = result.models
+    width = 0.8 / max(len(models), 1)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(present) + 2), 4.2), dpi=110)
+    x = np.arange(len(present))
+    for m, model in enumerate(models):
+        values = result.mean_loss[m, present]
+        ax.bar(x + (m - (len(models) - 1) / 2) * width, values, width, label=f"{model} ({result.overall[m]:.3f})",
+               color=MODEL_COLOURS[m % len(MODEL_COLOURS)])
+    ax.set_xticks(x)
+    ax.set_xticklabels([f"{result.classes[c]}\n{int(result.counts[c]):,}" for c in present], fontsize=9)
+    ax.set_ylabel("mean loss (nats/char)")
+    bits = ax.secondary_yaxis("right", functions=(lambda n: n / math.log(2), lambda b: b * math.log(2)))
+    bits.set_ylabel("bits/char")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, title="model (overall nats/char)", title_fontsize=8)
+    ax.set_title(title or f"loss by class of the true next character, {result.chars:,} characters", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out_path)
+
+
+def plot_long_range(studies, out_path: str | Path, title: str | None = None) -> Path:
+    """The paper's closing-brace figure, one column per study: top, each model's mean probability of the
+    closing character per distance bin (a line per model); bottom, the first model minus each other one
+    (above 0: the first model is better), with the occurrences per bin as grey bars behind."""
+    import numpy as np
+    plt = _pyplot()
+    n = len(studies)
+    fig, axes = plt.subplots(2, n, figsize=(5.2 * n + 0.4, 6.4), dpi=110, squeeze=False, sharex="col",
+                             gridspec_kw={"height_ratios": [3, 2]})
+    for j, s in enumerate(studies):
+        top, bottom = axes[0][j], axes[1][j]
+        x = np.arange(len(s.labels))
+        for m, model in enumerate(s.models):
+            top.plot(x, s.mean_p[m], marker="o", markersize=3.5, color=MODEL_COLOURS[m % len(MODEL_COLOURS)],
+                     label=model)
+        top.set_ylim(-0.02, 1.02)
+        if not len(s.positions):
+            top.text(0.5, 0.5, "no occurrences in this text", transform=top.transAxes, ha="center", color="0.4")
+        top.set_ylabel(f"mean p({_shown(s.char)})")
+        top.grid(alpha=0.3)
+        what = "newline by column" if s.study == "newline" else f"'{s.study[1]}' by distance to its '{s.study[0]}'"
+        top.set_title(f"{what}: {len(s.positions):,} occurrences", fontsize=10)
+        top.legend(fontsize=8)
+        counts = bottom.twinx()
+        counts.bar(x, s.counts, color="0.85", width=0.8, zorder=0)
+        counts.set_ylabel("occurrences", color="0.5")
+        bottom.set_zorder(counts.get_zorder() + 1)
+        bottom.patch.set_visible(False)
+        for m in range(1, len(s.models)):
+            bottom.plot(x, s.difference(m), marker="o", markersize=3.5,
+                        color=MODEL_COLOURS[m % len(MODEL_COLOURS)], label=f"{s.models[0]} \u2212 {s.models[m]}")
+        bottom.axhline(0, color="0.3", linewidth=0.8)
+        bottom.set_ylabel("difference in mean p")
+        bottom.set_xlabel(s.distance_name)
+        bottom.set_xticks(x)
+        bottom.set_xticklabels(s.labels, rotation=45, ha="right", fontsize=8)
+        bottom.grid(alpha=0.3)
+        if len(s.models) > 1:
+            bottom.legend(fontsize=8)
+    fig.suptitle(title or "probability of the closing character by distance", fontsize=11)
+    fig.tight_layout()
+    return _save(fig, out_path)
+
+
+def _shown(ch: str) -> str:
+    return {"\n": "\\n", "\t": "\\t", " ": "space"}.get(ch, ch)
+
+
+def plot_error_taxonomy(taxonomies, out_path: str | Path, comparison=None, title: str | None = None) -> Path:
+    """Horizontal bars, one group per category (in peeling order, top to bottom): each model's errors
+    in it, labelled with its share. With a comparison of a small and a large model, a second panel
+    shows the fraction of the small model's errors in each category that the large model fixes."""
+    import numpy as np
+    plt = _pyplot()
+    first = taxonomies[0]
+    labels = [first.label(c) for c in first.categories]
+    y = np.arange(len(labels))
+    height = 0.8 / len(taxonomies)
+    panels = 2 if comparison is not None else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6.2 * panels + 0.6, 0.42 * len(labels) + 1.8), dpi=110,
+                             squeeze=False)
+    ax = axes[0][0]
+    for m, t in enumerate(taxonomies):
+        pos = y + (m - (len(taxonomies) - 1) / 2) * height
+        bars = ax.barh(pos, t.counts, height, color=MODEL_COLOURS[m % len(MODEL_COLOURS)],
+                       label=f"{t.name}: {t.errors:,} errors / {t.chars:,}")
+        for bar, share in zip(bars, t.shares):
+            ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {100 * share:.1f}%", va="center",
+                    fontsize=7)
+    ax.set_yticks(y)
+    ax.set_yticklabels(labels)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"errors (p(true char) < {first.threshold:g})")
+    ax.margins(x=0.15)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    if comparison is not None:
+        ax2 = axes[0][1]
+        rows = comparison.rows()
+        frac = [r["fixed_fraction"] or 0.0 for r in rows]
+        bars = ax2.barh(y, frac, 0.6, color=MODEL_COLOURS[1])
+        for bar, r in zip(bars, rows):
+            ax2.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {r['fixed']:,}/{r['small']:,}",
+                     va="center", fontsize=7)
+        ax2.set_yticks(y)
+        ax2.set_yticklabels(labels)
+        ax2.invert_yaxis()
+        ax2.set_xlim(0, 1.15)
+        ax2.set_xlabel(f"fraction of {comparison.small.name}'s errors that {comparison.large.name} fixes")
+        ax2.grid(axis="x", alpha=0.3)
+    fig.suptitle(title or "error taxonomy (categories peeled top to bottom)", fontsize=11)
+    fig.tight_layout()
+    return _save(fig, out_path)

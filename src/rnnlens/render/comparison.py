@@ -1,0 +1,127 @@
+"""The per-position comparison page: a text coloured by how much better one model predicts each
+character than another.
+
+Character i is coloured by loss_B(i) - loss_A(i) = ln p_A(text[i]) - ln p_B(text[i]) in nats, on
+the diverging scale of rnnlens.render.colours clipped at +-`scale` nats: blue where model A is
+better (gives the character a higher probability), red where model B is, white where they agree.
+The text's first character has no prediction and stays white. Hovering a character shows both
+probabilities of it and the difference. Self-contained: the page loads nothing from anywhere.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rnnlens.errors import RnnlensError
+from rnnlens.predictions import Predictions, check_same_text
+from rnnlens.render.colours import DIVERGING, ColourScale
+from rnnlens.render.html import (
+    _SHOWN,
+    LEVEL_CODES,
+    MARKUP_LIMIT,
+    _coloured_markup,
+    _float16_b64,
+    _scale_legend,
+    escape,
+    html_document,
+)
+
+DEFAULT_SCALE = 2.0  # nats: a difference of 2 nats (a factor e^2 = 7.4 in probability) is full colour
+DEFAULT_LENGTH = 20_000
+
+# Tooltip for comparison views: its own listener and element, beside html.py's (which ignores these views).
+COMPARE_SCRIPT = r"""
+(function(){
+if(window.rnnlensCompare)return;window.rnnlensCompare=1;
+var tip;
+function count(s){return Array.from(s).length}
+function prepare(view){
+ if(view.rlc)return view.rlc;
+ var d=view.dataset,f16=window.rnnlens.float16,data={a:f16(d.a),b:f16(d.b),start:+d.s};
+ var n=0,parts=view.querySelector('.rl-text').children;
+ for(var i=0;i<parts.length;i++){parts[i].rlStart=n;n+=count(parts[i].textContent);}
+ return view.rlc=data;}
+function caretIndex(e,el){
+ var node,off,r;
+ if(document.caretPositionFromPoint){r=document.caretPositionFromPoint(e.clientX,e.clientY);if(r){node=r.offsetNode;off=r.offset;}}
+ else if(document.caretRangeFromPoint){r=document.caretRangeFromPoint(e.clientX,e.clientY);if(r){node=r.startContainer;off=r.startOffset;}}
+ if(!node||node.parentNode!==el)return 0;
+ if(off>0){var rg=document.createRange();rg.setStart(node,off-1);rg.setEnd(node,off);var b=rg.getBoundingClientRect();
+  if(e.clientX<b.right&&e.clientY>=b.top&&e.clientY<=b.bottom)off--;}
+ return Math.min(count(node.data.slice(0,off)),count(node.data)-1);}
+function shown(c){return c==' '?'\u2423 (space)':c=='\n'?'\u21b5 (newline)':c=='\t'?'\u21e5 (tab)':c}
+function pct(l){return isNaN(l)?'-':(100*Math.exp(-l)).toPrecision(3)+'%'}
+document.addEventListener('mousemove',function(e){
+ var t=e.target,view=t.closest&&t.closest('.rl-cmp');
+ if(!view||!t.parentNode||!t.parentNode.classList.contains('rl-text')){if(tip)tip.style.display='none';return;}
+ var d=prepare(view),vd=view.dataset,i=t.rlStart+(t.tagName=='U'?0:caretIndex(e,t));
+ var c=Array.from(t.textContent)[i-t.rlStart],la=d.a[i],lb=d.b[i];
+ var lines=[shown(c)+'   #'+(d.start+i),vd.na+': p = '+pct(la),vd.nb+': p = '+pct(lb)];
+ if(!isNaN(la))lines.push('loss '+vd.nb+' \u2212 '+vd.na+' = '+(lb-la>=0?'+':'')+(lb-la).toFixed(3)+' nats');
+ else lines.push('(first character: no prediction)');
+ if(!tip){tip=document.createElement('div');tip.className='rl-tip';document.body.appendChild(tip);}
+ tip.textContent=lines.join('\n');tip.style.display='block';
+ var x=e.clientX+14,y=e.clientY+16,w=tip.offsetWidth,h=tip.offsetHeight;
+ if(x+w>innerWidth-4)x=Math.max(4,e.clientX-w-10);if(y+h>innerHeight-4)y=Math.max(4,e.clientY-h-12);
+ tip.style.left=x+'px';tip.style.top=y+'px';
+},{passive:true});
+})();
+"""
+
+
+def difference_scale(scale: float = DEFAULT_SCALE) -> ColourScale:
+    """The diverging colours (and CSS classes) of rnnlens.render.colours, spread over -scale..+scale nats."""
+    if not (isinstance(scale, (int, float)) and np.isfinite(scale) and scale > 0):
+        raise RnnlensError(f"the colour scale (--scale) is a positive number of nats; got {scale!r}")
+    return ColourScale(DIVERGING.name, -float(scale), float(scale), DIVERGING.stops, DIVERGING.steps)
+
+
+def position_losses(pa: Predictions, pb: Predictions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(loss_a [T], loss_b [T], loss_b - loss_a [T]) per text position, NaN at position 0."""
+    check_same_text(pa, pb)
+    la = np.concatenate([[np.nan], pa.losses])
+    lb = np.concatenate([[np.nan], pb.losses])
+    return la, lb, lb - la
+
+
+def comparison_fragment(pa: Predictions, pb: Predictions, start: int = 0, end: int | None = None, *,
+                        scale: float = DEFAULT_SCALE) -> str:
+    """pa.text[start:end] coloured by loss_B - loss_A (blue: A better, red: B better); hover: both probabilities."""
+    text = check_same_text(pa, pb)
+    end = len(text) if end is None else end
+    if not 0 <= start < end <= len(text):
+        raise RnnlensError(f"the span {start}..{end} is not inside the text's 0..{len(text)} characters")
+    colours = difference_scale(scale)
+    la, lb, diff = position_losses(pa, pb)
+    levels = colours.level(diff[start:end])
+    span = text[start:end]
+    if end - start <= MARKUP_LIMIT:
+        body, painted = _coloured_markup(span, levels, "d"), ""
+    else:  # the browser colours it from one level code a character (see rnnlens.render.html)
+        codes = "".join(np.array(list(LEVEL_CODES))[levels])
+        body, painted = span.translate(_SHOWN), f' data-c="{codes}" data-k=d'
+    wins_a = int((diff[1:] > 0).sum())
+    wins_b = int((diff[1:] < 0).sum())
+    head = (f"<div class=rl-head><span class=rl-name>{escape(pb.name)} \u2212 {escape(pa.name)}</span>"
+            f"{_scale_legend(colours, 'loss difference, nats')}"
+            f"<span class=rl-note>characters {start:,}\u2013{end:,} of {len(text):,}</span></div>")
+    summary = (f"<p class=cap>Over the whole text: {escape(pa.name)} {pa.loss:.4f} nats/char, "
+               f"{escape(pb.name)} {pb.loss:.4f}; {escape(pa.name)} is better on {wins_a:,} characters, "
+               f"{escape(pb.name)} on {wins_b:,}.</p>")
+    return (f"<div class='rl rl-cmp' data-s={start} data-na=\"{escape(pa.name)}\" data-nb=\"{escape(pb.name)}\" "
+            f"data-a=\"{_float16_b64(la[start:end])}\" data-b=\"{_float16_b64(lb[start:end])}\">"
+            f"{head}{summary}<div class=rl-text{painted}>{body}</div></div>"
+            + ("<script>rnnlens.paint()</script>" if painted else ""))
+
+
+def comparison_page(pa: Predictions, pb: Predictions, start: int = 0, end: int | None = None, *,
+                    scale: float = DEFAULT_SCALE, title: str | None = None, subtitle: str | None = None) -> str:
+    """A whole page: the comparison fragment with a reading guide."""
+    guide = (f"<p class=cap>Each character is coloured by how much better one model predicted it: the loss "
+             f"difference {escape(pb.name)} \u2212 {escape(pa.name)} = ln p<sub>A</sub> \u2212 ln p<sub>B</sub> "
+             f"of the true character, in nats. <b style='color:#3c82e6'>Blue</b>: {escape(pa.name)} (A) gave it "
+             f"the higher probability; <b style='color:#e64b3c'>red</b>: {escape(pb.name)} (B) did; white: they "
+             f"agree. Full colour at \u00b1{scale:g} nats (a factor of {np.exp(scale):.1f}). Hover a character to "
+             f"see both probabilities.</p>")
+    body = guide + comparison_fragment(pa, pb, start, end, scale=scale) + f"<script>{COMPARE_SCRIPT}</script>"
+    return html_document(title or f"{pa.name} against {pb.name}", body, subtitle=subtitle)
