@@ -268,11 +268,24 @@ def check_port(host: str, port: int) -> None:
         except OSError as e:
             if e.errno == errno.EADDRINUSE:
                 raise RnnlensError(f"port {port} on {host} is already in use (another rnnlens serve?); stop that "
-                                   f"program or choose another port, e.g. --port {free_port(host)}") from None
+                                   f"program or choose another port, e.g. --port {suggest_port(host, port)}") from None
             if e.errno in (errno.EACCES, errno.EPERM):
                 raise RnnlensError(f"no permission to use port {port}; choose one above 1023, e.g. --port 8000") \
                     from None
             raise RnnlensError(f"cannot listen on {host}:{port} ({e.strerror or e}); check --host") from None
+
+
+def suggest_port(host: str, port: int) -> int:
+    """The first free port after `port` (of the next 20), else any free one."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for candidate in range(port + 1, min(port + 21, 65536)):
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, candidate))
+                return candidate
+            except OSError:
+                continue
+    return free_port(host)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -117,6 +117,7 @@
     }
     panel.box.innerHTML = out.join('');
     legend(panel);
+    panel.el.dataset.shown = d.name + ':' + d.unit + ':' + chars.length;  // what is on screen (the tests wait for it)
   }
 
   function markArray(n) {
