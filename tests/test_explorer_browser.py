@@ -109,7 +109,7 @@ def test_typed_text_is_coloured_by_the_chosen_unit(page, server):
 def test_ranked_units_choose_the_unit(page, server):
     open_page(page, server)
     page.fill("#text", TEXT)
-    first = page.locator("#units li").first
+    first = page.locator(f"#units[data-chars='{len(TEXT)}'] li").first
     first.wait_for()
     label = first.locator("b").text_content()  # e.g. "L0 hidden 5"
     layer, kind, unit = re.fullmatch(r"L(\d+) (\S+) (\d+)", label).groups()
