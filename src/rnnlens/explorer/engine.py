@@ -2,9 +2,11 @@
 
 One Explorer holds the models (by key) and small caches:
 
-* traces, by (model, text hash): the last few texts each model read, with the activations
-  asked for so far (asking for another one traces the text again with the union of names);
-  a trace larger than IN_MEMORY_BYTES lives in a temporary file, read memory-mapped;
+* traces, by (model, text hash): the last few texts each model read. A trace that fits in
+  IN_MEMORY_BYTES holds every activation and the predictions, so that one forward pass answers
+  every later question about the text (the batch-1 forward is the slow part); a larger one holds
+  the activations asked for so far (another one traces the text again with the union of names)
+  and lives in a temporary file, read memory-mapped;
 * unit rankings (analysis.cells.discover), by (model, text hash).
 
 Characters a model never saw are replaced (its vocabulary's default replacement, usually a
@@ -148,8 +150,13 @@ class Explorer:
             cache_key = (key, text_key(text))
             entry = self._traces.get(cache_key)
             if entry is None or not names <= entry.names:
-                wanted = names | (entry.names if entry else set())
-                ordered = [n for n in activation_names(lm.config.cell, lm.config.layers) if n in wanted]
+                every = activation_names(lm.config.cell, lm.config.layers)
+                cfg = lm.config
+                if len(text) * (cfg.size * (len(every) - 2) + len(lm.vocab) + 1) * 4 <= IN_MEMORY_BYTES:
+                    wanted = set(every)  # one forward pass answers every later question about this text
+                else:
+                    wanted = names | (entry.names if entry else set())
+                ordered = [n for n in every if n in wanted]
                 out = None
                 if len(text) * lm.config.size * len(ordered) * 4 > IN_MEMORY_BYTES:
                     if self._folder is None:
