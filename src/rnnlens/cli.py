@@ -87,6 +87,19 @@ an error is a character whose true probability is < --threshold; errors are peel
 order: n-gram oracle, dynamic memory, rare words, word model, punctuation, boost (the rest).
 writes errors.csv, errors.json and errors.png into --out; with RUN2 (a larger model), which of
 RUN's errors it fixes, per category.""",
+    "serve": """examples:
+  rnnlens serve runs/shakespeare --text act1.txt            # then open http://127.0.0.1:8000/
+  rnnlens serve runs/lstm runs/gru --text input.txt --port 8001   # two models side by side
+
+a local web page: any unit's activation over text you type, units ranked by the features they
+track, LSTMVis-style select and match, the prediction strip and sampling; the JSON API behind it
+is described in docs/explorer.md (and at /openapi.json).""",
+    "export-lstmvis": """examples:
+  rnnlens export-lstmvis runs/shakespeare --text act1.txt --out lstmvis/shakespeare
+  rnnlens export-lstmvis runs/linux --text sched.c --names layer1.cell,layer1.gate.forget --out lstmvis/linux
+
+writes states.h5, train.h5, words.dict and lstm.yml: a project folder for LSTMVis's server
+(python server.py -dir lstmvis/).""",
     "gradients": """examples:
   rnnlens gradients runs/rnn runs/lstm runs/gru --text input.txt --max-lag 100 --out gradients.png
   rnnlens gradients runs/rnn --text input.txt --weight-scale 1 2 4 --max-lag 50 --json
@@ -277,6 +290,28 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default 5)")
     p.add_argument("--out", default=".", help="folder for errors.csv, errors.json and errors.png (default: here)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = command("serve", "A local web explorer: activations over any text, units ranked by feature, "
+                "select and match, predictions and samples, one or two models side by side.")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folder or .safetensors checkpoint (a second one is "
+                   "shown side by side)")
+    p.add_argument("--text", metavar="FILE", help="UTF-8 text the page starts with (default: a sample of the model)")
+    p.add_argument("--encoding-errors", default="strict", choices=["strict", "replace", "ignore"])
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
+                   "only; 0.0.0.0 lets anyone who can reach it use it)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--max-text-bytes", type=int, default=1_000_000, metavar="N",
+                   help="largest text a request may carry, in UTF-8 bytes (default 1,000,000)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+
+    p = command("export-lstmvis", "Write a model's states over a text as an LSTMVis project "
+                "(states HDF5, word-id HDF5, dict and lstm.yml).")
+    p.add_argument("run", help="run folder or .safetensors checkpoint")
+    add_text_arguments(p)
+    p.add_argument("--out", required=True, help="project folder to write")
+    p.add_argument("--names", help="comma-separated activations, e.g. layer1.cell,layer1.gate.forget "
+                   "(default: every layer's cell and hidden for an LSTM, hidden otherwise)")
+    p.add_argument("--project", help="project name shown by LSTMVis (default: rnnlens RUN)")
     return parser
 
 
@@ -1115,9 +1150,65 @@ def cmd_errors(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from rnnlens.corpus import read_text_file
+    from rnnlens.explorer.engine import Explorer
+    from rnnlens.explorer.server import check_port, is_local, serve
+    from rnnlens.model import check_range
+
+    if len(args.runs) > 2:
+        raise RnnlensError(f"serve shows one or two models side by side; got {len(args.runs)}")
+    check_range("--max-text-bytes", args.max_text_bytes, 1, None, integer=True)
+    check_port(args.host, args.port)  # before the slow part, and once more just before serving
+    explorer = Explorer.from_runs(args.runs, device=args.device, max_text_bytes=args.max_text_bytes)
+    if args.text:
+        text = read_text_file(args.text, encoding_errors=args.encoding_errors)
+        raw = text.encode("utf-8", "surrogatepass")
+        if len(raw) > args.max_text_bytes:
+            text = raw[:args.max_text_bytes].decode("utf-8", "ignore")
+            print(f"{args.text}: the page starts with its first {len(text):,} characters (--max-text-bytes)",
+                  file=sys.stderr)
+        explorer.default_text, explorer.text_note = text, f"from {args.text}"
+    else:
+        lm = next(iter(explorer.models.values()))
+        explorer.default_text = lm.sample(600, temperature=0.8, seed=0)
+        explorer.text_note = "sampled from the model: paste your own text"
+    url_host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"rnnlens explorer on http://{url_host}:{args.port}/ ({', '.join(explorer.models)}); "
+          "API at /openapi.json; Ctrl-C stops it", flush=True)
+    if not is_local(args.host):
+        print(f"warning: --host {args.host} lets anyone who can reach this machine use the explorer",
+              file=sys.stderr)
+    try:
+        serve(explorer, args.host, args.port)
+    finally:
+        explorer.close()
+    return 0
+
+
+def cmd_export_lstmvis(args) -> int:
+    import rnnlens
+    from rnnlens.lstmvis import export_lstmvis
+    names = [n.strip() for n in args.names.split(",") if n.strip()] if args.names is not None else None
+    lm = rnnlens.load(args.run, device=args.device)
+    if names is not None:
+        from rnnlens.lstmvis import check_names
+        check_names(names, lm.config.cell, lm.config.layers)  # before reading the text
+    text = read_text_argument(args)
+    if not text:
+        raise RnnlensError(f"{args.text} is empty; give a text to export the states over")
+    files = export_lstmvis(lm, text, args.out, names=names, unknown=args.unknown, replacement=args.replacement,
+                           project=args.project, source=str(args.text))
+    datasets = ", ".join(files["datasets"])
+    print(f"wrote an LSTMVis project of {files['chars']:,} characters to {args.out}: states.h5 ({datasets}), "
+          "train.h5, words.dict, lstm.yml")
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "trace": cmd_trace, "viz": cmd_viz, "cells": cmd_cells,
             "saturation": cmd_saturation, "timescales": cmd_timescales, "gradients": cmd_gradients, "kl": cmd_kl,
-            "compare": cmd_compare, "errors": cmd_errors, "report": cmd_report, "data": cmd_data, "demo": cmd_demo}
+            "compare": cmd_compare, "errors": cmd_errors, "report": cmd_report, "serve": cmd_serve,
+            "export-lstmvis": cmd_export_lstmvis, "data": cmd_data, "demo": cmd_demo}
 
 
 def main(argv=None) -> int:

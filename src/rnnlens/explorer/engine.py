@@ -1,0 +1,323 @@
+"""What the explorer computes, as plain JSON-ready data: no HTTP here (server.py adds that).
+
+One Explorer holds the models (by key) and small caches:
+
+* traces, by (model, text hash): the last few texts each model read. A trace that fits in
+  IN_MEMORY_BYTES holds every activation and the predictions, so that one forward pass answers
+  every later question about the text (the batch-1 forward is the slow part); a larger one holds
+  the activations asked for so far (another one traces the text again with the union of names)
+  and lives in a temporary file, read memory-mapped;
+* unit rankings (analysis.cells.discover), by (model, text hash).
+
+Characters a model never saw are replaced (its vocabulary's default replacement, usually a
+space) so that positions stay positions in the text; answers list the characters replaced.
+Calls are serialised by a lock: one computation at a time, which suits a local tool.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rnnlens.analysis import select as selection
+from rnnlens.errors import RnnlensError
+from rnnlens.model import count_parameters
+from rnnlens.render.colours import display_for, unit_label
+from rnnlens.render.html import LEVEL_CODES, SCALE_CLASSES
+from rnnlens.trace import LAYER_ACTIVATIONS, activation_names
+
+MAX_TEXT_BYTES = 1_000_000
+MAX_SAMPLE_LENGTH = 2000
+MAX_TEMPERATURE = 5.0
+TRACE_CACHE = 4          # traces kept (model, text) pairs
+RANKING_CACHE = 8
+IN_MEMORY_BYTES = 256 << 20  # larger traces go to a temporary file
+RANKED_PER_FEATURE = 3
+STRIP_TOP = 5
+
+
+class NotFound(RnnlensError):
+    """A model, activation or unit that does not exist (HTTP 404)."""
+
+
+class TooLarge(RnnlensError):
+    """A text over the size limit (HTTP 413)."""
+
+
+@dataclass
+class Entry:
+    names: set
+    trace: object
+    path: Path | None = None
+
+
+def text_key(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def unique_keys(runs: list[str]) -> list[str]:
+    """Short model keys from run paths: the folder name, made unique with -2, -3 ..."""
+    keys: list[str] = []
+    for run in runs:
+        base = Path(str(run).rstrip("/")).name.removesuffix(".safetensors") or "model"
+        key, n = base, 2
+        while key in keys:
+            key, n = f"{base}-{n}", n + 1
+        keys.append(key)
+    return keys
+
+
+class Explorer:
+    """The models and caches behind the explorer. `models` maps key -> rnnlens.LanguageModel."""
+
+    def __init__(self, models: dict, *, default_text: str = "", text_note: str = "",
+                 max_text_bytes: int = MAX_TEXT_BYTES):
+        if not models:
+            raise RnnlensError("the explorer needs at least one model")
+        self.models = dict(models)
+        self.default_text = default_text
+        self.text_note = text_note
+        self.max_text_bytes = int(max_text_bytes)
+        self._lock = threading.RLock()
+        self._traces: OrderedDict = OrderedDict()
+        self._rankings: OrderedDict = OrderedDict()
+        self._folder: Path | None = None
+
+    @classmethod
+    def from_runs(cls, runs, *, device: str = "cpu", **kwargs) -> Explorer:
+        import rnnlens
+        runs = [str(r) for r in runs]
+        return cls({k: rnnlens.load(r, device=device) for k, r in zip(unique_keys(runs), runs)}, **kwargs)
+
+    def close(self) -> None:
+        with self._lock:
+            self._traces.clear()
+            if self._folder is not None:
+                shutil.rmtree(self._folder, ignore_errors=True)
+                self._folder = None
+
+    # -- checks -------------------------------------------------------------------------------
+
+    def model(self, key: str | None):
+        """(key, LanguageModel); None means the first model."""
+        if key is None:
+            key = next(iter(self.models))
+        if key not in self.models:
+            raise NotFound(f"no model {key!r}; this explorer has {', '.join(repr(k) for k in self.models)}")
+        return key, self.models[key]
+
+    def check_text(self, text: str, what: str = "the text") -> str:
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if size > self.max_text_bytes:
+            raise TooLarge(f"{what} is {size:,} bytes (UTF-8); this explorer takes at most {self.max_text_bytes:,}: "
+                           "send a shorter text, or restart it with a larger --max-text-bytes")
+        return text
+
+    def check_name(self, lm, name: str | None) -> str:
+        cfg = lm.config
+        if name is None:
+            return f"layer{cfg.layers - 1}.{'cell' if cfg.cell == 'lstm' else 'hidden'}"
+        valid = activation_names(cfg.cell, cfg.layers)[:-2]  # not probs and loss
+        if name not in valid:
+            raise NotFound(f"this {cfg.cell.upper()} of {cfg.layers} layer(s) has no activation {name!r}; "
+                           f"choose from {', '.join(valid)}")
+        return name
+
+    def check_unit(self, lm, unit: int) -> int:
+        size = lm.config.size
+        if not isinstance(unit, int) or not 0 <= unit < size:
+            raise NotFound(f"unit {unit!r} does not exist: each layer of this model has units 0..{size - 1}")
+        return unit
+
+    # -- tracing ------------------------------------------------------------------------------
+
+    def trace(self, key: str, text: str, names) -> tuple[object, list[str]]:
+        """The trace of model `key` over `text` holding at least `names` (cached), and the characters
+        that were replaced because the model never saw them."""
+        key, lm = self.model(key)
+        self.check_text(text)
+        if not text:
+            raise RnnlensError("the text is empty; type or paste some")
+        names = set(names)
+        with self._lock:
+            cache_key = (key, text_key(text))
+            entry = self._traces.get(cache_key)
+            if entry is None or not names <= entry.names:
+                every = activation_names(lm.config.cell, lm.config.layers)
+                cfg = lm.config
+                if len(text) * (cfg.size * (len(every) - 2) + len(lm.vocab) + 1) * 4 <= IN_MEMORY_BYTES:
+                    wanted = set(every)  # one forward pass answers every later question about this text
+                else:
+                    wanted = names | (entry.names if entry else set())
+                ordered = [n for n in every if n in wanted]
+                out = None
+                if len(text) * lm.config.size * len(ordered) * 4 > IN_MEMORY_BYTES:
+                    if self._folder is None:
+                        self._folder = Path(tempfile.mkdtemp(prefix="rnnlens-explorer-"))
+                    out = self._folder / f"{key}-{cache_key[1][:16]}-{len(wanted)}.safetensors"
+                trace = lm.trace(text, names=ordered, unknown="replace", out=out)
+                if entry is not None:
+                    self._drop(entry)
+                entry = Entry(set(ordered), trace, out)
+                self._traces[cache_key] = entry
+            self._traces.move_to_end(cache_key)
+            while len(self._traces) > TRACE_CACHE:
+                self._drop(self._traces.popitem(last=False)[1])
+            return entry.trace, lm.vocab.unknown_chars(text)
+
+    @staticmethod
+    def _drop(entry: Entry) -> None:
+        if entry.path is not None:
+            entry.path.unlink(missing_ok=True)  # an open memory map keeps its pages until it is closed
+
+    # -- answers ------------------------------------------------------------------------------
+
+    def info(self) -> dict:
+        models = []
+        for key, lm in self.models.items():
+            cfg = lm.config
+            names = activation_names(cfg.cell, cfg.layers)[:-2]
+            models.append({"key": key, "run": str(lm.path), "cell": cfg.cell, "layers": cfg.layers, "size": cfg.size,
+                           "vocab_size": len(lm.vocab), "parameters": count_parameters(cfg),
+                           "activations": names, "default_activation": self.check_name(lm, None),
+                           "kinds": list(LAYER_ACTIVATIONS[cfg.cell])})
+        return {"models": models, "text": self.default_text, "text_note": self.text_note,
+                "limits": {"max_text_bytes": self.max_text_bytes, "max_sample_length": MAX_SAMPLE_LENGTH,
+                           "max_temperature": MAX_TEMPERATURE}}
+
+    def unit_values(self, key: str | None, text: str, name: str | None, unit: int) -> dict:
+        """One unit over the whole text: the stored values, the colour level of each character
+        (as a string of LEVEL_CODES, the scale's CSS classes) and how it is drawn."""
+        key, lm = self.model(key)
+        name = self.check_name(lm, name)
+        unit = self.check_unit(lm, unit)
+        trace, replaced = self.trace(key, text, [name])
+        display = display_for(name)
+        raw = np.asarray(trace[name][:, unit], dtype=np.float32)
+        shown = display.transform(raw)
+        levels = display.scale.level(shown)
+        scale = display.scale
+        return {"model": key, "name": name, "unit": unit, "label": unit_label(name, unit, display),
+                "description": display.description, "shown_label": display.label, "raw_label": display.raw_label,
+                "transform": display.transform_name,
+                "scale": {"name": scale.name, "lo": scale.lo, "hi": scale.hi, "steps": scale.steps,
+                          "class_prefix": SCALE_CLASSES[scale.name]},
+                "values": np.round(raw.astype(np.float64), 5).tolist(),
+                "levels": "".join(np.array(list(LEVEL_CODES))[levels]),
+                "replaced": replaced}
+
+    def ranked_units(self, key: str | None, text: str, top: int = RANKED_PER_FEATURE) -> dict:
+        """Units ranked by how well they track a built-in feature of the text (analysis.cells.discover):
+        the best `top` of each feature, strongest first, each unit once (under its strongest feature)."""
+        from rnnlens.analysis.cells import describe, discover, kinds_for
+        key, lm = self.model(key)
+        cfg = lm.config
+        if not 1 <= top <= 50:
+            raise RnnlensError(f"top must be 1..50; got {top}")
+        if len(text) < 2:
+            return {"model": key, "units": [], "note": "type at least two characters to rank the units"}
+        with self._lock:
+            cache_key = (key, text_key(text), top)
+            if cache_key in self._rankings:
+                self._rankings.move_to_end(cache_key)
+                return self._rankings[cache_key]
+            kinds = kinds_for(cfg.cell)
+            trace, _ = self.trace(key, text, [f"layer{i}.{k}" for i in range(cfg.layers) for k in kinds])
+            scores = discover(trace, kinds=kinds, excerpts=0, exact_top=max(top, 3))
+            best = [(u, f) for f in scores.features for u in scores.best(f.name, top)]
+            best.sort(key=lambda uf: -uf[0].strength)
+            seen, units = set(), []
+            for u, f in best:
+                if (u.activation, u.unit) in seen:
+                    continue
+                seen.add((u.activation, u.unit))
+                units.append({"name": u.activation, "unit": u.unit, "layer": u.layer, "kind": u.kind,
+                              "feature": f.name, "metric": u.metric, "score": round(u.score, 4), "sign": u.sign,
+                              "strength": round(u.strength, 4), "why": describe(u, f.description)})
+            answer = {"model": key, "units": units,
+                      "note": f"ranked over {len(text):,} characters by Pearson r (numeric features) or "
+                              "ROC AUC (on/off features); see docs/cells.md"}
+            self._rankings[cache_key] = answer
+            while len(self._rankings) > RANKING_CACHE:
+                self._rankings.popitem(last=False)
+            return answer
+
+    def _shown(self, key, text, name):
+        key, lm = self.model(key)
+        name = self.check_name(lm, name)
+        trace, _ = self.trace(key, text, [name])
+        return key, name, display_for(name), np.asarray(display_for(name).transform(
+            np.asarray(trace[name], dtype=np.float32)), dtype=np.float32)
+
+    def select(self, key: str | None, text: str, name: str | None, start: int, end: int, threshold: float) -> dict:
+        """The units of `name` on (shown value >= threshold) at every character of text[start:end]."""
+        key, name, display, values = self._shown(key, text, name)
+        start, end = selection.check_range_in(len(text), start, end)
+        units = selection.units_on(values, start, end, threshold)
+        return {"model": key, "name": name, "start": start, "end": end, "threshold": threshold,
+                "shown_label": display.label, "units": units.tolist(), "of": values.shape[1],
+                "span": text[start:end]}
+
+    def match(self, key: str | None, text: str, name: str | None, units, threshold: float, start: int, end: int,
+              top: int = 10, min_score: float = selection.MIN_SCORE) -> dict:
+        """Windows of the selection's length elsewhere in the text where the same units are on, ranked
+        (rule: rnnlens.analysis.select)."""
+        key, name, _, values = self._shown(key, text, name)
+        start, end = selection.check_range_in(len(text), start, end)
+        if not 0 <= min_score <= 1:
+            raise RnnlensError(f"min_score must be 0..1; got {min_score}")
+        if not 1 <= top <= 100:
+            raise RnnlensError(f"top must be 1..100; got {top}")
+        found = selection.match(values, units, threshold, end - start, exclude=(start, end), top=top,
+                                min_score=min_score)
+        return {"model": key, "name": name, "units": [int(u) for u in units], "threshold": threshold,
+                "length": end - start,
+                "rule": "score = fraction of (selected unit, character) pairs of the window with value >= threshold",
+                "matches": [{**m.to_dict(), "score": round(m.score, 4), "text": text[m.start:m.end]} for m in found]}
+
+    def predict(self, key: str | None, text: str, position: int, *, before: int = 0, after: int = 0,
+                top: int = STRIP_TOP) -> dict:
+        """The model's `top` most likely next characters after each character of
+        text[position - before : position + after + 1], with the one that really came next."""
+        key, lm = self.model(key)
+        if not isinstance(position, int) or not 0 <= position < len(text):
+            raise RnnlensError(f"position must be 0..{len(text) - 1} (a character of the text); got {position!r}")
+        if not 1 <= top <= len(lm.vocab):
+            raise RnnlensError(f"top must be 1..{len(lm.vocab)} (the vocabulary size); got {top}")
+        if not (0 <= before <= 200 and 0 <= after <= 200):
+            raise RnnlensError("before and after must be 0..200 characters")
+        trace, replaced = self.trace(key, text, ["probs"])
+        start, end = max(0, position - before), min(len(text), position + after + 1)
+        probs = np.asarray(trace["probs"][start:end], dtype=np.float32)  # [n, V]
+        best = np.argsort(-probs, axis=1, kind="stable")[:, :top]
+        chars = lm.vocab.chars
+        columns = []
+        for t in range(start, end):
+            row = probs[t - start]
+            following = text[t + 1] if t + 1 < len(text) else None
+            p_next = float(row[lm.vocab.index(following)]) if following is not None and following in lm.vocab else None
+            columns.append({"position": t, "char": text[t],
+                            "top": [{"char": chars[i], "p": round(float(row[i]), 5)} for i in best[t - start]],
+                            "next": following, "next_p": None if p_next is None else round(p_next, 5)})
+        return {"model": key, "position": position, "start": start, "end": end, "columns": columns,
+                "replaced": replaced}
+
+    def sample(self, key: str | None, prime: str, temperature: float, length: int, seed: int | None) -> dict:
+        """`length` characters sampled after `prime` (unknown prime characters replaced)."""
+        key, lm = self.model(key)
+        self.check_text(prime, "the prime")
+        if not isinstance(length, int) or not 1 <= length <= MAX_SAMPLE_LENGTH:
+            raise RnnlensError(f"length must be 1..{MAX_SAMPLE_LENGTH} characters; got {length!r}")
+        if not 0 < temperature <= MAX_TEMPERATURE:
+            raise RnnlensError(f"temperature must be > 0 and <= {MAX_TEMPERATURE:g}; got {temperature!r}")
+        with self._lock:
+            out = lm.sample(length, prime or None, temperature=float(temperature), seed=seed, unknown="replace")
+        return {"model": key, "prime": prime, "temperature": temperature, "length": length, "seed": seed,
+                "text": out, "replaced": lm.vocab.unknown_chars(prime)}
