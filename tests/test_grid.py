@@ -12,6 +12,7 @@ import types
 
 import numpy as np
 import pytest
+import torch
 from conftest import make_text, run_cli
 
 import rnnlens
@@ -93,6 +94,30 @@ def test_plan_checks_model_options():
         plan_cells("lstm", "1", "8", vocab_size=10, dropout=1.5)
 
 
+def test_workers_get_their_threads_and_their_own_gpu(monkeypatch):
+    from rnnlens.grid import visible_gpus, worker_env
+    env = worker_env(0, 3, [], base={"PATH": "/bin", "CUDA_VISIBLE_DEVICES": "7"})
+    assert env == {"PATH": "/bin", "CUDA_VISIBLE_DEVICES": "7", "OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": "3"}
+    gpus = ["4", "5"]
+    assert [worker_env(k, 1, gpus, base={})["CUDA_VISIBLE_DEVICES"] for k in range(3)] == ["4", "5", "4"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5,6")
+    assert visible_gpus("cuda") == ["2", "5", "6"] and visible_gpus("auto") == ["2", "5", "6"]
+    assert visible_gpus("cpu") == []
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert visible_gpus("cuda") == ["0", "1", "2"]
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert visible_gpus("cuda") == []  # one GPU: nothing to spread over
+
+
+def test_time_is_an_alias_of_time_budget():
+    from rnnlens.cli import build_parser
+    args = build_parser().parse_args(["grid", "--time", "10m", "--lr", "0.002", "--dropout", "0.1"])
+    assert args.time_budget == "10m" and args.lr == 0.002 and args.dropout == 0.1
+    assert "time_budget" in args.grid_train_options and "model" not in args.grid_train_options
+
+
 # --------------------------------------------------------------------------------------------- table and map
 
 def _records():
@@ -116,10 +141,10 @@ def test_table_layout_and_renderers(tmp_path):
     assert "20-gram (Kneser-Ney): 2.250 nats/char" in md
     page = table_html(table)
     assert "<td class=best" in page and ">1.500<" in page and "20-gram" in page and "http" not in page
-    rows = list(csv.reader(open(table.write_csv(tmp_path / "t.csv"))))
+    rows = list(csv.reader(table.write_csv(tmp_path / "t.csv").read_text().splitlines()))
     assert rows == [["model", "layers", "8", "16"], ["lstm", "1", "2.000000", "1.500000"],
                     ["rnn", "1", "", "1.750000"]]
-    long = list(csv.DictReader(open(table.write_long_csv(tmp_path / "l.csv"))))
+    long = list(csv.DictReader(table.write_long_csv(tmp_path / "l.csv").read_text().splitlines()))
     assert [r["model"] for r in long] == ["lstm", "lstm", "rnn", "rnn", "ngram-20"]
     assert long[3]["width"] == "44" and long[2]["status"] == "failed" and long[4]["test_loss_nats"] == "2.250000"
 
@@ -241,7 +266,7 @@ def test_tiny_grid_end_to_end(tiny_grid):
     assert abs(manifest["cells"]["rnn-1x24"]["params"] - manifest["cells"]["lstm-1x8"]["params"]) < 0.02 * 3609
     # every value of the table is that cell's own evaluation of its best checkpoint on the test split
     own = {name: rnnlens.load(g / "cells" / name).evaluate(split="test").loss for name in NAMES}
-    rows = list(csv.reader(open(g / "table.csv")))
+    rows = list(csv.reader((g / "table.csv").read_text().splitlines()))
     assert rows[0] == ["model", "layers", "8", "16"]
     assert [r[:2] for r in rows[1:]] == [["lstm", "1"], ["rnn", "1"]]
     got = {"lstm-1x8": rows[1][2], "lstm-1x16": rows[1][3], "rnn-1x24": rows[2][2], "rnn-1x44": rows[2][3]}
@@ -254,7 +279,7 @@ def test_tiny_grid_end_to_end(tiny_grid):
     assert f"5-gram (Kneser-Ney): {ngram:.3f} nats/char" in (g / "table.md").read_text()
     rnn_row = next(ln for ln in (g / "table.md").read_text().splitlines() if ln.startswith("| RNN 1 layer"))
     assert f"{own['rnn-1x24']:.3f}" in rnn_row and f"{own['rnn-1x44']:.3f}" in rnn_row and "(44)" in rnn_row
-    long = list(csv.DictReader(open(g / "results.csv")))
+    long = list(csv.DictReader((g / "results.csv").read_text().splitlines()))
     assert [r["model"] for r in long][-1] == "ngram-5" and float(long[-1]["test_loss_nats"]) == pytest.approx(ngram)
     page = (g / "table.html").read_text()
     assert f"{own['lstm-1x8']:.3f}" in page and "5-gram" in page
@@ -275,7 +300,7 @@ def _copy_grid(tiny_grid, tmp_path):
     return g
 
 
-def _rerun(tiny_grid, g, *extra, monkeypatch=None):
+def _rerun(tiny_grid, g, *extra):
     return grid_main("--data", tiny_grid["data"], *TINY, "--no-ngram", *extra, "--out", g)
 
 
@@ -314,7 +339,7 @@ def test_a_failing_cell_is_recorded_and_the_others_go_on(tiny_grid, tmp_path):
     g = _copy_grid(tiny_grid, tmp_path)
     (g / "cells" / "lstm-1x16" / "last.safetensors").write_bytes(b"not a checkpoint at all")
     shutil.rmtree(g / "cells" / "rnn-1x44")
-    code, out, err = _rerun(tiny_grid, g, "--workers", 1)
+    code, _, err = _rerun(tiny_grid, g, "--workers", 1)
     assert code == 1
     assert "1 cell(s) failed: lstm-1x16" in err and "run the same command again to retry them" in err
     cells = json.loads((g / "grid.json").read_text())["cells"]
@@ -325,7 +350,7 @@ def test_a_failing_cell_is_recorded_and_the_others_go_on(tiny_grid, tmp_path):
     assert cells["rnn-1x44"]["status"] == "done" and cells["rnn-1x44"]["action"] == "trained"
     md = (g / "table.md").read_text()
     assert "| LSTM 1 layer | " in md and "failed" in md.splitlines()[4]
-    rows = list(csv.reader(open(g / "table.csv")))
+    rows = list(csv.reader((g / "table.csv").read_text().splitlines()))
     assert rows[1][3] == "" and rows[2][3] != ""
     assert [p["name"] for p in json.loads((g / "map.json").read_text())["models"]] == \
         ["lstm-1x8", "rnn-1x24", "rnn-1x44"]
@@ -342,7 +367,7 @@ def test_missing_ngram_module_is_a_note(tiny_grid, tmp_path, monkeypatch):
 
 def test_other_settings_on_an_existing_grid_are_refused(tiny_grid, tmp_path, capsys):
     g = _copy_grid(tiny_grid, tmp_path)
-    code, out, err = run_cli(capsys, "grid", "--data", tiny_grid["data"], *TINY, "--lr", "0.01", "--out", g)
+    code, _, err = run_cli(capsys, "grid", "--data", tiny_grid["data"], *TINY, "--lr", "0.01", "--out", g)
     assert code == 2
     assert "holds a grid made with other settings (--lr was unset, now 0.01)" in err
     assert "choose another --out" in err
@@ -386,10 +411,10 @@ def test_bad_grid_arguments(text_file, tmp_path, capsys, args, message):
     base = ["grid", "--data", text_file, "--out", tmp_path / "g", "--types", "lstm", "--layers", "1",
             "--sizes", "8"]
     if args == ["--no-stop"]:
-        code, out, err = run_cli(capsys, *base)
+        code, _, err = run_cli(capsys, *base)
         message = "give a stopping rule for every cell: --max-epochs, --max-steps or --time-budget"
     else:
-        code, out, err = run_cli(capsys, *base, "--max-steps", "2", *args)
+        code, _, err = run_cli(capsys, *base, "--max-steps", "2", *args)
     assert code == 2
     assert err.strip() == f"error: {message}" or message in err
     assert "Traceback" not in err
@@ -397,5 +422,5 @@ def test_bad_grid_arguments(text_file, tmp_path, capsys, args, message):
 
 
 def test_grid_needs_out_unless_dry_run(text_file, capsys):
-    code, out, err = run_cli(capsys, "grid", "--data", text_file, "--max-steps", "2")
+    code, _, err = run_cli(capsys, "grid", "--data", text_file, "--max-steps", "2")
     assert code == 2 and "give the grid folder with --out" in err

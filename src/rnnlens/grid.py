@@ -47,7 +47,13 @@ import numpy as np
 
 from rnnlens.checkpoint import BEST, LAST, write_json_atomic
 from rnnlens.errors import RnnlensError
-from rnnlens.model import CELLS, ModelConfig, check_range, count_parameters, size_for_params
+from rnnlens.model import (
+    CELLS,
+    ModelConfig,
+    check_range,
+    count_parameters,
+    size_for_params,
+)
 
 FORMAT = "rnnlens-grid"
 DEFAULT_TYPES = ("lstm", "gru", "rnn")
@@ -248,6 +254,17 @@ def visible_gpus(device: str) -> list[str]:
     return ids[:count]
 
 
+def worker_env(slot: int, threads: int, gpus: list[str], base: dict | None = None) -> dict:
+    """The environment of the process a worker slot starts: its thread count, and its own GPU when there are several."""
+    env = dict(os.environ if base is None else base)
+    # N processes of T threads each must not ask for more cores than there are: OpenMP
+    # threads that spin-wait on a shared core slow everything down many times
+    env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    if gpus:
+        env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
+    return env
+
+
 # --------------------------------------------------------------------------------------------- the runner
 
 @dataclass
@@ -355,8 +372,11 @@ def run_grid(data: str, out: str | Path, *, types=DEFAULT_TYPES, layers=DEFAULT_
     runner = _Runner(out, cells, corpus, manifest, data_arg=data_arg, glob=glob, split=corpus.split_fractions,
                      encoding_errors=encoding_errors, model_options=model_options, train_options=train_options,
                      workers=workers, threads=threads, gpus=gpus, log=log)
-    dims = f"{len(dict.fromkeys(c.cell for c in cells))} types x {len(dict.fromkeys(c.layers for c in cells))} " \
-           f"depths x {len(dict.fromkeys(c.column for c in cells))} sizes"
+    def count(n, what):
+        return f"{n} {what}{'s' if n != 1 else ''}"
+    dims = " x ".join([count(len(dict.fromkeys(c.cell for c in cells)), "type"),
+                       count(len(dict.fromkeys(c.layers for c in cells)), "depth"),
+                       count(len(dict.fromkeys(c.column for c in cells)), "size")])
     where = f"{len(gpus)} GPUs" if gpus else f"{threads} CPU thread{'s' if threads > 1 else ''} each"
     log(f"grid {out}: {len(cells)} cells ({dims}) on {corpus.name} ({len(corpus):,} characters, vocabulary "
         f"{len(corpus.vocab)}); {workers} worker{'s' if workers > 1 else ''}, {where}")
@@ -452,13 +472,7 @@ class _Runner:
         return cmd + _flags(self.model_options) + _flags(self.train_options)
 
     def env(self, slot: int) -> dict:
-        env = dict(os.environ)
-        # N processes of T threads each must not ask for more cores than there are: OpenMP
-        # threads that spin-wait on a shared core slow everything down many times
-        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(self.threads)
-        if self.gpus:
-            env["CUDA_VISIBLE_DEVICES"] = self.gpus[slot % len(self.gpus)]
-        return env
+        return worker_env(slot, self.threads, self.gpus)
 
     def train_all(self) -> bool:
         """Train every unfinished cell; True when Ctrl-C stopped the grid."""
@@ -530,7 +544,7 @@ class _Runner:
         with open(log_path, "a") as f:
             f.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n")
             f.flush()
-            code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            code = subprocess.run(cmd, check=False, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                   env=self.env(slot)).returncode
         wall = time.perf_counter() - t0
         wall_total = rec.get("wall_seconds", 0.0) + wall if action == "resume" else wall

@@ -62,11 +62,10 @@ def table_markdown(table: GridTable) -> str:
     ngram = _ngram_line(table)
     if ngram:
         lines += ["", ngram]
-    b = table.best()
-    if b is not None:
-        r, c = b
-        lines += ["", f"Best: {table.row_label(r)}, column {table.columns[c]}: {table.loss[r, c]:.3f} nats/char "
-                      f"({table.loss[r, c] / LN2:.3f} bits/char)."]
+    if best is not None:
+        r, c = best
+        lines += ["", (f"Best: {table.row_label(r)}, column {table.columns[c]}: {table.loss[r, c]:.3f} nats/char "
+                       f"({table.loss[r, c] / LN2:.3f} bits/char).")]
     return "\n".join(lines) + "\n"
 
 
