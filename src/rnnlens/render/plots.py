@@ -325,3 +325,48 @@ def plot_error_taxonomy(taxonomies, out_path: str | Path, comparison=None, title
     fig.suptitle(title or "error taxonomy (categories peeled top to bottom)", fontsize=11)
     fig.tight_layout()
     return _save(fig, out_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# The experiment grid (rnnlens.analysis.grid)
+
+KIND_COLOURS = {"lstm": "#4c72b0", "gru": "#55a868", "rnn": "#c44e52", "ngram": "#333333", "nnn": "#8172b2"}
+KIND_MARKERS = {"lstm": "o", "gru": "s", "rnn": "^", "ngram": "X", "nnn": "D"}
+
+
+def plot_model_map(model_map, out_path: str | Path, title: str | None = None) -> Path:
+    """The models as points in 2-D (rnnlens.analysis.grid.ModelMap): colour and marker by type,
+    marker area growing with the width, each point labelled with its depth x width."""
+    import numpy as np
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 6.0), dpi=110)
+    widths = [w for w in model_map.widths if w]
+    wmin, wmax = (min(widths), max(widths)) if widths else (1, 1)
+
+    def area(w):
+        if not w or wmax == wmin:
+            return 90.0
+        return 30.0 + 270.0 * (math.log(w) - math.log(wmin)) / (math.log(wmax) - math.log(wmin))
+
+    xy = np.asarray(model_map.coords)
+    for kind in dict.fromkeys(model_map.kinds):
+        idx = [i for i, k in enumerate(model_map.kinds) if k == kind]
+        ax.scatter(xy[idx, 0], xy[idx, 1], s=[area(model_map.widths[i]) for i in idx], alpha=0.75,
+                   color=KIND_COLOURS.get(kind, "#999999"), marker=KIND_MARKERS.get(kind, "o"),
+                   edgecolors="white", linewidths=0.6, label=kind.upper() if kind != "ngram" else "n-gram")
+    for i, name in enumerate(model_map.names):
+        layers, width = model_map.layers[i], model_map.widths[i]
+        label = f"{layers}x{width}" if layers and width else name
+        ax.annotate(label, xy[i], xytext=(4, 4), textcoords="offset points", fontsize=7, color="0.25")
+    if model_map.method == "pca" and model_map.explained:
+        ax.set_xlabel(f"PC 1 ({100 * model_map.explained[0]:.0f}% of the variance)")
+        ax.set_ylabel(f"PC 2 ({100 * model_map.explained[1]:.0f}% of the variance)")
+    else:
+        ax.set_xlabel("t-SNE 1")
+        ax.set_ylabel("t-SNE 2")
+    ax.grid(alpha=0.25)
+    ax.legend(fontsize=8, markerscale=0.7, loc="best")
+    ax.set_title(title or f"models by their log p(true char) on {model_map.chars:,} test characters "
+                          f"({model_map.method.upper()})", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out_path)
