@@ -49,6 +49,8 @@ class ReportOptions:
     positions: int = 32           # gradient flow: positions averaged over
     unknown: str = "error"        # characters the model never saw: error, drop or replace
     replacement: str | None = None
+    ngram_order: int = 20         # the n-gram baseline fitted on the model's train split (0: no n-gram sections)
+    ngram: str | None = None      # a fitted n-gram folder to use instead of fitting one
 
     def check(self) -> None:
         from rnnlens.model import check_range
@@ -62,6 +64,7 @@ class ReportOptions:
         check_range("min_strength", self.min_strength, 0, 1)
         check_range("max_lag", self.max_lag, 1, None, integer=True)
         check_range("positions", self.positions, 1, None, integer=True)
+        check_range("--ngram-order", self.ngram_order, 0, 20, integer=True)
 
 
 class ReportContext:
@@ -168,6 +171,55 @@ class ReportContext:
     @cached_property
     def samples(self) -> list[tuple[float, str, str]]:
         return samples(self.lm, self.text, self.options.temperatures, self.options.sample_length, self.options.seed)
+
+    @cached_property
+    def ngram(self):
+        """The n-gram baseline (rnnlens.ngram.NGramModel) for the comparison sections: `options.ngram` when
+        given, else one of order `options.ngram_order` fitted on the train split of the model's corpus and
+        kept in RUN/ngram-<order> so the next report reuses it. Raises RnnlensError (the sections then say
+        why they are missing) when there is no corpus to fit it on."""
+        from rnnlens.ngram import NGramModel, is_ngram, train_ngram
+        if self.options.ngram:
+            return NGramModel.load(self.options.ngram)
+        order = self.options.ngram_order
+        if not order:
+            raise RnnlensError("no n-gram baseline: the report was made with --ngram-order 0")
+        train = self.lm.meta.get("train") or {}
+        if not train.get("data"):
+            raise RnnlensError("the checkpoint does not say which corpus it was trained on, so no n-gram can be "
+                               "fitted; pass --ngram NGRAM_FOLDER")
+        cached = self.run_dir / f"ngram-{order}" if self.run_dir else None
+        if cached is not None and is_ngram(cached):
+            model = NGramModel.load(cached)
+            if (model.meta.get("train") or {}).get("data") == str(train["data"]) and model.chars == self.lm.vocab.chars:
+                return model
+        try:
+            return train_ngram(train["data"], order, out=cached, glob=train.get("glob"), split=train.get("split"),
+                               encoding_errors=train.get("encoding_errors", "strict"))
+        except RnnlensError as e:
+            raise RnnlensError(f"cannot fit the {order}-gram baseline on {train['data']!r}: {e}") from None
+
+    @cached_property
+    def ngram_predictions(self) -> dict:
+        """{order: Predictions} of the n-gram baseline's standalone models on the traced text, for the orders
+        the sections show (1, 2, 3, 5, 9 and the model's own order)."""
+        text = self.predictions.text  # as the network read it (after --unknown)
+        orders = sorted({k for k in (1, 2, 3, 5, 9) if k <= self.ngram.order} | {self.ngram.order})
+        return {k: self.ngram.predict(text, order=k, unknown="replace") for k in orders}
+
+    @cached_property
+    def train_text(self) -> str | None:
+        """The train split of the model's corpus (for the rare-word rule of the error taxonomy), or None."""
+        from rnnlens.corpus import load_corpus
+        train = self.lm.meta.get("train") or {}
+        if not train.get("data"):
+            return None
+        try:
+            corpus = load_corpus(train["data"], glob=train.get("glob"), split=train.get("split"),
+                                 encoding_errors=train.get("encoding_errors", "strict"))
+        except RnnlensError:
+            return None
+        return corpus.text("train")
 
     @cached_property
     def cells(self):

@@ -14,7 +14,6 @@ views are the HTML/CSS/JS of rnnlens.render.html, and nothing is fetched from an
 from __future__ import annotations
 
 import base64
-import importlib.util
 import math
 import sys
 import tempfile
@@ -402,39 +401,114 @@ def gradients_section(ctx) -> Section:
     return Section("gradients", "Gradient flow", why, fig + said)
 
 
-def planned_section(section_id: str, title: str, module: str, explanation: str) -> Callable:
-    """A builder for a section whose analysis lives in another module: while that module is missing (or
-    the report does not draw it yet) the section says so, so the reader knows what is left out."""
-    def build(ctx) -> Section:
-        try:
-            present = importlib.util.find_spec(module) is not None
-        except ModuleNotFoundError:
-            present = False
-        note = (f"not available in this version of rnnlens: it needs the module {module}" if not present else
-                f"not available yet: {module} is installed, but the report does not draw this section yet")
-        return Section(section_id, title, explanation, note=note)
-    build.__name__ = f"{section_id.replace('-', '_')}_section"
-    return build
+def _ngram_note(ctx) -> str | None:
+    """Why the n-gram comparisons are missing, or None when the baseline is there."""
+    try:
+        ctx.ngram_predictions
+    except RnnlensError as e:
+        return str(e)
+    return None
 
 
-ngram_section = planned_section(
-    "ngram", "Beside n-gram baselines", "rnnlens.ngram",
-    "The same text scored by n-gram models, which predict the next character from counts of the last n\u22121 "
-    "characters seen in training. Where the network does better than a 20-gram, it is using context that no fixed "
-    "window of characters sees.")
-classes_section = planned_section(
-    "classes", "Loss by character class", "rnnlens.analysis.classes",
-    "The loss split by the kind of character that comes next: letters, digits, spaces, punctuation, newlines. It "
-    "shows which characters are easy (the rest of a word) and which stay hard (the first letter of a new word).")
-errors_section = planned_section(
-    "errors", "Error taxonomy", "rnnlens.analysis.errors",
-    "Every character to which the model gives less than even odds is an error; the paper sorts them into kinds, "
-    "each taking away the errors it explains: ones an n-gram would get right, repeats of a recent word, rare words, "
-    "first letters of words, punctuation. What is left is what a bigger model would have to learn.")
-longrange_section = planned_section(
-    "closing-brace", "The closing brace", "rnnlens.analysis.longrange",
-    "How well the model predicts a closing brace '}' against how far back its opening brace was. A fixed-window "
-    "model forgets the '{' once it is out of sight; a recurrent model that keeps count does not.")
+def ngram_section(ctx) -> Section:
+    why = ("The same text scored by n-gram models, which predict the next character from counts of the last "
+           "n\u22121 characters seen in training (interpolated Kneser-Ney). Where the network does better than the "
+           "longest n-gram, it is using context that no fixed window of characters sees.")
+    note = _ngram_note(ctx)
+    if note:
+        return Section("ngram", "Beside n-gram baselines", why, note=note)
+    model = ctx.predictions
+    rows = [(f"this model ({ctx.run_name})", model.loss, "model")]
+    rows += [(f"{k}-gram", p.loss, "ref") for k, p in sorted(ctx.ngram_predictions.items(), reverse=True)]
+    top = max(v for _, v, _ in rows) or 1.0
+    bars = "".join(f"<span>{escape(label)}</span><i class={cls} style='width:{100 * v / top:.1f}%'></i>"
+                   f"<span class=n>{_num(v)} nats \u00b7 {_num(v / math.log(2), 2)} bits</span>"
+                   for label, v, cls in rows)
+    best_k, best = min(ctx.ngram_predictions.items(), key=lambda kv: kv[1].loss)
+    gap = best.loss - model.loss
+    verdict = (f"The model is {gap:.3f} nats/char better than the best n-gram here (the {best_k}-gram)." if gap > 0 else
+               f"The best n-gram here (the {best_k}-gram) is still {-gap:.3f} nats/char better than the model: "
+               "it has not learned more than counts yet.")
+    fitted = (ctx.ngram.meta.get("train") or {}).get("train_chars")
+    source = f" fitted on {fitted:,} training characters" if fitted else ""
+    body = (f"<div class=rlr-bars>{bars}</div><p class=rlr-small>{escape(verdict)} The n-grams are the lower orders "
+            f"of one {ctx.ngram.order}-gram{source}; the paper's War and Peace figures were 1.077 nats for its best "
+            "LSTM against 1.195 for a 20-gram.</p>")
+    return Section("ngram", "Beside n-gram baselines", why, body)
+
+
+def _best_ngram(ctx):
+    return min(ctx.ngram_predictions.values(), key=lambda p: p.loss)
+
+
+def classes_section(ctx) -> Section:
+    why = ("The loss split by the kind of character that comes next: letters, digits, spaces, newlines, "
+           "punctuation, brackets, quotes. It shows which characters are easy (the rest of a word) and which stay "
+           "hard (the first letter of a new word), and where the network gains over the best n-gram.")
+    from rnnlens.analysis.classes import loss_by_class
+    from rnnlens.render.plots import plot_loss_by_class
+    preds = [ctx.predictions]
+    note = _ngram_note(ctx)
+    if note is None:
+        preds.append(_best_ngram(ctx))
+    result = loss_by_class(*preds)
+    names = result.models
+    header = ["class", "characters"] + [f"{n} (nats)" for n in names] + [f"share of {names[0]}'s loss"]
+    rows = [[escape(r["class"]), f"{r['count']:,}"] + [_num(r[f"{n} loss_nats"]) for n in names]
+            + [f"{100 * r[f'{names[0]} share']:.1f}%"] for r in result.rows() if r["count"]]
+    table = _table(header, rows, numeric=set(range(1, len(header))))
+    fig = figure(lambda p: plot_loss_by_class(result, p), "mean loss per class of the next character")
+    return Section("classes", "Loss by character class", why, fig + table,
+                   note=f"no n-gram beside it: {note}" if note else None)
+
+
+def errors_section(ctx) -> Section:
+    why = ("Every character to which the model gives less than even odds is an error; the paper sorts them into "
+           "kinds, each taking away the errors it explains: ones some n-gram (n \u2264 9) would get right, repeats of "
+           "a word seen in the last 1,000 characters, rare words, first letters of words, punctuation. What is left "
+           "is sorted by how much more probability the true character needed: what a bigger model would learn.")
+    from rnnlens.analysis.errors import ngram_oracle, taxonomy
+    from rnnlens.render.plots import plot_error_taxonomy
+    note = _ngram_note(ctx)
+    oracle = None
+    if note is None and ctx.ngram.order >= 9:
+        oracle = ngram_oracle(ctx.ngram, ctx.predictions.text)
+    elif note is None:
+        note = f"the n-gram baseline has order {ctx.ngram.order}; the oracle needs 9"
+    result = taxonomy(ctx.predictions, oracle=oracle, train_text=ctx.train_text)
+    rows = [[escape(r["label"]), f"{r['count']:,}", f"{100 * r['share']:.1f}%"]
+            for r in result.rows()]
+    table = _table(["category (peeled in this order)", "errors", "share"], rows, numeric={1, 2})
+    fig = figure(lambda p: plot_error_taxonomy([result], p), "errors per category")
+    summary = (f"<p class=rlr-small>{result.errors:,} errors among {result.chars:,} predicted characters "
+               f"({100 * result.errors / max(result.chars, 1):.1f}%). The paper's large LSTM made about 140K errors "
+               "on 330K War and Peace characters; its n-gram oracle took about 18% of them and the word model "
+               "(first letters) was the largest share.</p>")
+    notes = [n for n in (f"no n-gram oracle: {note}" if note else None,
+                         None if ctx.train_text is not None else "no training text, so no rare-word category")
+             if n]
+    return Section("errors", "Error taxonomy", why, fig + summary + table, note="; ".join(notes) or None)
+
+
+def longrange_section(ctx) -> Section:
+    why = ("How well the model predicts a closing character against how far back its opener was: '}' after its "
+           "'{' (and ')' after '('), and a newline against the length of the line so far. A fixed-window model "
+           "forgets the opener once it is out of sight; a recurrent model that keeps count does not.")
+    from rnnlens.analysis.longrange import closing_distances, closing_study, newline_study
+    from rnnlens.render.plots import plot_long_range
+    preds = [ctx.predictions]
+    note = _ngram_note(ctx)
+    if note is None:
+        preds.append(ctx.ngram_predictions[ctx.ngram.order])
+    text = ctx.predictions.text
+    studies = [closing_study(*preds, pair=pair) for pair in ("{}", "()") if len(closing_distances(text, pair)[0])]
+    studies.append(newline_study(*preds))
+    fig = figure(lambda p: plot_long_range(studies, p), "probability of the closing character by distance")
+    found = ", ".join(f"{len(closing_distances(text, pair)[0]):,} matched {pair}" for pair in ("{}", "()"))
+    body = fig + f"<p class=rlr-small>In this text: {escape(found)}.</p>"
+    return Section("closing-brace", "The closing brace", why, body,
+                   note=f"no n-gram beside it: {note}" if note else None)
+
 
 SECTIONS: list[Callable] = [model_card_section, training_section, samples_section, test_loss_section, ngram_section,
                             units_section, saturation_section, timescales_section, gradients_section, classes_section,
