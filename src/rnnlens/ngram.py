@@ -69,7 +69,8 @@ FORMAT = "rnnlens-ngram"
 VERSION = 1
 FILE = "ngram.safetensors"     # arrays + the JSON header (what `load` reads)
 INFO = "ngram.json"            # the same JSON, for people
-ROW_CHUNK = 8192               # rows scored at a time: bounds the [rows, V] and per-entry temporaries
+ROW_CHUNK = 8192               # rows of a full distribution computed at a time: bounds [rows, V] temporaries
+BLOCK_ROWS = 1 << 18           # rows whose context ranks are held at once: bounds the [order, rows] ranks
 
 
 def check_order(order, what: str = "--order") -> int:
@@ -114,6 +115,28 @@ class Level:
     d_cont: tuple | None        # from the continuation counts
 
 
+def unique_inverse(key: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sorted distinct values, inverse [len(key)], a position of each distinct value) of non-negative
+    int64 keys: np.unique(return_inverse=True) but several times faster, because it sorts each key
+    with its position packed into one int64 (np.sort) instead of an argsort; argsort when they do not fit."""
+    m = len(key)
+    bits = max(1, int(m - 1).bit_length())
+    if m and int(key.max()) < (1 << (62 - bits)):
+        packed = np.sort((key << bits) | np.arange(m, dtype=np.int64))
+        order = packed & ((1 << bits) - 1)
+        packed >>= bits                                  # now the sorted keys
+    else:
+        order = np.argsort(key, kind="stable")
+        packed = key[order]
+    new = np.empty(m, dtype=bool)
+    new[:1] = True
+    np.not_equal(packed[1:], packed[:-1], out=new[1:])
+    keys = packed[new]
+    inv = np.empty(m, dtype=np.int64)
+    inv[order] = np.cumsum(new) - 1
+    return keys, inv, order[new]
+
+
 def count_levels(ids: np.ndarray, vocab_size: int, order: int, progress=None) -> list[Level]:
     """The count tables of levels 1..order of `ids` (values in [0, vocab_size))."""
     ids = np.ascontiguousarray(ids, dtype=np.int64)
@@ -136,20 +159,17 @@ def count_levels(ids: np.ndarray, vocab_size: int, order: int, progress=None) ->
             rank = np.zeros(0, np.int64)
             continue
         key = rank[:m] * v + ids[j - 1:j - 1 + m]
-        keys, inv = np.unique(key, return_inverse=True)
-        inv = inv.reshape(-1)
+        keys, inv, rep = unique_inverse(key)
         del key
         keys_list.append(keys)
         raw_list.append(np.bincount(inv, minlength=len(keys)).astype(np.uint32))
         if j >= 2:
-            # Level j-1's continuation counts: each distinct j-gram x g (one representative position p
-            # each) adds one to its suffix g, the (j-1)-gram at p + 1; the text start adds one more.
-            rep = np.empty(len(keys), dtype=np.int64)
-            rep[inv] = np.arange(m, dtype=np.int64)
+            # Level j-1's continuation counts: each distinct j-gram x g (at a representative position p)
+            # adds one to its suffix g, the (j-1)-gram at p + 1; the text start adds one more.
             cont = np.bincount(rank[rep + 1], minlength=len(keys_list[j - 2]))
             cont[rank[0]] += 1
             cont_list.append(cont.astype(np.uint32))
-            del rep
+        del rep
         rank = inv
         if progress:
             progress(j)
@@ -199,6 +219,13 @@ class NGramModel:
                 "cont": [list(lv.d_cont) for lv in self.levels if lv.d_cont is not None]}
 
     # ------------------------------------------------------------------ scoring
+    # Scoring rests on three things per level j (built lazily, kept in memory, never saved):
+    #   first_j [P+1]: level j's entries whose context is parent c (an entry of level j-1, P of them;
+    #                  P = 1 at level 1, the empty context) are first_j[c] .. first_j[c+1]-1;
+    #   stats (total c(h.), gamma(h)) per parent, for raw or continuation counts;
+    #   ranks: for a scored text, the index in level m of the m-gram ending at each position.
+    # A loss needs only gathers from these; a full distribution scatters each context's successors.
+
     def _order(self, order) -> int:
         if order is None:
             return self.order
@@ -208,124 +235,156 @@ class NGramModel:
                                f"ask for 1..{self.order} or fit a model of order {order}")
         return order
 
-    def _context_ranks(self, ids: np.ndarray, order: int) -> list[np.ndarray]:
-        """R[m][t] = the rank in level m of the m-gram ending at position t (-1: unseen or before the text),
-        for m = 0..order-1; R[0] is all zeros (the empty context)."""
-        v = len(self.vocab)
-        ranks = [np.zeros(len(ids), dtype=np.int64)]
-        for m in range(1, order):
+    def _parents(self, j: int) -> int:
+        return len(self.levels[j - 2].keys) if j >= 2 else 1
+
+    def _first(self, j: int) -> np.ndarray:
+        cache = self.__dict__.setdefault("_first_cache", {})
+        if j not in cache:
+            per_parent = np.bincount(self.levels[j - 1].keys // len(self.vocab), minlength=self._parents(j))
+            first = np.zeros(len(per_parent) + 1, dtype=np.int64)
+            np.cumsum(per_parent, out=first[1:])
+            cache[j] = first
+        return cache[j]
+
+    def _counts(self, j: int, top: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(counts [E], discount table [4]: index min(c, 3)) of level j: raw at the top, else continuation."""
+        lv = self.levels[j - 1]
+        if top or self.smoothing == "addk":
+            return lv.raw, np.asarray((0.0,) + tuple(lv.d_raw))
+        return lv.cont, np.asarray((0.0,) + tuple(lv.d_cont))
+
+    def _expand(self, j: int, ctx: np.ndarray):
+        """Every successor entry of the contexts ctx (ranks in level j-1, all >= 0) at level j:
+        (row r into ctx, entry index) pairs, flattened, contexts in order."""
+        first = self._first(j)
+        lo, hi = first[ctx], first[ctx + 1]
+        length = hi - lo
+        r = np.repeat(np.arange(len(ctx)), length)
+        idx = np.arange(len(r)) - np.repeat(np.cumsum(length) - length, length) + np.repeat(lo, length)
+        return r, idx
+
+    def _stats(self, j: int, top: bool, ctx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(total c(h.), gamma(h)) [len(ctx)] float64 for contexts ctx (ranks in level j-1, >= 0).
+        Many contexts: from a per-parent table built once; a few (the start of a text): from their ranges."""
+        lv_keys = self.levels[j - 1].keys
+        counts, dtab = self._counts(j, top)
+        cache = self.__dict__.setdefault("_stats_cache", {})
+        key = (j, top or self.smoothing == "addk")
+        if key not in cache and len(ctx) < 4096:
+            r, idx = self._expand(j, ctx)
+            c = counts[idx].astype(np.float64)
+            # (bincount of nothing is int64: cast, for contexts with no successor)
+            total = np.bincount(r, c, minlength=len(ctx)).astype(np.float64)
+            gnum = np.bincount(r, dtab[np.minimum(c, 3).astype(np.int64)], minlength=len(ctx))
+            return total, np.divide(gnum, total, out=np.ones(len(ctx)), where=total > 0)
+        if key not in cache:
+            parent = lv_keys // len(self.vocab)
+            c = counts.astype(np.float64)
+            total = np.bincount(parent, c, minlength=self._parents(j)).astype(np.float64)
+            gnum = np.bincount(parent, dtab[np.minimum(counts, 3).astype(np.int64)], minlength=self._parents(j))
+            cache[key] = (total, np.divide(gnum, total, out=np.ones(len(total)), where=total > 0))
+            del parent, c, gnum
+        total, gamma = cache[key]
+        return total[ctx], gamma[ctx]
+
+    def _ranks(self, ids: np.ndarray, upto: int) -> list[np.ndarray]:
+        """R[m][t] = index in level m of the m-gram ending at position t, -1 when it was never seen (or
+        starts before the text), for m = 0..upto; R[0] is all zeros (the empty context)."""
+        v, n = len(self.vocab), len(ids)
+        ranks = [np.zeros(n, dtype=np.int64)]
+        for m in range(1, upto + 1):
             keys = self.levels[m - 1].keys
-            prev = np.full(len(ids), -1, dtype=np.int64)
-            prev[1:] = ranks[-1][:-1]
-            if m == 1:
-                prev[0] = 0
-            r = np.full(len(ids), -1, dtype=np.int64)
+            prev = np.zeros(n, dtype=np.int64)       # the (m-1)-gram ending at t-1
+            if m >= 2:
+                prev[0] = -1
+                prev[1:] = ranks[-1][:-1]
+            r = np.full(n, -1, dtype=np.int64)
             ok = np.flatnonzero(prev >= 0)
             if len(ok) and len(keys):
                 q = prev[ok] * v + ids[ok]
-                pos = np.searchsorted(keys, q)
-                pos_c = np.minimum(pos, len(keys) - 1)
-                hit = keys[pos_c] == q
-                r[ok[hit]] = pos_c[hit]
+                pos = np.minimum(sorted_searchsorted(keys, q), len(keys) - 1)
+                hit = keys[pos] == q
+                r[ok[hit]] = pos[hit]
             ranks.append(r)
         return ranks
 
-    def _unigram(self, top: bool) -> np.ndarray:
-        """[V] float64: the order-1 distribution (raw counts if it is the top level)."""
+    def _target_probs(self, ids: np.ndarray, order: int) -> np.ndarray:
+        """[len(ids)-1] float64: p(ids[t+1] | the order-`order` context ending at t), every row as if it
+        had the full context (the caller handles the first rows)."""
         v = len(self.vocab)
-        lv = self.levels[0]
-        counts = (lv.raw if top else lv.cont).astype(np.float64)
-        w = lv.keys
+        ranks = self._ranks(ids, order)
+        n = len(ids) - 1
         if self.smoothing == "addk":
-            out = np.full(v, self.k / (counts.sum() + self.k * v))
-            out[w] += counts / (counts.sum() + self.k * v)
-            return out
-        out = np.full(v, 1.0 / v)
-        total = counts.sum()
-        if total <= 0:
-            return out
-        d = np.asarray((0.0,) + tuple(lv.d_raw if top else lv.d_cont))[np.minimum(counts, 3).astype(np.int64)]
-        gamma = d.sum() / total
-        out *= gamma
-        out[w] += (counts - d) / total
-        return out
+            ctx, ent = ranks[order - 1][:-1], ranks[order][1:]
+            total = np.zeros(n)
+            ok = ctx >= 0
+            total[ok] = self._stats(order, True, ctx[ok])[0]
+            c = np.where(ent >= 0, self.levels[order - 1].raw[np.maximum(ent, 0)], 0).astype(np.float64)
+            return (c + self.k) / (total + self.k * v)
+        p = np.zeros(n)
+        weight = np.ones(n)
+        for j in range(order, 0, -1):
+            counts, dtab = self._counts(j, j == order)
+            ctx, ent = ranks[j - 1][:-1], ranks[j][1:]
+            rows = np.flatnonzero(ctx >= 0)
+            if len(rows) == 0:
+                continue
+            total, gamma = self._stats(j, j == order, ctx[rows])
+            has = total > 0
+            rows, total, gamma = rows[has], total[has], gamma[has]
+            e = ent[rows]
+            c = np.where(e >= 0, counts[np.maximum(e, 0)], 0).astype(np.float64)
+            p[rows] += weight[rows] * (c - dtab[np.minimum(c, 3).astype(np.int64)]) / total
+            weight[rows] *= gamma
+        return p + weight / v
 
-    def _rows(self, ranks: list[np.ndarray], rows: np.ndarray, order: int) -> np.ndarray:
-        """[len(rows), V] float64: the order-`order` distribution at prediction rows `rows`
-        (row t predicts position t + 1 from the context ending at t)."""
-        if self.smoothing == "addk" and order > 1:
-            return self._addk_rows(ranks, rows, order)
-        v = len(self.vocab)
-        n = len(rows)
+    def _dense_rows(self, ranks: list[np.ndarray], rows: np.ndarray, order: int) -> np.ndarray:
+        """[len(rows), V] float64: the whole order-`order` distribution at prediction rows `rows`."""
+        v, n = len(self.vocab), len(rows)
+        if self.smoothing == "addk":
+            ctx = ranks[order - 1][rows]
+            total = np.zeros(n)
+            seen = np.flatnonzero(ctx >= 0)
+            total[seen] = self._stats(order, True, ctx[seen])[0]
+            denom = total + self.k * v
+            p = np.repeat((self.k / denom)[:, None], v, axis=1)
+            seen = seen[total[seen] > 0]
+            r, idx = self._expand(order, ctx[seen])
+            p[seen[r], self.levels[order - 1].keys[idx] % v] += self.levels[order - 1].raw[idx] / denom[seen[r]]
+            return p
         p = np.zeros((n, v), dtype=np.float64)
         weight = np.ones(n, dtype=np.float64)   # product of the gammas of the levels above
-        for j in range(order, 1, -1):
-            lv = self.levels[j - 1]
-            top = j == order
-            counts = lv.raw if top else lv.cont
+        for j in range(order, 0, -1):
+            counts, dtab = self._counts(j, j == order)
             ctx = ranks[j - 1][rows]
             seen = np.flatnonzero(ctx >= 0)
-            if len(seen) == 0 or len(lv.keys) == 0:
-                continue
-            base = ctx[seen] * v
-            lo = np.searchsorted(lv.keys, base)
-            hi = np.searchsorted(lv.keys, base + v)
-            length = hi - lo
-            has = length > 0
-            seen, lo, length = seen[has], lo[has], length[has]
             if len(seen) == 0:
                 continue
-            # every (row, successor) pair of these contexts, flattened
-            r = np.repeat(np.arange(len(seen)), length)
-            idx = np.arange(len(r)) - np.repeat(np.cumsum(length) - length, length) + np.repeat(lo, length)
+            total, gamma = self._stats(j, j == order, ctx[seen])
+            has = total > 0
+            seen, total, gamma = seen[has], total[has], gamma[has]
+            r, idx = self._expand(j, ctx[seen])
             c = counts[idx].astype(np.float64)
-            w = lv.keys[idx] % v
-            dtab = np.asarray((0.0,) + tuple(lv.d_raw if top else lv.d_cont))
-            d = dtab[np.minimum(c, 3).astype(np.int64)]
-            total = np.bincount(r, c, minlength=len(seen))
-            gamma = np.bincount(r, d, minlength=len(seen)) / total
-            p[seen[r], w] += weight[seen][r] * (c - d) / total[r]
+            w = self.levels[j - 1].keys[idx] % v
+            p[seen[r], w] += weight[seen[r]] * (c - dtab[np.minimum(c, 3).astype(np.int64)]) / total[r]
             weight[seen] *= gamma
-        p += weight[:, None] * self._unigram(order == 1)[None, :]
+        p += weight[:, None] / v
         return p
 
-    def _addk_rows(self, ranks, rows, order) -> np.ndarray:
-        v, k = len(self.vocab), self.k
-        lv = self.levels[order - 1]
-        n = len(rows)
-        total = np.zeros(n)
-        ctx = ranks[order - 1][rows]
-        seen = np.flatnonzero(ctx >= 0)
-        parts = None
-        if len(seen) and len(lv.keys):
-            lo = np.searchsorted(lv.keys, ctx[seen] * v)
-            hi = np.searchsorted(lv.keys, ctx[seen] * v + v)
-            length = hi - lo
-            r = np.repeat(seen, length)
-            idx = np.arange(len(r)) - np.repeat(np.cumsum(length) - length, length) + np.repeat(lo, length)
-            c = lv.raw[idx].astype(np.float64)
-            total = np.bincount(r, c, minlength=n)
-            parts = (r, lv.keys[idx] % v, c)
-        denom = total + k * v
-        p = np.repeat((k / denom)[:, None], v, axis=1)
-        if parts is not None:
-            r, w, c = parts
-            p[r, w] += c / denom[r]
-        return p
-
-    def _score(self, ids: np.ndarray, order: int, sink) -> None:
-        """Call sink(start, probs [rows, V] float64) for consecutive blocks of prediction rows."""
+    def _blocks(self, ids: np.ndarray, order: int):
+        """(first row, ids of a piece, rows of the piece to keep, order) covering every prediction row once.
+        Row t < order-2 sees fewer than order-1 characters: it is the last row of ids[:t+2] at order t+2.
+        Longer texts go in blocks that start order-1 characters early, so that each kept row has its
+        whole context, and memory stays bounded."""
         n_rows = len(ids) - 1
-        if n_rows <= 0:
-            return
-        ranks = self._context_ranks(ids, order)
-        # the first rows see fewer than order-1 characters: the model of the order that fits (row t: t+2)
-        first = min(n_rows, max(order - 2, 0))
-        for t in range(first):
-            sink(t, self._rows(ranks, np.array([t]), t + 2))
-        for start in range(first, n_rows, ROW_CHUNK):
-            rows = np.arange(start, min(n_rows, start + ROW_CHUNK))
-            sink(start, self._rows(ranks, rows, order))
+        start = min(n_rows, max(order - 2, 0))
+        for t in range(start):
+            yield t, ids[:t + 2], slice(t, t + 1), t + 2
+        for s in range(start, n_rows, BLOCK_ROWS):
+            e = min(n_rows, s + BLOCK_ROWS)
+            lo = max(0, s - (order - 1))
+            yield s, ids[lo:e + 1], slice(s - lo, e - lo), order
 
     def encode(self, text: str, unknown: str = "error", replacement: str | None = None) -> np.ndarray:
         if not isinstance(text, str):
@@ -341,28 +400,35 @@ class NGramModel:
         as scored)."""
         order = self._order(order)
         ids = self.encode(text, unknown=unknown, replacement=replacement)
-        scored = self.vocab.decode(ids)  # the text as scored (unknown characters dropped or replaced)
-        probs = np.zeros((max(len(ids) - 1, 0), len(self.vocab)), dtype=np.float32)
-
-        def sink(start, p):
-            probs[start:start + len(p)] = p
-        self._score(ids, order, sink)
-        name = self.name if order == self.order else f"{order}-gram" + ("" if self.smoothing == "kn" else
-                                                                         f" add-{self.k:g}")
-        return Predictions(scored, self.chars, probs, name=name,
+        probs = self.probs(ids, order)
+        name = f"{order}-gram" + ("" if self.smoothing == "kn" else f" add-{self.k:g}")
+        return Predictions(self.vocab.decode(ids), self.chars, probs, name=name,
                            meta={"kind": "ngram", "order": order, "smoothing": self.smoothing, "k": self.k,
                                  "path": str(self.path) if self.path else None})
 
+    def probs(self, ids: np.ndarray, order: int | None = None) -> np.ndarray:
+        """[len(ids)-1, V] float32: row t = p(next = each character | ids[:t+1])."""
+        order = self._order(order)
+        ids = np.asarray(ids, dtype=np.int64)
+        v = len(self.vocab)
+        out = np.zeros((max(len(ids) - 1, 0), v), dtype=np.float32)
+        step = max(1, min(ROW_CHUNK, (1 << 22) // v))       # [step, V] float64 temporaries <= 32 MB
+        for start, piece, keep, piece_order in self._blocks(ids, order):
+            ranks = self._ranks(piece, piece_order - 1)
+            rows = np.arange(keep.start, keep.stop)
+            for i in range(0, len(rows), step):
+                chunk = rows[i:i + step]
+                out[start + i:start + i + len(chunk)] = self._dense_rows(ranks, chunk, piece_order)
+        return out
+
     def losses(self, ids: np.ndarray, order: int | None = None) -> np.ndarray:
-        """[len(ids)-1] float64: -log p(ids[t+1] | ids[:t+1]) in nats, never holding the [T, V] array."""
+        """[len(ids)-1] float64: -log p(ids[t+1] | ids[:t+1]) in nats, without the [T, V] array."""
         order = self._order(order)
         ids = np.asarray(ids, dtype=np.int64)
         out = np.zeros(max(len(ids) - 1, 0))
-
-        def sink(start, p):
-            rows = np.arange(len(p))
-            out[start:start + len(p)] = -np.log(np.maximum(p[rows, ids[start + 1:start + 1 + len(p)]], TINY))
-        self._score(ids, order, sink)
+        for start, piece, keep, piece_order in self._blocks(ids, order):
+            p = self._target_probs(piece, piece_order)[keep]
+            out[start:start + len(p)] = -np.log(np.maximum(p, TINY))
         return out
 
     def evaluate(self, text: str | None = None, *, data: str | None = None, split: str = "test",
@@ -477,6 +543,27 @@ class NGramModel:
         except (KeyError, ValueError, TypeError, IndexError) as e:
             raise damaged(str(e) or type(e).__name__) from None
         return model
+
+
+def sorted_searchsorted(keys: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """np.searchsorted(keys, q) for non-negative int64 q, about 5x faster on large random queries:
+    sorting the queries first keeps consecutive binary searches in the same cache lines. The sort
+    carries each query's position in the low bits of one int64 (np.sort is much faster than argsort)
+    when key and position fit in 63 bits, else it falls back to argsort."""
+    if len(q) < 1024:
+        return np.searchsorted(keys, q)
+    bits = max(1, int(len(q) - 1).bit_length())
+    top = int(max(int(q.max()), int(keys[-1]) if len(keys) else 0))
+    if top < (1 << (62 - bits)):
+        packed = np.sort((q << bits) | np.arange(len(q), dtype=np.int64))
+        order = packed & ((1 << bits) - 1)
+        sorted_q = packed >> bits
+    else:
+        order = np.argsort(q)
+        sorted_q = q[order]
+    out = np.empty(len(q), dtype=np.int64)
+    out[order] = np.searchsorted(keys, sorted_q)
+    return out
 
 
 def translate_ids(src: Vocab, dst: Vocab, ids: np.ndarray, unknown: str = "error") -> np.ndarray:
