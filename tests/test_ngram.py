@@ -153,6 +153,26 @@ def test_lower_order_predictions_equal_a_standalone_model():
                                atol=1e-7, rtol=0)
 
 
+@pytest.mark.parametrize("smoothing", ["kn", "addk"])
+def test_long_texts_take_the_same_values_through_tables_and_blocks(monkeypatch, smoothing):
+    """Long texts use per-context tables and go in blocks; short ones compute each context from its
+    successors in one piece. Force the long-text paths on a short text: the same numbers."""
+    import rnnlens.ngram as ngram
+    text = SCORE * 3
+    small = fit(6, smoothing=smoothing)
+    expect_probs, expect_losses = small.predict(text).probs, small.losses(vocab().encode(text))
+    assert not small.__dict__.get("_stats_cache")          # the short path built no table
+    monkeypatch.setattr(ngram, "STATS_TABLE_MIN", 0)
+    monkeypatch.setattr(ngram, "BLOCK_ROWS", 7)
+    monkeypatch.setattr(ngram, "ROW_CHUNK", 3)
+    big = fit(6, smoothing=smoothing)
+    np.testing.assert_allclose(big.predict(text).probs, expect_probs, atol=1e-7, rtol=0)
+    np.testing.assert_allclose(big.losses(vocab().encode(text)), expect_losses, atol=1e-9, rtol=1e-9)
+    assert big.__dict__["_stats_cache"]
+    # and the losses are the predicted probabilities of the true next characters
+    np.testing.assert_allclose(expect_losses, small.predict(text).losses, atol=1e-5)
+
+
 def test_higher_orders_fit_the_training_text_better():
     losses = [fit(n).evaluate(TRAIN[:300]).loss for n in (1, 2, 3, 5)]
     assert losses == sorted(losses, reverse=True)

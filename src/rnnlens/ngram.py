@@ -70,6 +70,7 @@ VERSION = 1
 FILE = "ngram.safetensors"     # arrays + the JSON header (what `load` reads)
 INFO = "ngram.json"            # the same JSON, for people
 ROW_CHUNK = 8192               # rows of a full distribution computed at a time: bounds [rows, V] temporaries
+STATS_TABLE_MIN = 4096         # contexts asked for at once from which a level's per-context table pays off
 BLOCK_ROWS = 1 << 18           # rows whose context ranks are held at once: bounds the [order, rows] ranks
 
 
@@ -271,7 +272,7 @@ class NGramModel:
         counts, dtab = self._counts(j, top)
         cache = self.__dict__.setdefault("_stats_cache", {})
         key = (j, top or self.smoothing == "addk")
-        if key not in cache and len(ctx) < 4096:
+        if key not in cache and len(ctx) < STATS_TABLE_MIN:
             r, idx = self._expand(j, ctx)
             c = counts[idx].astype(np.float64)
             # (bincount of nothing is int64: cast, for contexts with no successor)
@@ -354,8 +355,9 @@ class NGramModel:
             p[seen[r], self.levels[order - 1].keys[idx] % v] += self.levels[order - 1].raw[idx] / denom[seen[r]]
             return p
         p = np.zeros((n, v), dtype=np.float64)
+        flat = p.reshape(-1)
         weight = np.ones(n, dtype=np.float64)   # product of the gammas of the levels above
-        for j in range(order, 0, -1):
+        for j in range(order, 1, -1):
             counts, dtab = self._counts(j, j == order)
             ctx = ranks[j - 1][rows]
             seen = np.flatnonzero(ctx >= 0)
@@ -366,11 +368,23 @@ class NGramModel:
             seen, total, gamma = seen[has], total[has], gamma[has]
             r, idx = self._expand(j, ctx[seen])
             c = counts[idx].astype(np.float64)
-            w = self.levels[j - 1].keys[idx] % v
-            p[seen[r], w] += weight[seen[r]] * (c - dtab[np.minimum(c, 3).astype(np.int64)]) / total[r]
+            at = seen[r] * v + self.levels[j - 1].keys[idx] % v   # flat [row, char]; distinct within a level
+            flat[at] += (weight[seen] / total)[r] * (c - dtab[np.minimum(c, 3).astype(np.int64)])
             weight[seen] *= gamma
-        p += weight[:, None] / v
+        # level 1 (the empty context, with the uniform base) is one vector for every row
+        p += weight[:, None] * self._level1(top=order == 1)[None, :]
         return p
+
+    def _level1(self, top: bool) -> np.ndarray:
+        """[V] float64: the level-1 distribution, uniform base included (raw counts if it is the top)."""
+        v = len(self.vocab)
+        counts, dtab = self._counts(1, top)
+        total, gamma = self._stats(1, top, np.zeros(1, np.int64))
+        out = np.full(v, float(gamma[0]) / v)
+        if total[0] > 0:
+            c = counts.astype(np.float64)
+            out[self.levels[0].keys] += (c - dtab[np.minimum(c, 3).astype(np.int64)]) / total[0]
+        return out
 
     def _blocks(self, ids: np.ndarray, order: int):
         """(first row, ids of a piece, rows of the piece to keep, order) covering every prediction row once.
