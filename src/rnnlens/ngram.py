@@ -245,7 +245,8 @@ class NGramModel:
             per_parent = np.bincount(self.levels[j - 1].keys // len(self.vocab), minlength=self._parents(j))
             first = np.zeros(len(per_parent) + 1, dtype=np.int64)
             np.cumsum(per_parent, out=first[1:])
-            cache[j] = first
+            # uint32 halves the table; entry indices stay below 2^32 (the training text is shorter)
+            cache[j] = first.astype(np.uint32) if first[-1] < 2 ** 32 else first
         return cache[j]
 
     def _counts(self, j: int, top: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -259,7 +260,7 @@ class NGramModel:
         """Every successor entry of the contexts ctx (ranks in level j-1, all >= 0) at level j:
         (row r into ctx, entry index) pairs, flattened, contexts in order."""
         first = self._first(j)
-        lo, hi = first[ctx], first[ctx + 1]
+        lo, hi = first[ctx].astype(np.int64), first[ctx + 1].astype(np.int64)
         length = hi - lo
         r = np.repeat(np.arange(len(ctx)), length)
         idx = np.arange(len(r)) - np.repeat(np.cumsum(length) - length, length) + np.repeat(lo, length)
@@ -284,10 +285,11 @@ class NGramModel:
             c = counts.astype(np.float64)
             total = np.bincount(parent, c, minlength=self._parents(j)).astype(np.float64)
             gnum = np.bincount(parent, dtab[np.minimum(counts, 3).astype(np.int64)], minlength=self._parents(j))
-            cache[key] = (total, np.divide(gnum, total, out=np.ones(len(total)), where=total > 0))
+            # totals are whole numbers below 2^32: kept as uint32 (exact, half the size of float64)
+            cache[key] = (total.astype(np.uint32), np.divide(gnum, total, out=np.ones(len(total)), where=total > 0))
             del parent, c, gnum
         total, gamma = cache[key]
-        return total[ctx], gamma[ctx]
+        return total[ctx].astype(np.float64), gamma[ctx]
 
     def _ranks(self, ids: np.ndarray, upto: int) -> list[np.ndarray]:
         """R[m][t] = index in level m of the m-gram ending at position t, -1 when it was never seen (or
