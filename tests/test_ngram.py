@@ -297,9 +297,20 @@ def test_cli_ngram_and_eval(tmp_path, capsys):
     info = json.loads(stdout)
     assert info["split"] == "val" and info["loss_nats"] == pytest.approx(float(val[0].split()[1]), abs=1e-4)
 
+    code, stdout, err = run_cli(capsys, "ngram", "--data", data, "--order", 2, "--out", tmp_path / "two", "--json")
+    info = json.loads(stdout)
+    assert info["order"] == 2 and info["train_chars"] > 0 and info["test"]["loss_nats"] > nats
+
+    # commands that need an RNN say so
+    code, stdout, err = run_cli(capsys, "sample", out, "--length", 5)
+    assert code == 2 and "is an n-gram model; sampling needs an RNN run" in err
+    code, stdout, err = run_cli(capsys, "viz", out, "--text", data, "--unit", "0:0")
+    assert code == 2 and "is an n-gram model" in err
+
     code, stdout, err = run_cli(capsys, "ngram", "--data", data, "--order", 3, "--smoothing", "addk", "--k", "0.1",
                                 "--out", tmp_path / "addk")
-    assert code == 0, err and "add-0.1" in stdout
+    assert code == 0, err
+    assert stdout.startswith("3-gram, add-0.1, on ")
     assert json.loads((tmp_path / "addk" / "ngram.json").read_text())["k"] == 0.1
 
 
@@ -325,3 +336,19 @@ def test_cli_bad_inputs(tmp_path, capsys):
     (tmp_path / "ng" / "ngram.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage")
     code, out, err = run_cli(capsys, "eval", tmp_path / "ng")
     assert code == 2 and "truncated or corrupt" in err and "Traceback" not in err
+
+
+def test_docs_python_example_runs(tmp_path, monkeypatch, capsys):
+    import re
+    from pathlib import Path
+    doc = Path(__file__).resolve().parents[1] / "docs" / "baselines.md"
+    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.S)
+    assert len(blocks) == 1
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "input.txt").write_text(make_text(300))
+    exec(compile(blocks[0], "baselines.md", "exec"), {})
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("NGramModel(order 5, interpolated modified Kneser-Ney")
+    assert 0 < float(out[1]) < 1.5
+    assert out[2].startswith("(23, ") and out[3].startswith("2-gram ")
+    assert (tmp_path / "ngrams" / "five" / "ngram.safetensors").exists()

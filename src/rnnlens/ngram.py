@@ -474,6 +474,26 @@ class NGramModel:
         return EvalResult(loss=float(losses.mean()), chars=len(losses),
                           losses=losses.astype(np.float32) if keep_losses else None)
 
+    # ------------------------------------------------------------------ what only RNNs do
+    # rnnlens.load returns an NGramModel for an n-gram folder, so commands written for RNN runs
+    # (sample, trace, viz, cells, ...) can be handed one: they get a one-line error, not a traceback.
+    def _rnn_only(self, what: str):
+        return RnnlensError(f"{self.path or 'this model'} is an n-gram model; {what} needs an RNN run "
+                            "(a folder written by `rnnlens train`)")
+
+    @property
+    def config(self):
+        raise self._rnn_only("this command")
+
+    def trace(self, *args, **kwargs):
+        raise self._rnn_only("tracing activations")
+
+    def stream(self, *args, **kwargs):
+        raise self._rnn_only("sampling")
+
+    def sample(self, *args, **kwargs):
+        raise self._rnn_only("sampling")
+
     # ------------------------------------------------------------------ files
     def save(self, path: str | Path) -> Path:
         """Write the folder `path` (ngram.safetensors: arrays + JSON header; ngram.json: the same JSON)."""
