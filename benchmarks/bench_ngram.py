@@ -74,6 +74,19 @@ def reset_peak() -> None:
         pass
 
 
+def reference_worker(spec: dict) -> dict:
+    """The dict reference's memory: RSS held by its raw + continuation Counters of one order."""
+    text = bench_text(Path(spec["text"]))[:spec["train"]]
+    _, before = rss_mb()
+    t = time.perf_counter()
+    tables = reference_counts(text, spec["order"])
+    seconds = time.perf_counter() - t
+    _, after = rss_mb()
+    distinct = sum(len(c) for c in tables[:spec["order"]])
+    return {"order": spec["order"], "chars": len(text), "seconds": seconds, "held_mb": after - before,
+            "ngrams": distinct, "bytes_per_ngram": (after - before) * 2 ** 20 / distinct}
+
+
 def worker(spec: dict) -> dict:
     import numpy as np
 
@@ -196,7 +209,8 @@ def main() -> None:
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        print(json.dumps(worker(json.loads(args.worker))))
+        spec = json.loads(args.worker)
+        print(json.dumps(reference_worker(spec) if spec.get("reference") else worker(spec)))
         return
     train_n, score_n = (300_000, 30_000) if args.quick else (3_000_000, 300_000)
     bu.print_header(f"bench_ngram: n-gram build on {train_n:,} characters, scoring {score_n:,}")
@@ -219,11 +233,13 @@ def main() -> None:
     reference_score(text[train_n:train_n + ref_score_n], tables, 5, 65)
     ref_score_s = (time.perf_counter() - t) * score_n / ref_score_n
     del tables
+    ref_mem = run_worker({"text": args.text, "order": 20, "train": min(train_n, 300_000), "reference": True})
     probe1 = bu.sgemm_probe("after")
 
     rows = []
     for r in results:
-        rows.append([r["order"], f"{r['fit_s']:.1f}", f"{r['fit_peak_mb']:,.0f} ({r['fit_peak_mb'] - r['base_mb']:,.0f})",
+        held = r["fit_peak_mb"] - r["base_mb"]
+        rows.append([r["order"], f"{r['fit_s']:.1f}", f"{r['fit_peak_mb']:,.0f} ({held:,.0f})",
                      f"{r['ngrams']:,}", f"{r['file_mb']:,.0f}", f"{r['save_s']:.1f} / {r['load_s']:.1f}",
                      f"{r['loss_first_s']:.1f} / {r['loss_s']:.1f}", f"{r['probs_s']:.1f}",
                      f"{r['peak_mb']:,.0f} ({r['peak_mb'] - r['score_base_mb']:,.0f})", f"{r['loss_nats']:.3f}"])
@@ -240,6 +256,18 @@ def main() -> None:
     if five:
         print(f"order 5: build {ref_count_s / five['fit_s']:.1f}x faster than the reference's counting alone; "
               f"loss {ref_score_s / five['loss_s']:.0f}x faster than the reference's scoring")
+    twenty = next((r for r in results if r["order"] == 20), None)
+    print(f"reference memory, order 20 on {ref_mem['chars']:,} characters: {ref_mem['held_mb']:,.0f} MB held for "
+          f"{ref_mem['ngrams']:,} n-grams ({ref_mem['bytes_per_ngram']:.0f} bytes each, raw + continuation "
+          f"Counters), counted in {ref_mem['seconds']:.1f} s")
+    if twenty:
+        est = ref_mem["bytes_per_ngram"] * twenty["ngrams"] / 2 ** 30
+        print(f"order 20 on {train_n:,}: the dicts would hold ~{est:.1f} GB for {twenty['ngrams']:,} n-grams "
+              f"against {twenty['table_mb']:,.0f} MB of tables here ({twenty['table_mb'] * 2 ** 20 / twenty['ngrams']:.0f} "
+              f"bytes each): {est * 1024 / twenty['table_mb']:.0f}x less memory")
+        ref20_s = ref_mem["seconds"] * train_n / ref_mem["chars"]
+        print(f"order 20 counting: the dicts ~{ref20_s:.0f} s for {train_n:,} (scaled linearly), here "
+              f"{twenty['fit_s']:.1f} s: {ref20_s / twenty['fit_s']:.1f}x faster")
     print(f"sgemm probe before / after: {probe0:.0f} / {probe1:.0f} GFLOP/s")
     if args.losses:
         print()

@@ -739,7 +739,8 @@ def cmd_gradients(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "ngram": cmd_ngram, "trace": cmd_trace, "viz": cmd_viz, "cells": cmd_cells,
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "ngram": cmd_ngram, "trace": cmd_trace,
+            "viz": cmd_viz, "cells": cmd_cells,
             "saturation": cmd_saturation, "timescales": cmd_timescales, "gradients": cmd_gradients,
             "data": cmd_data, "demo": cmd_demo}
 
