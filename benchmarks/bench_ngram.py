@@ -262,9 +262,10 @@ def main() -> None:
           f"Counters), counted in {ref_mem['seconds']:.1f} s")
     if twenty:
         est = ref_mem["bytes_per_ngram"] * twenty["ngrams"] / 2 ** 30
+        per = twenty["table_mb"] * 2 ** 20 / twenty["ngrams"]
         print(f"order 20 on {train_n:,}: the dicts would hold ~{est:.1f} GB for {twenty['ngrams']:,} n-grams "
-              f"against {twenty['table_mb']:,.0f} MB of tables here ({twenty['table_mb'] * 2 ** 20 / twenty['ngrams']:.0f} "
-              f"bytes each): {est * 1024 / twenty['table_mb']:.0f}x less memory")
+              f"against {twenty['table_mb']:,.0f} MB of tables here ({per:.0f} bytes each): "
+              f"{est * 1024 / twenty['table_mb']:.0f}x less memory")
         ref20_s = ref_mem["seconds"] * train_n / ref_mem["chars"]
         print(f"order 20 counting: the dicts ~{ref20_s:.0f} s for {train_n:,} (scaled linearly), here "
               f"{twenty['fit_s']:.1f} s: {ref20_s / twenty['fit_s']:.1f}x faster")
