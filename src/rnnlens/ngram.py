@@ -11,7 +11,8 @@ where rank_{j-1} is the index of the prefix in level j-1's sorted table (rank_0 
 prefix). The key is < N * V (N training characters, V the vocabulary size), so it fits an int64
 for any order with no collision: one `np.unique` per level turns the keys into the next ranks.
 Sorting by key groups the j-grams hw that share a context h (h's rank is key // V), so a context's
-successors are one contiguous range, found with two `np.searchsorted`.
+successors are one contiguous range (a per-level table of range starts, built when scoring).
+No hashing means no collisions: a 20-gram is identified exactly by its chain of table indices.
 
 Counts per level j: the raw count c(hw); and for j < n the continuation count
 N1+(.hw) = the number of distinct characters x such that x h w occurs, plus 1 when h w starts
