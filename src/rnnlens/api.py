@@ -125,7 +125,13 @@ class LanguageModel:
 
 
 def load(run: str | Path, *, device: str = "cpu", which: str = BEST) -> LanguageModel:
-    """Load a run folder (its best checkpoint, else its last) or one .safetensors file."""
+    """Load a run folder (its best checkpoint, else its last) or one .safetensors file.
+
+    An n-gram folder (written by `rnnlens ngram`) gives a rnnlens.ngram.NGramModel instead; it has the
+    same evaluate and predict (device does not apply to it)."""
+    from rnnlens.ngram import NGramModel, is_ngram
+    if is_ngram(run):
+        return NGramModel.load(run)
     path = find_checkpoint(run, prefer=which)
     ckpt = read_checkpoint(path)
     try:

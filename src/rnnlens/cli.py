@@ -31,6 +31,13 @@ EXAMPLES = {
   rnnlens eval runs/shakespeare                       # the test split of the training corpus
   rnnlens eval runs/shakespeare --split val --json
   rnnlens eval runs/shakespeare --data other.txt --split-fractions 0,0,1 --save-losses losses.npy""",
+    "ngram": """examples:
+  rnnlens ngram --data tinyshakespeare.txt --order 20 --out ngrams/shake20
+  rnnlens ngram --data linux/ --glob '**/*.c' --order 9 --out ngrams/linux9
+  rnnlens ngram --data input.txt --order 3 --smoothing addk --k 0.1 --out ngrams/addk3
+  rnnlens eval ngrams/shake20 --split val
+
+interpolated modified Kneser-Ney (Chen & Goodman) by default; docs/baselines.md has the exact rules.""",
     "trace": """examples:
   rnnlens trace runs/shakespeare --text act1.txt --out act1.trace.safetensors
   rnnlens trace runs/linux --text big.c --names layer1.cell,probs --float16 --out big.trace.safetensors""",
@@ -156,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
 
     p = command("eval", "Cross-entropy of a model over a whole split, in nats and bits per character.")
-    p.add_argument("run", help="run folder or .safetensors checkpoint")
+    p.add_argument("run", help="run folder or .safetensors checkpoint, or an n-gram folder (`rnnlens ngram`)")
     p.add_argument("--data", help="corpus to score (default: the one the model was trained on)")
     p.add_argument("--glob", help="with a folder for --data: which files (e.g. '**/*.c')")
     p.add_argument("--split", default="test", choices=["train", "val", "test"], help="which split (default test)")
@@ -169,6 +176,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="characters the model never saw: error (default) or drop them")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+
+    p = command("ngram", "Fit a character n-gram model (Kneser-Ney or add-k) on a corpus's train split; "
+                "print its val and test loss.")
+    p.add_argument("--data", required=True, help="text file, folder, or named corpus (as for `rnnlens train`)")
+    p.add_argument("--glob", help="with a folder: which files, e.g. '**/*.c' (shuffled with a fixed seed)")
+    p.add_argument("--split", help="train,val,test fractions cut by position (default: the corpus's own, "
+                   "0.9,0.05,0.05 for files)")
+    p.add_argument("--encoding-errors", default="strict", choices=["strict", "replace", "ignore"])
+    p.add_argument("--order", type=int, default=20, help="n, from 1 to 20 (default 20)")
+    p.add_argument("--smoothing", default="kn", choices=["kn", "addk"],
+                   help="kn: interpolated modified Kneser-Ney (default); addk: (count + k) / (total + k V)")
+    p.add_argument("--k", type=float, default=1.0, help="with --smoothing addk: the k (default 1)")
+    p.add_argument("--out", required=True, help="folder to write the model into")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = command("trace", "Record every activation of a model over a text into a safetensors file.")
     p.add_argument("run", help="run folder or .safetensors checkpoint")
@@ -627,6 +648,39 @@ def cmd_eval(args) -> int:
         print(json.dumps(info))
     else:
         print(f"{args.split}: {result.loss:.4f} nats/char, {result.bpc:.4f} bits/char over {result.chars:,} characters")
+    return 0
+
+
+def cmd_ngram(args) -> int:
+    import math
+
+    from rnnlens.ngram import check_order, check_smoothing, train_ngram
+    check_order(args.order)
+    check_smoothing(args.smoothing, args.k)
+    model = train_ngram(args.data, args.order, args.out, smoothing=args.smoothing, k=args.k, glob=args.glob,
+                        split=args.split, encoding_errors=args.encoding_errors, progress=sys.stderr.isatty())
+    train = model.meta["train"]
+    how = "interpolated modified Kneser-Ney" if model.smoothing == "kn" else f"add-{model.k:g}"
+    scores = {}
+    for split in ("val", "test"):
+        try:
+            scores[split] = model.evaluate(split=split)
+        except RnnlensError:  # an empty split (e.g. --split 0.9,0.1 has no test part)
+            scores[split] = None
+    if args.json:
+        print(json.dumps({"out": str(args.out), "order": model.order, "smoothing": model.smoothing, "k": model.k,
+                          "train_chars": train["train_chars"], "train_seconds": train["seconds"],
+                          "ngrams": model.entries,
+                          **{s: r.to_dict() if r else None for s, r in scores.items()}}))
+        return 0
+    print(f"{model.order}-gram, {how}, on {train['corpus']}: {train['train_chars']:,} train characters, "
+          f"vocabulary {len(model.vocab)}, {model.entries:,} n-grams, fitted in {train['seconds']:.1f} s")
+    for split, r in scores.items():
+        if r is None:
+            print(f"{split}: (empty split)")
+        else:
+            print(f"{split}: {r.loss:.4f} nats/char, {r.loss / math.log(2):.4f} bits/char over {r.chars:,} characters")
+    print(f"saved to {args.out}")
     return 0
 
 
@@ -1299,7 +1353,7 @@ def cmd_export_lstmvis(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "trace": cmd_trace, "viz": cmd_viz, "cells": cmd_cells,
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "ngram": cmd_ngram, "trace": cmd_trace, "viz": cmd_viz, "cells": cmd_cells,
             "saturation": cmd_saturation, "timescales": cmd_timescales, "gradients": cmd_gradients, "kl": cmd_kl,
             "compare": cmd_compare, "errors": cmd_errors, "report": cmd_report, "serve": cmd_serve,
             "export-lstmvis": cmd_export_lstmvis, "grid": cmd_grid, "data": cmd_data, "demo": cmd_demo}

@@ -1,0 +1,677 @@
+"""Character n-gram language models: interpolated modified Kneser-Ney (or add-k), counted with numpy.
+
+The rules (docs/baselines.md says the same with examples)
+---------------------------------------------------------
+Counting. Every j-gram (j = 1..n) of the training ids is counted. The j-grams are never hashed:
+each level j keeps a sorted table of exact integer keys
+
+    key_j(a_1..a_j) = rank_{j-1}(a_1..a_{j-1}) * V + a_j
+
+where rank_{j-1} is the index of the prefix in level j-1's sorted table (rank_0 = 0 for the empty
+prefix). The key is < N * V (N training characters, V the vocabulary size), so it fits an int64
+for any order with no collision: one `np.unique` per level turns the keys into the next ranks.
+Sorting by key groups the j-grams hw that share a context h (h's rank is key // V), so a context's
+successors are one contiguous range (a per-level table of range starts, built when scoring).
+No hashing means no collisions: a 20-gram is identified exactly by its chain of table indices.
+
+Counts per level j: the raw count c(hw); and for j < n the continuation count
+N1+(.hw) = the number of distinct characters x such that x h w occurs, plus 1 when h w starts
+the training text (the unknown text before it counts as one more distinct left character, so
+every j-gram that occurs has a continuation count >= 1).
+
+Interpolated modified Kneser-Ney (Chen & Goodman 1998). For level j with context h (the last j-1
+characters) and counts c (raw at the top level, continuation counts below it):
+
+    p_j(w | h) = max(c(hw) - D(c(hw)), 0) / c(h.) + gamma(h) * p_{j-1}(w | h')
+    gamma(h)   = (D1 N1(h.) + D2 N2(h.) + D3+ N3+(h.)) / c(h.)
+    p_0(w)     = 1 / V                                    (uniform over the whole vocabulary)
+
+where h' drops h's first character, c(h.) = sum_w c(hw) and N_r(h.) counts the w with c(hw) = r
+(N3+ those with >= 3). A context never seen at level j (c(h.) = 0) gives p_j = p_{j-1}.
+Three discounts per level and count type, from that level's counts of counts n_r:
+
+    Y = n1 / (n1 + 2 n2);  D_r = r - (r + 1) Y n_{r+1} / n_r   (r = 1, 2, 3; D3+ = D_3)
+
+with Y = 0.5 when n1 = 0, D_r = 0.5 when n_r = 0 (undefined), and each D_r then clipped to
+[DISCOUNT_MIN, r]: >= DISCOUNT_MIN keeps gamma > 0 so no character ever gets probability 0, <= r
+keeps every numerator >= 0.
+
+Add-k: p(w | h) = (c(hw) + k) / (c(h.) + k V) with raw counts of the top level (uniform for an
+unseen context).
+
+Start of a text. Row t of a prediction (the distribution of text[t+1]) sees t + 1 characters. When
+fewer than n - 1 precede, the model is the order-(t+2) model (its top level on raw counts), so the
+first rows of a 20-gram use a bigram, a trigram, ... exactly as standalone models of those orders
+would. `predict(text, order=k)` applies the same rules to the levels 1..k, which makes it equal to
+a model of order k fitted alone (tested).
+
+Characters outside the vocabulary: an error by default; "drop" or "replace" as in Vocab.encode.
+Vocabulary characters that never occur in the training split get their mass from the uniform p_0.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rnnlens.corpus import Vocab
+from rnnlens.errors import RnnlensError
+from rnnlens.predictions import TINY, Predictions
+
+MAX_ORDER = 20
+SMOOTHINGS = ("kn", "addk")
+DISCOUNT_MIN = 0.05
+FORMAT = "rnnlens-ngram"
+VERSION = 1
+FILE = "ngram.safetensors"     # arrays + the JSON header (what `load` reads)
+INFO = "ngram.json"            # the same JSON, for people
+ROW_CHUNK = 8192               # rows of a full distribution computed at a time: bounds [rows, V] temporaries
+STATS_TABLE_MIN = 4096         # contexts asked for at once from which a level's per-context table pays off
+BLOCK_ROWS = 1 << 18           # rows whose context ranks are held at once: bounds the [order, rows] ranks
+
+
+def check_order(order, what: str = "--order") -> int:
+    if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or not 1 <= order <= MAX_ORDER:
+        raise RnnlensError(f"{what} must be an integer from 1 to {MAX_ORDER}, got {order!r}")
+    return int(order)
+
+
+def check_smoothing(smoothing: str, k: float) -> tuple[str, float]:
+    if smoothing not in SMOOTHINGS:
+        raise RnnlensError(f"--smoothing must be one of {', '.join(SMOOTHINGS)} (Kneser-Ney or add-k), "
+                           f"got {smoothing!r}")
+    try:
+        k = float(k)
+    except (TypeError, ValueError):
+        raise RnnlensError(f"--k must be a number > 0, got {k!r}") from None
+    if smoothing == "addk" and not (math.isfinite(k) and k > 0):
+        raise RnnlensError(f"--k must be a finite number > 0 (add-k with k = 0 gives unseen characters "
+                           f"probability 0), got {k!r}")
+    return smoothing, k
+
+
+def kn_discounts(counts: np.ndarray) -> tuple[float, float, float]:
+    """(D1, D2, D3+) of modified Kneser-Ney from one level's counts (see the module docstring)."""
+    counts = np.asarray(counts)
+    n = [int(np.count_nonzero(counts == r)) for r in range(1, 5)]
+    y = n[0] / (n[0] + 2 * n[1]) if n[0] > 0 else 0.5
+    out = []
+    for r in (1, 2, 3):
+        d = r - (r + 1) * y * n[r] / n[r - 1] if n[r - 1] > 0 else 0.5
+        out.append(float(min(max(d, DISCOUNT_MIN), r)))
+    return out[0], out[1], out[2]
+
+
+@dataclass
+class Level:
+    """The j-grams of one order: sorted exact keys (prefix rank * V + last char) and their counts."""
+    keys: np.ndarray            # [E] int64, strictly increasing
+    raw: np.ndarray             # [E] uint32: occurrences
+    cont: np.ndarray | None     # [E] uint32: distinct left extensions (+1 at the text start); None at the top
+    d_raw: tuple                # (D1, D2, D3+) from the raw counts
+    d_cont: tuple | None        # from the continuation counts
+
+
+def unique_inverse(key: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sorted distinct values, inverse [len(key)], a position of each distinct value) of non-negative
+    int64 keys: np.unique(return_inverse=True) but several times faster, because it sorts each key
+    with its position packed into one int64 (np.sort) instead of an argsort; argsort when they do not fit."""
+    m = len(key)
+    bits = max(1, int(m - 1).bit_length())
+    if m and int(key.max()) < (1 << (62 - bits)):
+        packed = np.sort((key << bits) | np.arange(m, dtype=np.int64))
+        order = packed & ((1 << bits) - 1)
+        packed >>= bits                                  # now the sorted keys
+    else:
+        order = np.argsort(key, kind="stable")
+        packed = key[order]
+    new = np.empty(m, dtype=bool)
+    new[:1] = True
+    np.not_equal(packed[1:], packed[:-1], out=new[1:])
+    keys = packed[new]
+    inv = np.empty(m, dtype=np.int64)
+    inv[order] = np.cumsum(new) - 1
+    return keys, inv, order[new]
+
+
+def count_levels(ids: np.ndarray, vocab_size: int, order: int, progress=None) -> list[Level]:
+    """The count tables of levels 1..order of `ids` (values in [0, vocab_size))."""
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    n_chars, v = len(ids), int(vocab_size)
+    if n_chars >= 2 ** 32:
+        raise RnnlensError(f"the training split has {n_chars:,} characters; n-gram counts are limited to "
+                           "2^32 - 1 characters; train on a smaller corpus")
+    rank = np.zeros(n_chars + 1, dtype=np.int64)   # rank of the (j-1)-gram starting at each position
+    keys_list, raw_list, cont_list = [], [], []
+    for j in range(1, order + 1):
+        m = n_chars - j + 1                         # j-grams in the text
+        if m <= 0:                                  # text shorter than j: an empty level
+            keys_list.append(np.zeros(0, np.int64))
+            raw_list.append(np.zeros(0, np.uint32))
+            if j >= 2:
+                cont = np.zeros(len(keys_list[j - 2]), np.int64)
+                if len(cont):
+                    cont[rank[0]] += 1
+                cont_list.append(cont.astype(np.uint32))
+            rank = np.zeros(0, np.int64)
+            continue
+        key = rank[:m] * v + ids[j - 1:j - 1 + m]
+        keys, inv, rep = unique_inverse(key)
+        del key
+        keys_list.append(keys)
+        raw_list.append(np.bincount(inv, minlength=len(keys)).astype(np.uint32))
+        if j >= 2:
+            # Level j-1's continuation counts: each distinct j-gram x g (at a representative position p)
+            # adds one to its suffix g, the (j-1)-gram at p + 1; the text start adds one more.
+            cont = np.bincount(rank[rep + 1], minlength=len(keys_list[j - 2]))
+            cont[rank[0]] += 1
+            cont_list.append(cont.astype(np.uint32))
+        del rep
+        rank = inv
+        if progress:
+            progress(j)
+    cont_list.append(None)                          # the top level has raw counts only
+    levels = []
+    for j in range(order):
+        raw, cont = raw_list[j], cont_list[j]
+        levels.append(Level(keys_list[j], raw, cont, kn_discounts(raw),
+                            kn_discounts(cont) if cont is not None else None))
+    return levels
+
+
+class NGramModel:
+    """A character n-gram model over a fixed vocabulary; see the module docstring for the rules."""
+
+    def __init__(self, levels: list[Level], vocab: Vocab, *, smoothing: str = "kn", k: float = 1.0,
+                 meta: dict | None = None, path: Path | None = None):
+        self.levels = levels
+        self.vocab = vocab
+        self.order = len(levels)
+        self.smoothing, self.k = check_smoothing(smoothing, k)
+        self.meta = meta or {}
+        self.path = path
+
+    # ------------------------------------------------------------------ description
+    @property
+    def chars(self) -> list[str]:
+        return list(self.vocab.chars)
+
+    @property
+    def name(self) -> str:
+        return f"{self.order}-gram" + ("" if self.smoothing == "kn" else f" add-{self.k:g}")
+
+    @property
+    def entries(self) -> int:
+        """Distinct j-grams stored, all orders together."""
+        return sum(len(lv.keys) for lv in self.levels)
+
+    def __repr__(self) -> str:
+        how = "interpolated modified Kneser-Ney" if self.smoothing == "kn" else f"add-{self.k:g}"
+        return (f"NGramModel(order {self.order}, {how}, vocab {len(self.vocab)}, {self.entries:,} n-grams"
+                + (f", from {self.path}" if self.path else "") + ")")
+
+    def discounts(self) -> dict:
+        """{'raw': [[D1, D2, D3+] per order 1..n], 'cont': [... per order 1..n-1]}."""
+        return {"raw": [list(lv.d_raw) for lv in self.levels],
+                "cont": [list(lv.d_cont) for lv in self.levels if lv.d_cont is not None]}
+
+    # ------------------------------------------------------------------ scoring
+    # Scoring rests on three things per level j (built lazily, kept in memory, never saved):
+    #   first_j [P+1]: level j's entries whose context is parent c (an entry of level j-1, P of them;
+    #                  P = 1 at level 1, the empty context) are first_j[c] .. first_j[c+1]-1;
+    #   stats (total c(h.), gamma(h)) per parent, for raw or continuation counts;
+    #   ranks: for a scored text, the index in level m of the m-gram ending at each position.
+    # A loss needs only gathers from these; a full distribution scatters each context's successors.
+
+    def _order(self, order) -> int:
+        if order is None:
+            return self.order
+        order = check_order(order, "order")
+        if order > self.order:
+            raise RnnlensError(f"order {order} is above this model's order {self.order}; "
+                               f"ask for 1..{self.order} or fit a model of order {order}")
+        return order
+
+    def _parents(self, j: int) -> int:
+        return len(self.levels[j - 2].keys) if j >= 2 else 1
+
+    def _first(self, j: int) -> np.ndarray:
+        cache = self.__dict__.setdefault("_first_cache", {})
+        if j not in cache:
+            per_parent = np.bincount(self.levels[j - 1].keys // len(self.vocab), minlength=self._parents(j))
+            first = np.zeros(len(per_parent) + 1, dtype=np.int64)
+            np.cumsum(per_parent, out=first[1:])
+            # uint32 halves the table; entry indices stay below 2^32 (the training text is shorter)
+            cache[j] = first.astype(np.uint32) if first[-1] < 2 ** 32 else first
+        return cache[j]
+
+    def _counts(self, j: int, top: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(counts [E], discount table [4]: index min(c, 3)) of level j: raw at the top, else continuation."""
+        lv = self.levels[j - 1]
+        if top or self.smoothing == "addk":
+            return lv.raw, np.asarray((0.0,) + tuple(lv.d_raw))
+        return lv.cont, np.asarray((0.0,) + tuple(lv.d_cont))
+
+    def _expand(self, j: int, ctx: np.ndarray):
+        """Every successor entry of the contexts ctx (ranks in level j-1, all >= 0) at level j:
+        (row r into ctx, entry index) pairs, flattened, contexts in order."""
+        first = self._first(j)
+        lo, hi = first[ctx].astype(np.int64), first[ctx + 1].astype(np.int64)
+        length = hi - lo
+        r = np.repeat(np.arange(len(ctx)), length)
+        idx = np.arange(len(r)) - np.repeat(np.cumsum(length) - length, length) + np.repeat(lo, length)
+        return r, idx
+
+    def _stats(self, j: int, top: bool, ctx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(total c(h.), gamma(h)) [len(ctx)] float64 for contexts ctx (ranks in level j-1, >= 0).
+        Many contexts: from a per-parent table built once; a few (the start of a text): from their ranges."""
+        lv_keys = self.levels[j - 1].keys
+        counts, dtab = self._counts(j, top)
+        cache = self.__dict__.setdefault("_stats_cache", {})
+        key = (j, top or self.smoothing == "addk")
+        if key not in cache and len(ctx) < STATS_TABLE_MIN:
+            r, idx = self._expand(j, ctx)
+            c = counts[idx].astype(np.float64)
+            # (bincount of nothing is int64: cast, for contexts with no successor)
+            total = np.bincount(r, c, minlength=len(ctx)).astype(np.float64)
+            gnum = np.bincount(r, dtab[np.minimum(c, 3).astype(np.int64)], minlength=len(ctx))
+            return total, np.divide(gnum, total, out=np.ones(len(ctx)), where=total > 0)
+        if key not in cache:
+            parent = lv_keys // len(self.vocab)
+            c = counts.astype(np.float64)
+            total = np.bincount(parent, c, minlength=self._parents(j)).astype(np.float64)
+            gnum = np.bincount(parent, dtab[np.minimum(counts, 3).astype(np.int64)], minlength=self._parents(j))
+            # totals are whole numbers below 2^32: kept as uint32 (exact, half the size of float64)
+            cache[key] = (total.astype(np.uint32), np.divide(gnum, total, out=np.ones(len(total)), where=total > 0))
+            del parent, c, gnum
+        total, gamma = cache[key]
+        return total[ctx].astype(np.float64), gamma[ctx]
+
+    def _ranks(self, ids: np.ndarray, upto: int) -> list[np.ndarray]:
+        """R[m][t] = index in level m of the m-gram ending at position t, -1 when it was never seen (or
+        starts before the text), for m = 0..upto; R[0] is all zeros (the empty context)."""
+        v, n = len(self.vocab), len(ids)
+        ranks = [np.zeros(n, dtype=np.int64)]
+        for m in range(1, upto + 1):
+            keys = self.levels[m - 1].keys
+            prev = np.zeros(n, dtype=np.int64)       # the (m-1)-gram ending at t-1
+            if m >= 2:
+                prev[0] = -1
+                prev[1:] = ranks[-1][:-1]
+            r = np.full(n, -1, dtype=np.int64)
+            ok = np.flatnonzero(prev >= 0)
+            if len(ok) and len(keys):
+                q = prev[ok] * v + ids[ok]
+                pos = np.minimum(sorted_searchsorted(keys, q), len(keys) - 1)
+                hit = keys[pos] == q
+                r[ok[hit]] = pos[hit]
+            ranks.append(r)
+        return ranks
+
+    def _target_probs(self, ids: np.ndarray, order: int) -> np.ndarray:
+        """[len(ids)-1] float64: p(ids[t+1] | the order-`order` context ending at t), every row as if it
+        had the full context (the caller handles the first rows)."""
+        v = len(self.vocab)
+        ranks = self._ranks(ids, order)
+        n = len(ids) - 1
+        if self.smoothing == "addk":
+            ctx, ent = ranks[order - 1][:-1], ranks[order][1:]
+            total = np.zeros(n)
+            ok = ctx >= 0
+            total[ok] = self._stats(order, True, ctx[ok])[0]
+            c = np.where(ent >= 0, self.levels[order - 1].raw[np.maximum(ent, 0)], 0).astype(np.float64)
+            return (c + self.k) / (total + self.k * v)
+        p = np.zeros(n)
+        weight = np.ones(n)
+        for j in range(order, 0, -1):
+            counts, dtab = self._counts(j, j == order)
+            ctx, ent = ranks[j - 1][:-1], ranks[j][1:]
+            rows = np.flatnonzero(ctx >= 0)
+            if len(rows) == 0:
+                continue
+            total, gamma = self._stats(j, j == order, ctx[rows])
+            has = total > 0
+            rows, total, gamma = rows[has], total[has], gamma[has]
+            e = ent[rows]
+            c = np.where(e >= 0, counts[np.maximum(e, 0)], 0).astype(np.float64)
+            p[rows] += weight[rows] * (c - dtab[np.minimum(c, 3).astype(np.int64)]) / total
+            weight[rows] *= gamma
+        return p + weight / v
+
+    def _dense_rows(self, ranks: list[np.ndarray], rows: np.ndarray, order: int) -> np.ndarray:
+        """[len(rows), V] float64: the whole order-`order` distribution at prediction rows `rows`."""
+        v, n = len(self.vocab), len(rows)
+        if self.smoothing == "addk":
+            ctx = ranks[order - 1][rows]
+            total = np.zeros(n)
+            seen = np.flatnonzero(ctx >= 0)
+            total[seen] = self._stats(order, True, ctx[seen])[0]
+            denom = total + self.k * v
+            p = np.repeat((self.k / denom)[:, None], v, axis=1)
+            seen = seen[total[seen] > 0]
+            r, idx = self._expand(order, ctx[seen])
+            p[seen[r], self.levels[order - 1].keys[idx] % v] += self.levels[order - 1].raw[idx] / denom[seen[r]]
+            return p
+        p = np.zeros((n, v), dtype=np.float64)
+        flat = p.reshape(-1)
+        weight = np.ones(n, dtype=np.float64)   # product of the gammas of the levels above
+        for j in range(order, 1, -1):
+            counts, dtab = self._counts(j, j == order)
+            ctx = ranks[j - 1][rows]
+            seen = np.flatnonzero(ctx >= 0)
+            if len(seen) == 0:
+                continue
+            total, gamma = self._stats(j, j == order, ctx[seen])
+            has = total > 0
+            seen, total, gamma = seen[has], total[has], gamma[has]
+            r, idx = self._expand(j, ctx[seen])
+            c = counts[idx].astype(np.float64)
+            at = seen[r] * v + self.levels[j - 1].keys[idx] % v   # flat [row, char]; distinct within a level
+            flat[at] += (weight[seen] / total)[r] * (c - dtab[np.minimum(c, 3).astype(np.int64)])
+            weight[seen] *= gamma
+        # level 1 (the empty context, with the uniform base) is one vector for every row
+        p += weight[:, None] * self._level1(top=order == 1)[None, :]
+        return p
+
+    def _level1(self, top: bool) -> np.ndarray:
+        """[V] float64: the level-1 distribution, uniform base included (raw counts if it is the top)."""
+        v = len(self.vocab)
+        counts, dtab = self._counts(1, top)
+        total, gamma = self._stats(1, top, np.zeros(1, np.int64))
+        out = np.full(v, float(gamma[0]) / v)
+        if total[0] > 0:
+            c = counts.astype(np.float64)
+            out[self.levels[0].keys] += (c - dtab[np.minimum(c, 3).astype(np.int64)]) / total[0]
+        return out
+
+    def _blocks(self, ids: np.ndarray, order: int):
+        """(first row, ids of a piece, rows of the piece to keep, order) covering every prediction row once.
+        Row t < order-2 sees fewer than order-1 characters: it is the last row of ids[:t+2] at order t+2.
+        Longer texts go in blocks that start order-1 characters early, so that each kept row has its
+        whole context, and memory stays bounded."""
+        n_rows = len(ids) - 1
+        start = min(n_rows, max(order - 2, 0))
+        for t in range(start):
+            yield t, ids[:t + 2], slice(t, t + 1), t + 2
+        for s in range(start, n_rows, BLOCK_ROWS):
+            e = min(n_rows, s + BLOCK_ROWS)
+            lo = max(0, s - (order - 1))
+            yield s, ids[lo:e + 1], slice(s - lo, e - lo), order
+
+    def encode(self, text: str, unknown: str = "error", replacement: str | None = None) -> np.ndarray:
+        if not isinstance(text, str):
+            raise RnnlensError(f"predict needs text (str), got {type(text).__name__}")
+        return self.vocab.encode(text, unknown=unknown, replacement=replacement)
+
+    def predict(self, text: str, order: int | None = None, *, unknown: str = "error",
+                replacement: str | None = None) -> Predictions:
+        """The next-character distribution at every position of `text`: Predictions with probs [T-1, V].
+
+        order: use only levels 1..order (a model of that order fitted alone). unknown: characters outside
+        the vocabulary: "error" (default), "drop" or "replace" (the Predictions' text is then the text
+        as scored)."""
+        order = self._order(order)
+        ids = self.encode(text, unknown=unknown, replacement=replacement)
+        probs = self.probs(ids, order)
+        name = f"{order}-gram" + ("" if self.smoothing == "kn" else f" add-{self.k:g}")
+        return Predictions(self.vocab.decode(ids), self.chars, probs, name=name,
+                           meta={"kind": "ngram", "order": order, "smoothing": self.smoothing, "k": self.k,
+                                 "path": str(self.path) if self.path else None})
+
+    def probs(self, ids: np.ndarray, order: int | None = None) -> np.ndarray:
+        """[len(ids)-1, V] float32: row t = p(next = each character | ids[:t+1])."""
+        order = self._order(order)
+        ids = np.asarray(ids, dtype=np.int64)
+        v = len(self.vocab)
+        out = np.zeros((max(len(ids) - 1, 0), v), dtype=np.float32)
+        step = max(1, min(ROW_CHUNK, (1 << 22) // v))       # [step, V] float64 temporaries <= 32 MB
+        for start, piece, keep, piece_order in self._blocks(ids, order):
+            ranks = self._ranks(piece, piece_order - 1)
+            rows = np.arange(keep.start, keep.stop)
+            for i in range(0, len(rows), step):
+                chunk = rows[i:i + step]
+                out[start + i:start + i + len(chunk)] = self._dense_rows(ranks, chunk, piece_order)
+        return out
+
+    def losses(self, ids: np.ndarray, order: int | None = None) -> np.ndarray:
+        """[len(ids)-1] float64: -log p(ids[t+1] | ids[:t+1]) in nats, without the [T, V] array."""
+        order = self._order(order)
+        ids = np.asarray(ids, dtype=np.int64)
+        out = np.zeros(max(len(ids) - 1, 0))
+        for start, piece, keep, piece_order in self._blocks(ids, order):
+            p = self._target_probs(piece, piece_order)[keep]
+            out[start:start + len(p)] = -np.log(np.maximum(p, TINY))
+        return out
+
+    def evaluate(self, text: str | None = None, *, data: str | None = None, split: str = "test",
+                 keep_losses: bool = False, unknown: str = "error", glob: str | None = None,
+                 split_fractions=None, encoding_errors: str = "strict", order: int | None = None, **ignored):
+        """Cross-entropy (nats/char) over `text`, or over a split of a corpus (`data`; with neither, the
+        corpus the model was trained on). Every character after the first is scored with its whole
+        history inside the text. Takes (and ignores) the RNN-only options batch_size and seq_len."""
+        from rnnlens.corpus import load_corpus
+        from rnnlens.evaluate import EvalResult
+        if text is not None:
+            ids = self.encode(text, unknown=unknown)
+        else:
+            if data is None:
+                info = self.meta.get("train", {})
+                data = info.get("data")
+                if data is None:
+                    raise RnnlensError("this n-gram model does not say which corpus it was trained on; pass --data")
+                glob = glob or info.get("glob")
+                split_fractions = split_fractions or info.get("split")
+            corpus = load_corpus(data, glob=glob, split=split_fractions, encoding_errors=encoding_errors)
+            ids = translate_ids(corpus.vocab, self.vocab, corpus.split(split), unknown)
+        if len(ids) < 2:
+            raise RnnlensError(f"the {split if text is None else 'text'} has {len(ids)} character(s); "
+                               "scoring needs at least 2")
+        losses = self.losses(ids, order)
+        return EvalResult(loss=float(losses.mean()), chars=len(losses),
+                          losses=losses.astype(np.float32) if keep_losses else None)
+
+    # ------------------------------------------------------------------ what only RNNs do
+    # rnnlens.load returns an NGramModel for an n-gram folder, so commands written for RNN runs
+    # (sample, trace, viz, cells, ...) can be handed one: they get a one-line error, not a traceback.
+    def _rnn_only(self, what: str):
+        return RnnlensError(f"{self.path or 'this model'} is an n-gram model; {what} needs an RNN run "
+                            "(a folder written by `rnnlens train`)")
+
+    @property
+    def config(self):
+        raise self._rnn_only("this command")
+
+    def trace(self, *args, **kwargs):
+        raise self._rnn_only("tracing activations")
+
+    def stream(self, *args, **kwargs):
+        raise self._rnn_only("sampling")
+
+    def sample(self, *args, **kwargs):
+        raise self._rnn_only("sampling")
+
+    # ------------------------------------------------------------------ files
+    def save(self, path: str | Path) -> Path:
+        """Write the folder `path` (ngram.safetensors: arrays + JSON header; ngram.json: the same JSON)."""
+        from safetensors.numpy import save_file
+
+        from rnnlens.checkpoint import atomic_write, write_json_atomic
+        folder = Path(path)
+        if folder.exists() and not folder.is_dir():
+            raise RnnlensError(f"{folder} is a file; give a folder for the n-gram model")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RnnlensError(f"cannot create {folder}: {e.strerror or e}; choose another --out") from None
+        arrays = {}
+        for j, lv in enumerate(self.levels, start=1):
+            arrays[f"level{j}.keys"] = np.ascontiguousarray(lv.keys, dtype=np.int64)
+            arrays[f"level{j}.raw"] = np.ascontiguousarray(lv.raw, dtype=np.uint32)
+            if lv.cont is not None:
+                arrays[f"level{j}.cont"] = np.ascontiguousarray(lv.cont, dtype=np.uint32)
+        info = self.info()
+        header = {"format": FORMAT, "version": str(VERSION), "info": json.dumps(info)}
+        atomic_write(folder / FILE, lambda tmp: save_file(arrays, str(tmp), metadata=header))
+        write_json_atomic(folder / INFO, info)
+        self.path = folder
+        return folder
+
+    def info(self) -> dict:
+        return {"format": FORMAT, "version": VERSION, "order": self.order, "smoothing": self.smoothing,
+                "k": self.k, "vocab": self.vocab.to_json(), "discounts": self.discounts(),
+                "ngrams": [len(lv.keys) for lv in self.levels], "meta": self.meta}
+
+    @classmethod
+    def load(cls, path: str | Path) -> "NGramModel":
+        from safetensors import SafetensorError, safe_open
+        path = Path(path)
+        file = path / FILE if path.is_dir() else path
+        if not file.exists():
+            raise RnnlensError(f"no n-gram model at {path} (expected {FILE}); fit one with "
+                               f"`rnnlens ngram --data CORPUS --out {path}`")
+
+        def damaged(why: str) -> RnnlensError:
+            return RnnlensError(f"n-gram model {file} is truncated or corrupt ({why}); fit it again with "
+                                "`rnnlens ngram`")
+        if file.stat().st_size == 0:
+            raise damaged("empty file")
+        try:
+            with safe_open(str(file), framework="numpy") as f:
+                header = f.metadata() or {}
+                if header.get("format") != FORMAT:
+                    raise RnnlensError(f"{file} is not an rnnlens n-gram model; point at a folder written by "
+                                       "`rnnlens ngram --out`")
+                if int(header.get("version", "0")) > VERSION:
+                    raise RnnlensError(f"{file} was written by a newer rnnlens (format {header['version']}); "
+                                       "upgrade rnnlens")
+                info = json.loads(header["info"])
+                arrays = {name: f.get_tensor(name) for name in f.keys()}
+        except RnnlensError:
+            raise
+        except (SafetensorError, OSError, ValueError, KeyError, RuntimeError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise damaged(first) from None
+        try:
+            vocab = Vocab.from_json(info["vocab"])
+            order = check_order(info["order"], "the stored order")
+            disc = info["discounts"]
+            levels = []
+            for j in range(1, order + 1):
+                keys = arrays[f"level{j}.keys"].astype(np.int64, copy=False)
+                raw = arrays[f"level{j}.raw"]
+                cont = arrays.get(f"level{j}.cont") if j < order else None
+                if raw.shape != keys.shape or (j < order and (cont is None or cont.shape != keys.shape)):
+                    raise ValueError(f"level {j} arrays have different lengths")
+                if len(keys) > 1 and not (keys[1:] > keys[:-1]).all():
+                    raise ValueError(f"level {j} keys are not sorted")
+                if len(keys) and (keys[0] < 0 or keys[-1] >= (len(levels[-1].keys) if j > 1 else 1) * len(vocab)):
+                    raise ValueError(f"level {j} keys are out of range")
+                levels.append(Level(keys, raw, cont, tuple(disc["raw"][j - 1]),
+                                    tuple(disc["cont"][j - 1]) if j < order else None))
+            model = cls(levels, vocab, smoothing=info["smoothing"], k=info["k"], meta=info.get("meta", {}),
+                        path=path)
+        except RnnlensError:
+            raise
+        except (KeyError, ValueError, TypeError, IndexError) as e:
+            raise damaged(str(e) or type(e).__name__) from None
+        return model
+
+
+def sorted_searchsorted(keys: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """np.searchsorted(keys, q) for non-negative int64 q, about 5x faster on large random queries:
+    sorting the queries first keeps consecutive binary searches in the same cache lines. The sort
+    carries each query's position in the low bits of one int64 (np.sort is much faster than argsort)
+    when key and position fit in 63 bits, else it falls back to argsort."""
+    if len(q) < 1024:
+        return np.searchsorted(keys, q)
+    bits = max(1, int(len(q) - 1).bit_length())
+    top = int(max(int(q.max()), int(keys[-1]) if len(keys) else 0))
+    if top < (1 << (62 - bits)):
+        packed = np.sort((q << bits) | np.arange(len(q), dtype=np.int64))
+        order = packed & ((1 << bits) - 1)
+        sorted_q = packed >> bits
+    else:
+        order = np.argsort(q)
+        sorted_q = q[order]
+    out = np.empty(len(q), dtype=np.int64)
+    out[order] = np.searchsorted(keys, sorted_q)
+    return out
+
+
+def translate_ids(src: Vocab, dst: Vocab, ids: np.ndarray, unknown: str = "error") -> np.ndarray:
+    """Ids in vocabulary `src` -> ids in `dst` (a corpus scored by a model of another corpus)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if src.chars == dst.chars:
+        return ids
+    index = {c: i for i, c in enumerate(dst.chars)}
+    mapping = np.array([index.get(c, -1) for c in src.chars], dtype=np.int64)
+    out = mapping[ids]
+    if (out < 0).any():
+        if unknown == "drop":
+            return out[out >= 0]
+        missing = sorted({src.chars[j] for j in np.unique(ids[out < 0])})
+        shown = ", ".join(repr(c) for c in missing[:20])
+        raise RnnlensError(f"the text has {len(missing)} characters the model never saw ({shown}); "
+                           "evaluate on text from the model's corpus, or use --unknown drop")
+    return out
+
+
+def fit_ngram(ids: np.ndarray, vocab: Vocab, order: int, *, smoothing: str = "kn", k: float = 1.0,
+              meta: dict | None = None) -> NGramModel:
+    """Count every j-gram (j = 1..order) of `ids` (ids in `vocab`) into an NGramModel."""
+    order = check_order(order)
+    smoothing, k = check_smoothing(smoothing, k)
+    ids = np.asarray(ids)
+    if ids.ndim != 1 or ids.size == 0:
+        raise RnnlensError("the training text is empty; give a corpus whose train split has some characters")
+    if len(vocab) == 0:
+        raise RnnlensError("the vocabulary is empty; build it from some text")
+    if ids.min() < 0 or ids.max() >= len(vocab):
+        raise RnnlensError(f"ids must lie in 0..{len(vocab) - 1} (the vocabulary); encode the text with it")
+    levels = count_levels(ids, len(vocab), order)
+    return NGramModel(levels, vocab, smoothing=smoothing, k=k, meta=meta)
+
+
+def train_ngram(data: str, order: int, out=None, *, smoothing: str = "kn", k: float = 1.0, glob: str | None = None,
+                split=None, encoding_errors: str = "strict", progress: bool = False) -> NGramModel:
+    """Fit an n-gram model on the train split of a corpus (a file, a folder with `glob`, or a named
+    corpus, as `rnnlens train --data` takes) and save it into `out` when given."""
+    from rnnlens.corpus import load_corpus, parse_split
+    order = check_order(order)
+    smoothing, k = check_smoothing(smoothing, k)
+    if isinstance(split, str):
+        split = parse_split(split)
+    corpus = load_corpus(data, glob=glob, split=split, encoding_errors=encoding_errors, progress=progress)
+    train = corpus.split("train")
+    if len(train) == 0:
+        raise RnnlensError(f"the train split of {corpus.name} is empty; give a larger corpus or a larger "
+                           "train fraction in --split")
+    t0 = time.perf_counter()
+    model = fit_ngram(train, corpus.vocab, order, smoothing=smoothing, k=k)
+    seconds = time.perf_counter() - t0
+    model.meta = {"train": {"data": str(data), "glob": glob, "split": list(corpus.split_fractions),
+                            "corpus": corpus.name, "content_hash": corpus.content_hash,
+                            "train_chars": int(len(train)), "seconds": round(seconds, 3)}}
+    if out is not None:
+        model.save(out)
+    return model
+
+
+def is_ngram(path) -> bool:
+    """True for a folder written by NGramModel.save (or its ngram.safetensors file)."""
+    path = Path(path)
+    if path.is_dir():
+        return (path / FILE).exists()
+    if path.is_file() and path.suffix == ".safetensors":
+        try:
+            from safetensors import safe_open
+            with safe_open(str(path), framework="numpy") as f:
+                return (f.metadata() or {}).get("format") == FORMAT
+        except Exception:  # not readable as safetensors: not ours; the RNN loader explains the problem
+            return False
+    return False
