@@ -1,5 +1,7 @@
 """Headless Chromium for the browser tests (Debian's /usr/bin/chromium driven by Playwright).
 
+A pytest plugin (conftest.py loads it): one browser per test session, shared by every module.
+
 `.ci/run` installs chromium when it is missing, so in CI these tests run; on a machine without
 it they skip with the reason.
 """
@@ -15,27 +17,15 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--
         "--disable-component-update", "--disable-sync"]
 
 
-# Every test module imports these fixtures, which makes a copy of the session fixture per module; only one
-# Playwright may run per thread, so the copies share one browser, closed when the last of them ends.
-_shared: dict = {"users": 0}
-
-
 @pytest.fixture(scope="session")
 def browser():
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed: pip install -e '.[test]'")
     if not os.path.exists(CHROMIUM):
         pytest.skip("chromium is not installed: sudo apt-get install -y chromium")
-    if not _shared["users"]:
-        _shared["playwright"] = sync_api.sync_playwright().start()
-        _shared["browser"] = _shared["playwright"].chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-    _shared["users"] += 1
-    try:
-        yield _shared["browser"]
-    finally:
-        _shared["users"] -= 1
-        if not _shared["users"]:
-            _shared.pop("browser").close()
-            _shared.pop("playwright").stop()
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield b
+        b.close()
 
 
 @pytest.fixture

@@ -5,6 +5,8 @@ import random
 import pytest
 import torch
 
+pytest_plugins = ["browser"]  # the `browser` and `page` fixtures for the Chromium tests
+
 # Tiny models run fastest on one thread, and one thread keeps a busy machine from
 # oversubscribing its cores (OpenMP spin-waits then slow everything down many times).
 torch.set_num_threads(1)

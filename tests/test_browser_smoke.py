@@ -1,6 +1,5 @@
 """The browser fixture itself works: a page renders and its script runs."""
 
-from browser import browser, page  # noqa: F401  (pytest fixtures)
 
 
 def test_chromium_renders_a_local_file(page, tmp_path):

@@ -8,7 +8,6 @@ import re
 
 import numpy as np
 import pytest
-from browser import browser, page  # noqa: F401  (pytest fixtures)
 from compare_helpers import preds_with
 from conftest import run_cli, train_tiny_runs
 

@@ -1,8 +1,6 @@
 """The error taxonomy: each rule on crafted positions, the peeling order, two-model comparison, `rnnlens errors`."""
 
 import json
-import sys
-import types
 from collections import Counter
 
 import numpy as np
@@ -162,30 +160,14 @@ def runs(tmp_path_factory):
     return train_tiny_runs(tmp_path_factory.mktemp("errors"), ["lstm", "gru"])
 
 
-@pytest.fixture
-def fake_ngram(monkeypatch):
-    """rnnlens.ngram as the n-gram helper will provide it, backed by the exact count model of the tests."""
-    fitted = []
-
-    def train_ngram(data, order, out=None, *, smoothing="kn", glob=None, split=None):
-        from rnnlens.corpus import load_corpus
-        model = CountNgram(load_corpus(data, glob=glob, split=split).text("train"), order)
-        fitted.append((data, order))
-        return model
-
-    module = types.SimpleNamespace(train_ngram=train_ngram, is_ngram=lambda path: False, NGramModel=None)
-    monkeypatch.setitem(sys.modules, "rnnlens.ngram", module)
-    return fitted
-
-
-def test_cli_errors_with_oracle_and_two_models(runs, tmp_path, capsys, fake_ngram):
+def test_cli_errors_with_oracle_and_two_models(runs, tmp_path, capsys):
     text = tmp_path / "t.txt"
     body = make_text(40, seed=3)
     text.write_text(body)
     out = tmp_path / "out"
     code, stdout, err = run_cli(capsys, "errors", runs["lstm"], runs["gru"], "--text", text, "--out", out)
     assert code == 0, err
-    assert fake_ngram == [(str(runs["text"]), 9)]   # fitted on the corpus the run was trained on
+    assert f"fitting a 9-gram on the training split of {runs['text']}" in err  # the corpus the run trained on
     assert "n-gram oracle" in stdout and "gru against lstm" in stdout
     result = json.loads((out / "errors.json").read_text())
     for model in result["models"]:
@@ -210,12 +192,22 @@ def test_cli_errors_no_oracle_json(runs, tmp_path, capsys):
     assert result["comparison"] is None
 
 
-def test_cli_errors_without_ngram_module(runs, tmp_path, capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "rnnlens.ngram", None)  # importing it raises ImportError
+def test_cli_errors_with_a_fitted_ngram_gives_the_same_oracle(runs, tmp_path, capsys):
     text = tmp_path / "t.txt"
-    text.write_text(make_text(5))
-    code, _, err = run_cli(capsys, "errors", runs["lstm"], "--text", text, "--out", tmp_path)
-    assert code == 2 and "--no-oracle" in err and "Traceback" not in err
+    text.write_text(make_text(30, seed=5))
+    code, _, err = run_cli(capsys, "ngram", "--data", runs["text"], "--order", "9", "--out", tmp_path / "g9")
+    assert code == 0, err
+    results = []
+    for extra in ([], ["--ngram", tmp_path / "g9"]):
+        code, stdout, err = run_cli(capsys, "errors", runs["lstm"], "--text", text, "--out", tmp_path / "o",
+                                    "--json", *extra)
+        assert code == 0, err
+        results.append(json.loads(stdout)["models"][0]["categories"])
+    assert results[0] == results[1] and results[0][0]["category"] == "ngram"
+    code, _, err = run_cli(capsys, "ngram", "--data", runs["text"], "--order", "3", "--out", tmp_path / "g3")
+    code, _, err = run_cli(capsys, "errors", runs["lstm"], "--text", text, "--out", tmp_path / "o",
+                           "--ngram", tmp_path / "g3")
+    assert code == 2 and "order >= 9" in err
 
 
 @pytest.mark.parametrize("args, message", [

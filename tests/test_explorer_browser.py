@@ -11,7 +11,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from browser import browser, page  # noqa: F401  (pytest fixtures)
 from conftest import train_tiny_runs
 
 import rnnlens

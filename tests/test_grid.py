@@ -356,15 +356,6 @@ def test_a_failing_cell_is_recorded_and_the_others_go_on(tiny_grid, tmp_path):
         ["lstm-1x8", "rnn-1x24", "rnn-1x44"]
 
 
-def test_missing_ngram_module_is_a_note(tiny_grid, tmp_path, monkeypatch):
-    g = _copy_grid(tiny_grid, tmp_path)
-    monkeypatch.setitem(sys.modules, "rnnlens.ngram", None)  # import fails as if the module were absent
-    code, out, err = grid_main("--data", tiny_grid["data"], *TINY, "--out", g)
-    assert code == 0, err
-    assert "note: no n-gram baseline" in out and "the table is written without it" in out
-    assert out.count(" skip ") == 4 and "-gram (Kneser-Ney)" not in (g / "table.md").read_text()
-
-
 def test_other_settings_on_an_existing_grid_are_refused(tiny_grid, tmp_path, capsys):
     g = _copy_grid(tiny_grid, tmp_path)
     code, _, err = run_cli(capsys, "grid", "--data", tiny_grid["data"], *TINY, "--lr", "0.01", "--out", g)

@@ -15,12 +15,11 @@ from rnnlens.render.report import (
     SECTIONS,
     Section,
     model_card_section,
-    planned_section,
     saturation_section,
     timescales_section,
     training_section,
 )
-from rnnlens.report import ReportContext, build_report, open_context, sample_prime, write_report
+from rnnlens.report import ReportContext, build_report, default_text, open_context, sample_prime, write_report
 
 TITLES = ["Model card", "Training curves", "Samples", "Test loss", "Beside n-gram baselines",
           "Interpretable units", "Gate saturation", "Memory time constants", "Gradient flow",
@@ -56,18 +55,38 @@ def test_report_file_holds_every_section_self_contained(lstm_page):
     srcs = re.findall(r"\bsrc=['\"]?([^'\" >]+)", page)
     assert srcs and all(s.startswith("data:image/svg+xml;base64,") for s in srcs)
     assert all(h.startswith("#") for h in re.findall(r"\bhref=['\"]?([^'\" >]+)", page))
-    # figures: training curves, saturation, half-lives, gradient flow, each a real SVG
-    assert len(srcs) == 4
+    # figures: training curves, saturation, half-lives, gradient flow, classes, errors, long range: real SVGs
+    assert len(srcs) == 7
     for s in srcs:
         assert base64.b64decode(s.split(",", 1)[1]).lstrip().startswith((b"<?xml", b"<svg"))
     # coloured characters (diverging levels d0..d32) and a prediction strip
     assert re.search(r"<i class=d\d+>", page)
     assert "rl-strip" in page
-    # the four analyses written elsewhere say they are missing rather than vanish (update this when the
-    # report draws them)
-    planned = {s.id: s for s in report.sections if s.id in ("ngram", "classes", "errors", "closing-brace")}
-    assert len(planned) == 4 and all(s.note.startswith("not available") for s in planned.values())
-    assert all(f"<p class=rlr-note>{s.note}</p>" in page for s in planned.values())
+    # the comparisons with the n-gram baseline are drawn, none says it is missing
+    compared = {s.id: s for s in report.sections if s.id in ("ngram", "classes", "errors", "closing-brace")}
+    assert len(compared) == 4 and all(s.note is None for s in compared.values())
+
+
+def test_ngram_sections_show_the_baselines_numbers(runs, lstm_page):
+    from rnnlens.ngram import NGramModel
+    report, page = lstm_page
+    ngram = NGramModel.load(runs["lstm"] / "ngram-20")  # fitted on the run's corpus and kept for the next report
+    lm = rnnlens.load(runs["lstm"])
+    text = default_text(lm, 20_000)[0]
+    three = ngram.predict(text, order=3).loss
+    assert f"{three:.3f} nats" in page  # the 3-gram's bar
+    section = next(s for s in report.sections if s.id == "errors")
+    assert "n-gram oracle" in section.body and "errors among" in section.body
+
+
+def test_ngram_sections_say_why_without_a_corpus(runs, tmp_path):
+    loose = tmp_path / "model.safetensors"
+    shutil.copy(runs["lstm"] / "best.safetensors", loose)
+    text = make_text(20, seed=2)
+    report = build_report(loose, text, ngram_order=0, **FAST)
+    notes = {s.id: s.note for s in report.sections}
+    assert notes["ngram"] == "no n-gram baseline: the report was made with --ngram-order 0"
+    assert notes["classes"].startswith("no n-gram beside it") and notes["errors"].startswith("no n-gram oracle")
 
 
 def test_report_numbers_match_the_model(runs, lstm_page):
@@ -176,14 +195,6 @@ def test_jupyter_views(runs, tmp_path):
     report = build_report(runs["lstm"], make_text(30), sections=SECTIONS[:2], **FAST)
     assert "<h2>1. Model card</h2>" in report._repr_html_() and "<!DOCTYPE" not in report._repr_html_()
     assert "Model card" in report.sections[0]._repr_html_()
-
-
-def test_planned_section_says_what_is_missing():
-    missing = planned_section("x", "X", "rnnlens.no_such_module_here", "Two sentences. Here.")(None)
-    assert isinstance(missing, Section)
-    assert missing.note == "not available in this version of rnnlens: it needs the module rnnlens.no_such_module_here"
-    present = planned_section("y", "Y", "json", "Two sentences. Here.")(None)
-    assert present.note.startswith("not available yet: json is installed")
 
 
 def test_a_section_that_fails_on_this_text_says_why(runs):

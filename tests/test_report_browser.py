@@ -4,7 +4,6 @@ table of contents works, and it fetches nothing."""
 import re
 
 import pytest
-from browser import browser, page  # noqa: F401  (pytest fixtures)
 from conftest import make_text, train_tiny_runs
 
 from rnnlens.render.colours import DIVERGING, GATE, PROBABILITY
@@ -40,7 +39,7 @@ def test_report_renders_in_chromium(page, report_file):
     assert page.locator(".rlr-toc a").count() == 12
     # every figure decoded and drawn at a real size
     sizes = page.eval_on_selector_all("figure img", "imgs => imgs.map(i => [i.complete, i.naturalWidth, i.width])")
-    assert len(sizes) == 4 and all(done and natural > 100 and shown > 100 for done, natural, shown in sizes)
+    assert len(sizes) == 7 and all(done and natural > 100 and shown > 100 for done, natural, shown in sizes)
 
     # coloured characters: each span's computed background is its level's colour on the paper's scale
     spans = page.eval_on_selector_all(

@@ -233,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
                        text_default="the test split of the corpus the model was trained on")
     p.add_argument("--out", default="report.html", help="the page to write (default report.html)")
     p.add_argument("--seed", type=int, default=0, help="samples and gradient positions (default 0)")
+    p.add_argument("--ngram-order", type=int, default=20, help="order of the n-gram baseline fitted on the model's "
+                   "train split and kept in RUN/ngram-N for the next report (default 20; 0: no n-gram sections)")
+    p.add_argument("--ngram", metavar="NGRAM", help="a fitted n-gram folder (`rnnlens ngram`) to compare with instead")
 
     p = command("grid", "The paper's experiment grid: train every cell type x depth x size, one process per cell "
                 "and resumable, then tabulate the test losses beside an n-gram and map the models by their predictions.")
@@ -850,7 +853,7 @@ def cmd_report(args) -> int:
         source = f"{args.text}, characters 0\u2013{len(text):,} of {len(full):,}"
     report = build_report(args.run, text, text_source=source, device=args.device, progress=sys.stderr.isatty(),
                           max_chars=args.max_chars, seed=args.seed, unknown=args.unknown,
-                          replacement=args.replacement)
+                          replacement=args.replacement, ngram_order=args.ngram_order, ngram=args.ngram)
     print(report.save(out))
     return 0
 
@@ -1054,11 +1057,7 @@ def cmd_kl(args) -> int:
         raise RnnlensError(f"{args.text} has {len(text)} usable character(s); comparing predictions needs at least 2")
     loaded = {name: rnnlens.load(path, device=args.device) for name, path in baselines.items()}
     if orders:
-        try:
-            from rnnlens.ngram import train_ngram
-        except ImportError:
-            raise RnnlensError("--ngram-orders needs the n-gram models (rnnlens.ngram), which this installation "
-                               "lacks; pass baselines with --baseline NAME=PATH instead") from None
+        from rnnlens.ngram import train_ngram
         train = latest.meta.get("train", {})
         data = args.data or train.get("data")
         if not data:
@@ -1098,24 +1097,9 @@ def cmd_kl(args) -> int:
     return 0
 
 
-def load_any_model(run, device: str = "cpu"):
-    """A neural run (folder or checkpoint) or a fitted n-gram folder, whichever `run` is."""
-    import rnnlens
-    try:
-        from rnnlens.ngram import NGramModel, is_ngram
-    except ImportError:  # an installation without n-gram models: neural runs only
-        is_ngram = None
-    if is_ngram is not None and is_ngram(run):
-        return NGramModel.load(run)
-    return rnnlens.load(run, device=device)
-
-
-def model_chars(model) -> list[str]:
-    return list(model.vocab.chars) if hasattr(model, "vocab") else list(model.chars)
-
-
 def score_runs(runs, text: str, device: str) -> list:
     """Each run's Predictions over `text`, named after its folder; every run must know every character."""
+    import rnnlens
     from rnnlens.analysis.classes import unique_names
     from rnnlens.analysis.gradients import model_label
     from rnnlens.predictions import predict
@@ -1123,9 +1107,9 @@ def score_runs(runs, text: str, device: str) -> list:
         raise RnnlensError("the text has fewer than 2 characters; give a longer --text")
     preds = []
     for run in runs:
-        model = load_any_model(run, device)
+        model = rnnlens.load(run, device=device)
         name = model_label(getattr(model, "path", None) or run) if hasattr(model, "vocab") else Path(run).name
-        missing = sorted(set(text) - set(model_chars(model)))
+        missing = sorted(set(text) - set(model.vocab.chars))
         if missing:
             shown = ", ".join(repr(c) for c in missing[:10]) + (" ..." if len(missing) > 10 else "")
             raise RnnlensError(f"{run} never saw {len(missing)} of the text's characters ({shown}); compare models "
@@ -1227,6 +1211,7 @@ def training_text(args, run) -> tuple[str, tuple] | None:
 
 
 def cmd_errors(args) -> int:
+    import rnnlens
     from rnnlens.analysis.errors import (
         check_settings,
         compare_taxonomies,
@@ -1243,13 +1228,9 @@ def cmd_errors(args) -> int:
     check_settings(args.threshold, args.memory, args.rare, (2, 5))
     ngram_module = None
     if not args.no_oracle:
-        try:
-            import rnnlens.ngram as ngram_module
-        except ImportError:
-            raise RnnlensError("the n-gram oracle needs rnnlens.ngram, which this installation does not have; "
-                               "pass --no-oracle to leave the n-gram category empty") from None
+        import rnnlens.ngram as ngram_module
     text = read_text_argument(args)
-    first = load_any_model(args.runs[0], args.device)
+    first = rnnlens.load(args.runs[0], device=args.device)
     found = training_text(args, first)
     if found is None:
         raise RnnlensError(f"{args.runs[0]} does not say which corpus it was trained on; give the training corpus "
@@ -1260,14 +1241,14 @@ def cmd_errors(args) -> int:
     oracle = None
     if ngram_module is not None:
         if args.ngram:
-            ngram = load_any_model(args.ngram)
+            ngram = rnnlens.load(args.ngram)
             if not hasattr(ngram, "order"):
                 raise RnnlensError(f"--ngram {args.ngram} is not an n-gram folder; fit one with "
                                    f"`rnnlens ngram --data CORPUS --order 9 --out {args.ngram}`")
         else:
             print(f"fitting a 9-gram on the training split of {data} for the oracle", file=sys.stderr)
             ngram = ngram_module.train_ngram(str(data), 9, glob=glob, split=split)
-        missing = sorted(set(text) - set(model_chars(ngram)))
+        missing = sorted(set(text) - set(ngram.chars))
         if missing:
             raise RnnlensError(f"the oracle's n-gram never saw {len(missing)} of the text's characters "
                                f"({', '.join(repr(c) for c in missing[:10])}); use --ngram with one fitted on "

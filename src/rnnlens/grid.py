@@ -635,17 +635,12 @@ class _Runner:
 
     # ------------------------------------------------------------------------- baseline, table, map
     def ngram(self, order: int, map_chars: int) -> dict | None:
-        """Fit (or reload) the n-gram baseline and score it; None, with a note, when rnnlens.ngram is missing."""
-        try:
-            from rnnlens import ngram as ngram_module
-        except ImportError as e:
-            self.say(f"note: no n-gram baseline ({e}); the table is written without it")
-            return None
+        """Fit (or reload) the n-gram baseline and score it."""
+        from rnnlens import ngram as ngram_module
         from rnnlens.predictions import TINY, predict
         folder = self.out / f"ngram-{order}"
         try:
-            is_ngram = getattr(ngram_module, "is_ngram", None)
-            if folder.exists() and is_ngram is not None and is_ngram(folder):
+            if ngram_module.is_ngram(folder):
                 model = ngram_module.NGramModel.load(folder)
             else:
                 self.say(f"fitting the {order}-gram baseline on the train split ...")
