@@ -215,8 +215,12 @@ class StandInNGram:
 
 
 def stand_in_ngram_module():
+    """rnnlens.ngram with a unigram fit in place of train_ngram (the rest is the real module's), so the
+    table's n-gram value is known exactly."""
+    import rnnlens.ngram as real
     from rnnlens.corpus import load_corpus
     mod = types.ModuleType("rnnlens.ngram")
+    mod.NGramModel = real.NGramModel
 
     def train_ngram(data, order, out=None, *, smoothing="kn", glob=None, split=None):
         corpus = load_corpus(data, glob=glob, split=split)
@@ -225,7 +229,7 @@ def stand_in_ngram_module():
         return StandInNGram(corpus.vocab.chars, counts / counts.sum(), order)
 
     mod.train_ngram = train_ngram
-    mod.is_ngram = lambda path: False
+    mod.is_ngram = lambda path: False  # the stand-in is never saved, so the grid fits it each time
     mod.fitted = []
     return mod
 
@@ -249,6 +253,7 @@ def tiny_grid(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RNNLENS_CACHE", str(root / "cache"))
         mp.setitem(sys.modules, "rnnlens.ngram", stand_in)
+        mp.setattr(rnnlens, "ngram", stand_in, raising=False)
         code, out, err = grid_main("--data", data, *TINY, "--workers", 2, "--ngram-order", 5, "--out", root / "g")
     assert code == 0, err
     return {"root": root, "data": data, "grid": root / "g", "stdout": out, "ngram": stand_in}

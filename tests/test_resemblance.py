@@ -3,8 +3,6 @@
 import csv
 import json
 import math
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -178,7 +176,8 @@ def test_cli_kl_fits_ngram_orders(runs, tmp_path, capsys, monkeypatch):
     def train_ngram(data, order, out=None, **kw):
         made.append((data, order, kw))
         return StandIn(chars, order)
-    monkeypatch.setitem(sys.modules, "rnnlens.ngram", types.SimpleNamespace(train_ngram=train_ngram))
+    from rnnlens import ngram
+    monkeypatch.setattr(ngram, "train_ngram", train_ngram)
     code, stdout, err = run_cli(capsys, "kl", runs["lstm"], "--text", runs["held"], "--ngram-orders", "2,1",
                                 "--out", tmp_path, "--json")
     assert code == 0, err

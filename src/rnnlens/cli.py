@@ -234,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="report.html", help="the page to write (default report.html)")
     p.add_argument("--seed", type=int, default=0, help="samples and gradient positions (default 0)")
     p.add_argument("--ngram-order", type=int, default=20, help="order of the n-gram baseline fitted on the model's "
-                   "train split and kept in RUN/ngram-N for the next report (default 20; 0: no n-gram sections)")
+                   "train split (default 20; 0: no n-gram sections)")
     p.add_argument("--ngram", metavar="NGRAM", help="a fitted n-gram folder (`rnnlens ngram`) to compare with instead")
 
     p = command("grid", "The paper's experiment grid: train every cell type x depth x size, one process per cell "
