@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 import time
@@ -301,6 +302,7 @@ def cmd_train(args) -> int:
         ctx = distributed.current()
         if ctx.active and distributed.is_comm_error(e):
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = re.sub(r"\[[^\]]*\.(cc|cpp|h):\d+\]\s*", "", first)  # gloo's source location
             raise RnnlensError(f"rank {ctx.rank} of {ctx.world} lost contact with the other ranks ({first[:200]}); "
                                "a rank died or the network failed; the last checkpoint is intact: continue with "
                                "--resume") from None

@@ -270,9 +270,11 @@ class Trainer:
         trainer.load_training_tensors(ckpt)
         saved_by = int(meta.get("world_size", 1))
         if saved_by != ctx.world:
+            rng = (f"ranks {saved_by}..{ctx.world - 1} start new random streams" if ctx.world > saved_by else
+                   f"the random streams of ranks {ctx.world}..{saved_by - 1} are dropped")
             trainer.log(f"note: this run was saved by {saved_by} rank(s) and resumes on {ctx.world}: the carried state "
-                        "of the streams is redistributed (exact); ranks without a saved random stream start a new "
-                        "one (dropout masks differ from an uninterrupted run)")
+                        f"of all {cfg.batch_size} streams is redistributed (exact); {rng}, so with dropout the masks "
+                        "differ from an uninterrupted run")
         return trainer
 
     def load_training_tensors(self, ckpt) -> None:
