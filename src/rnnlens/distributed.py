@@ -228,7 +228,7 @@ def shutdown() -> None:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         try:
             torch.distributed.destroy_process_group()
-        except Exception:  # a peer is gone: nothing left to tidy
+        except (RuntimeError, ValueError):  # a peer is gone: nothing left to tidy
             pass
     _CONTEXT = Context()
 
