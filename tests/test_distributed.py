@@ -216,3 +216,15 @@ def test_killing_a_rank_reports_it_keeps_the_checkpoint_and_resume_completes(tmp
     state = read_checkpoint(run / LAST).meta["state"]
     assert state["step"] == step + 5 and state["done"]
     shutil.rmtree(run)
+
+
+def test_bf16_on_a_cpu_trains_or_says_why_in_one_line(tmp_path, capsys):
+    """oneDNN has a bf16 LSTM only on CPUs with bf16 instructions (this machine's has none)."""
+    data = tmp_path / "in.txt"
+    data.write_text(make_text(50))
+    code, _, err = run_cli(capsys, "train", "--data", data, "--size", "8", "--batch-size", "2", "--seq-len", "10",
+                           "--max-steps", "2", "--bf16", "--device", "cpu", "--quiet", "--out", tmp_path / "r")
+    if code == 2:
+        assert "--bf16 does not run on this CPU" in err and "drop --bf16" in err and "Traceback" not in err
+    else:
+        assert code == 0 and (tmp_path / "r" / LAST).exists()

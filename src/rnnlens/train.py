@@ -191,6 +191,8 @@ class Trainer:
             self.log("note: the validation split is empty; best.safetensors will track the last step instead")
         torch.manual_seed(cfg.seed)
         self.model = CharRNN(model_cfg).to(self.device)
+        if cfg.bf16 and self.device.type == "cpu":
+            _check_cpu_bf16(self.model)
         self.dist.seed_rank(cfg.seed)
         self.step_model = self.dist.wrap(self.model)  # DDP averages the gradients over ranks
         if cfg.compile:
@@ -613,6 +615,16 @@ class Trainer:
             plot_loss_curve(self.run_dir / "metrics.jsonl", self.run_dir / "loss.png")
         except Exception as e:  # a figure must never cost a finished run
             self.log(f"note: could not draw loss.png ({e})")
+
+
+def _check_cpu_bf16(model: CharRNN) -> None:
+    """oneDNN runs a bf16 LSTM only on CPUs with bf16 instructions; elsewhere say so in one line."""
+    try:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            model(torch.zeros(1, 2, dtype=torch.long))
+    except RuntimeError as e:
+        raise RnnlensError(f"--bf16 does not run on this CPU ({str(e).splitlines()[0][:80]}...); drop --bf16: "
+                           "bf16 autocast is meant for GPUs (--device cuda)") from None
 
 
 def _in_main_thread() -> bool:
