@@ -595,11 +595,13 @@ class Trainer:
             return None
 
         def on_signal(signum, frame):
-            # distributed: torchrun's agent forwards the terminal's Ctrl-C, so each rank gets it twice
+            # distributed: torchrun's agent forwards the signal to every rank and kills them after its
+            # shutdown timeout; a rank must not quit mid-step alone (the others would wait on it)
             if signum == signal.SIGINT and self._stop_signal and not self.dist.active:
                 raise KeyboardInterrupt
             self._stop_signal = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-            self.log(f"\n{self._stop_signal}: stopping after this step and saving (Ctrl-C again to quit without saving)")
+            again = "" if self.dist.active else " (Ctrl-C again to quit without saving)"
+            self.log(f"\n{self._stop_signal}: stopping after this step and saving{again}")
         old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         return old
 
