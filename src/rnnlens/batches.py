@@ -24,11 +24,16 @@ class StreamBatches:
     """
 
     def __init__(self, data: np.ndarray, batch_size: int, seq_len: int, split_name: str = "train",
-                 file: tuple[str | os.PathLike, int] | None = None):
+                 file: tuple[str | os.PathLike, int] | None = None, rows: range | None = None):
         """`file` = (path, byte offset of data[0]) of the array on disk: windows are then read
-        with pread, so the process never maps the corpus and its RSS does not grow with it."""
+        with pread, so the process never maps the corpus and its RSS does not grow with it.
+        `rows`: the streams this process owns (data-parallel training: rank r of N owns
+        range(r*B/N, (r+1)*B/N)); the layout, L and W stay those of all B streams."""
         self.data = data
         self.batch_size = batch_size
+        self.rows = range(batch_size) if rows is None else rows
+        if len(self.rows) == 0 or self.rows.start < 0 or self.rows.stop > batch_size:
+            raise ValueError(f"rows {self.rows} is not a part of the {batch_size} streams")
         self.seq_len = seq_len
         self.stream_len = (len(data) - 1) // batch_size
         self.windows = self.stream_len // seq_len
@@ -47,15 +52,16 @@ class StreamBatches:
             os.close(self._fd)
 
     def window(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x, y) for window k, both [B, T] int64 on the CPU."""
-        B, T, L = self.batch_size, self.seq_len, self.stream_len
-        starts = np.arange(B) * L + k * T  # [B]
+        """(x, y) for window k, both [b, T] int64 on the CPU (b = len(rows), B when all)."""
+        T, L = self.seq_len, self.stream_len
+        starts = np.arange(self.rows.start, self.rows.stop) * L + k * T  # [b]
+        b = len(starts)
         if self._fd is not None:
             size = self.data.dtype.itemsize
             rows = [os.pread(self._fd, (T + 1) * size, self._base + int(s) * size) for s in starts]
-            chunk = np.frombuffer(b"".join(rows), dtype=self.data.dtype).reshape(B, T + 1)
+            chunk = np.frombuffer(b"".join(rows), dtype=self.data.dtype).reshape(b, T + 1)
         else:
-            idx = starts[:, None] + np.arange(T + 1)[None, :]  # [B, T+1]; fancy indexing reads only these
+            idx = starts[:, None] + np.arange(T + 1)[None, :]  # [b, T+1]; fancy indexing reads only these
             chunk = self.data[idx]
         chunk = torch.from_numpy(np.asarray(chunk, dtype=np.int64))
         return chunk[:, :-1], chunk[:, 1:]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 import time
@@ -22,7 +23,8 @@ EXAMPLES = {
   rnnlens train --data linux/ --glob '**/*.c' --params 3.3M --model gru --max-epochs 20 --out runs/gru
   rnnlens train --resume runs/shakespeare --max-epochs 50
   rnnlens train --data input.txt --model ffn --context 20 --size 512 --time-budget 5m --out runs/nnn20
-  rnnlens train --data input.txt --size 128 --time-budget 3m --snapshot-every 100 --out runs/lstm""",
+  rnnlens train --data input.txt --size 128 --time-budget 3m --snapshot-every 100 --out runs/lstm
+  rnnlens train --data big.txt --nproc 4 --batch-size 64 --max-epochs 5 --out runs/ddp   # 4 ranks (DDP)""",
     "sample": """examples:
   rnnlens sample runs/shakespeare --prime 'ROMEO:' --length 500 --temperature 0.8 --seed 1
   rnnlens sample runs/shakespeare --top-p 0.9 --num-samples 3
@@ -451,6 +453,10 @@ def add_train_arguments(p) -> None:
     g.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast (GPU)")
     g.add_argument("--compile", action="store_true", default=None, help="torch.compile the model (GPU)")
     g.add_argument("--tensorboard", action="store_true", default=None, help="also write TensorBoard events")
+    g.add_argument("--nproc", type=int, metavar="N",
+                   help="train data-parallel on N processes of this machine (DistributedDataParallel through "
+                        "torch.distributed.run: one GPU each, or gloo on CPUs; --batch-size stays the global "
+                        "batch); for several machines use torchrun, see docs/distributed.md")
     g = p.add_argument_group("run folder")
     g.add_argument("--out", help="run folder to create (default runs/DATE-TIME)")
     g.add_argument("--resume", metavar="RUN", help="continue this run exactly where it stopped")
@@ -504,6 +510,54 @@ MODEL_ARGS = ("model", "layers", "size", "dropout", "input", "embedding_size", "
 
 
 def cmd_train(args) -> int:
+    from rnnlens import distributed
+    if args.nproc is not None:
+        if args.nproc < 1:
+            raise RnnlensError(f"--nproc must be a number of processes >= 1, got {args.nproc}")
+        if distributed.launched_by_torchrun():
+            raise RnnlensError("--nproc starts the processes itself, but this one was started by torchrun; "
+                               "drop --nproc (torchrun's --nproc-per-node sets the count)")
+        if args.nproc > 1:
+            return launch_ranks(args)
+    try:
+        return train_here(args)
+    except Exception as e:
+        ctx = distributed.current()
+        if ctx.active and distributed.is_comm_error(e):
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = re.sub(r"\[[^\]]*\.(cc|cpp|h):\d+\]\s*", "", first)  # gloo's source location
+            raise RnnlensError(f"rank {ctx.rank} of {ctx.world} lost contact with the other ranks ({first[:200]}); "
+                               "a rank died or the network failed; the last checkpoint is intact: continue with "
+                               "--resume") from None
+        raise
+    finally:
+        distributed.shutdown()
+
+
+def launch_ranks(args) -> int:
+    """`rnnlens train --nproc N ...`: the same command as N ranks under torch.distributed.run."""
+    from rnnlens import distributed
+    argv, skip = [], False
+    for a in args.argv:  # the command line as given, less --nproc (the ranks must not launch again)
+        if skip:
+            skip = False
+            continue
+        key = a.split("=", 1)[0]
+        if len(key) >= 4 and "--nproc".startswith(key):  # argparse also takes an abbreviation
+            skip = "=" not in a
+        else:
+            argv.append(a)
+    if args.resume:
+        run_dir = args.resume
+    else:
+        run_dir = args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}"
+        if not args.out:  # one name for all ranks (each would read its own clock)
+            argv += ["--out", run_dir]
+    return distributed.launch(args.nproc, argv, run_dir)
+
+
+def train_here(args) -> int:
+    from rnnlens import distributed
     from rnnlens.corpus import load_corpus, parse_split
     from rnnlens.model import ModelConfig, count_parameters, parse_count, size_for_params
     from rnnlens.train import TrainConfig, Trainer, parse_duration
@@ -521,12 +575,17 @@ def cmd_train(args) -> int:
             raise RnnlensError(f"--resume continues a run as it was; drop --{model_given[0].replace('_', '-')}")
         trainer = Trainer.resume(args.resume, overrides={k: v for k, v in given.items()
                                                          if k not in ("data",)}, progress=progress)
-        print(f"resuming {args.resume} at step {trainer.state.step} (epoch {trainer.state.epoch}, "
-              f"window {trainer.state.window})", file=sys.stderr)
+        if trainer.dist.is_main:
+            print(f"resuming {args.resume} at step {trainer.state.step} (epoch {trainer.state.epoch}, "
+                  f"window {trainer.state.window}){ranks_note(trainer)}", file=sys.stderr)
     else:
         cfg = TrainConfig(**given)
-        corpus = load_corpus(cfg.data, glob=cfg.glob, split=cfg.split, encoding_errors=cfg.encoding_errors,
-                             progress=progress)
+        ctx = distributed.setup(cfg.device)
+        if ctx.active and not args.out:
+            raise RnnlensError("with several ranks give --out (each rank would name its own run folder otherwise)")
+        with ctx.local_main_first():  # one rank per machine prepares the corpus, the others find it cached
+            corpus = load_corpus(cfg.data, glob=cfg.glob, split=cfg.split, encoding_errors=cfg.encoding_errors,
+                                 progress=progress and ctx.is_main)
         model_kwargs = {k: getattr(args, k) for k in MODEL_ARGS if getattr(args, k) is not None}
         model_kwargs["cell"] = model_kwargs.pop("model", "lstm")
         if "context" in model_kwargs and model_kwargs["cell"] != "ffn":
@@ -540,13 +599,15 @@ def cmd_train(args) -> int:
             raise RnnlensError("give a stopping rule: --max-epochs, --max-steps or --time-budget")
         out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
         trainer = Trainer.start(out, model_cfg, cfg, force=args.force, progress=progress, corpus=corpus)
-        shape = (f"{model_cfg.size}-unit n-NN (ffn, context {model_cfg.context})" if model_cfg.cell == "ffn"
-                 else f"{model_cfg.layers}x{model_cfg.size} {model_cfg.cell.upper()}")
-        print(f"training a {shape} "
-              f"({count_parameters(model_cfg):,} parameters) on {corpus.name} "
-              f"({len(corpus):,} characters, vocabulary {len(corpus.vocab)}) into {out}", file=sys.stderr)
+        if trainer.dist.is_main:
+            shape = (f"{model_cfg.size}-unit n-NN (ffn, context {model_cfg.context})" if model_cfg.cell == "ffn"
+                     else f"{model_cfg.layers}x{model_cfg.size} {model_cfg.cell.upper()}")
+            print(f"training a {shape} ({count_parameters(model_cfg):,} parameters) on {corpus.name} "
+                  f"({len(corpus):,} characters, vocabulary {len(corpus.vocab)}) into {out}{ranks_note(trainer)}",
+                  file=sys.stderr)
     state = trainer.run()
-    report_training(trainer, state)
+    if trainer.dist.is_main:
+        report_training(trainer, state)
     return 130 if state.stop_reason and state.stop_reason.startswith("interrupted") else 0
 
 
@@ -589,6 +650,14 @@ def cmd_grid(args) -> int:
         print(f"{len(result.interrupted)} cell(s) stopped before their end: {', '.join(result.interrupted)}; "
               "run the same command again to resume them", file=sys.stderr)
     return 1 if result.failed or result.interrupted else 0
+
+
+def ranks_note(trainer) -> str:
+    d = trainer.dist
+    if not d.active:
+        return ""
+    return (f" on {d.world} ranks ({d.backend}, {trainer.cfg.batch_size // d.world} of the "
+            f"{trainer.cfg.batch_size} streams each)")
 
 
 def report_training(trainer, state) -> None:
@@ -1342,7 +1411,9 @@ COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "ngram":
 
 def main(argv=None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # `train --nproc` starts the same command again in each rank
     if not args.command:
         parser.print_help()
         return 2

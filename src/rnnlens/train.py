@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import sys
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from rnnlens import distributed
 from rnnlens.batches import StreamBatches
 from rnnlens.checkpoint import BEST, LAST, read_checkpoint, save_checkpoint, write_json_atomic
 from rnnlens.corpus import Corpus, load_corpus
@@ -174,23 +176,35 @@ class Trainer:
         self.model_cfg = model_cfg
         self.cfg = cfg
         self.state = state or TrainState()
-        self.progress = progress
+        # data-parallel (torchrun / --nproc): this rank owns streams `rows` of the global batch;
+        # rank 0 alone logs and writes files (see rnnlens/distributed.py)
+        self.dist = distributed.setup(cfg.device)
+        self.progress = progress and self.dist.is_main
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        if not self.dist.is_main:
+            self.log = lambda msg: None
         self.device = resolve_device(cfg.device)
         train_start = corpus.splits["train"][0] * corpus.data.dtype.itemsize
         self.batches = StreamBatches(corpus.split("train"), cfg.batch_size, cfg.seq_len, "train",
-                                     file=(corpus.directory / "data.bin", train_start))
+                                     file=(corpus.directory / "data.bin", train_start),
+                                     rows=self.dist.rows(cfg.batch_size))
         val = corpus.split("val")
         self.val_data = val if len(val) >= 2 else None
         if self.val_data is None:
             self.log("note: the validation split is empty; best.safetensors will track the last step instead")
         torch.manual_seed(cfg.seed)
         self.model = CharRNN(model_cfg).to(self.device)
-        self.step_model = torch.compile(self.model) if cfg.compile else self.model
+        if cfg.bf16 and self.device.type == "cpu":
+            _check_cpu_bf16(self.model)
+        self.dist.seed_rank(cfg.seed)
+        self.step_model = self.dist.wrap(self.model)  # DDP averages the gradients over ranks
+        if cfg.compile:
+            self.step_model = torch.compile(self.step_model)
         self.optimizer = make_optimizer(self.model, cfg)
         self.hidden = None
         self._tb = None
         self._stop_signal = None
+        self._agreed_stop = None  # distributed: a stop signal every rank knows of (see run)
         self._last_eval_step = None
 
     # ---------------------------------------------------------------- construction
@@ -201,26 +215,35 @@ class Trainer:
         """A new run. `model_cfg` may be None: then it is built from model_kwargs and the corpus vocab."""
         cfg = cfg or TrainConfig()
         run_dir = Path(run_dir)
+        ctx = distributed.setup(cfg.device)
         if run_dir.exists() and not run_dir.is_dir():
             raise RnnlensError(f"--out {run_dir} is a file, not a folder; choose another path")
         if run_dir.exists() and any(run_dir.iterdir()) and not force:
             raise RnnlensError(f"{run_dir} already holds files of another run; use --resume {run_dir} to continue it, "
                                "--force to overwrite it, or another --out")
-        corpus = corpus or load_corpus(cfg.data, glob=cfg.glob, split=cfg.split,
-                                       encoding_errors=cfg.encoding_errors, progress=progress)
+        ctx.barrier()  # every rank has looked at the folder before rank 0 writes into it
+        if corpus is None:
+            with ctx.local_main_first():
+                corpus = load_corpus(cfg.data, glob=cfg.glob, split=cfg.split,
+                                     encoding_errors=cfg.encoding_errors, progress=progress and ctx.is_main)
         if model_cfg is None:
             model_cfg = ModelConfig(vocab_size=len(corpus.vocab), **model_kwargs)
         elif model_cfg.vocab_size != len(corpus.vocab):
             raise RnnlensError(f"model vocab_size {model_cfg.vocab_size} does not match the corpus ({len(corpus.vocab)})")
-        if force and run_dir.exists():
-            for name in (LAST, BEST, "metrics.jsonl", "run.json", "summary.json", "loss.png"):
-                (run_dir / name).unlink(missing_ok=True)
-            for old in (run_dir / SNAPSHOTS).glob("step-*.safetensors"):  # another run's history
-                old.unlink()
-        run_dir.mkdir(parents=True, exist_ok=True)
+        if ctx.is_main:
+            if force and run_dir.exists():
+                for name in (LAST, BEST, "metrics.jsonl", "run.json", "summary.json", "loss.png"):
+                    (run_dir / name).unlink(missing_ok=True)
+                for old in (run_dir / SNAPSHOTS).glob("step-*.safetensors"):  # another run's history
+                    old.unlink()
+            run_dir.mkdir(parents=True, exist_ok=True)
         trainer = cls(run_dir, corpus, model_cfg, cfg, progress=progress, log=log)
-        write_json_atomic(run_dir / "run.json", trainer.describe())
+        if ctx.is_main:
+            write_json_atomic(run_dir / "run.json", trainer.describe())
         trainer.save_last()  # a good state to roll back to from the very first step
+        if not (run_dir / LAST).exists():  # a rank on another machine that does not share the folder
+            raise RnnlensError(f"rank {ctx.rank} cannot see {run_dir / LAST}, which rank 0 has written; with several "
+                               "machines, --out must be a folder every machine shares (NFS or the like)")
         if cfg.snapshot_every:
             trainer.save_snapshot()  # step 0: where the training-dynamics curves start
         return trainer
@@ -242,8 +265,10 @@ class Trainer:
                                    + ", ".join("--" + a.replace("_", "-") for a in sorted(allowed)))
             cfg_dict[k] = v
         cfg = TrainConfig.from_dict(cfg_dict)
-        corpus = load_corpus(cfg.data, glob=cfg.glob, split=cfg.split, encoding_errors=cfg.encoding_errors,
-                             progress=progress)
+        ctx = distributed.setup(cfg.device)
+        with ctx.local_main_first():
+            corpus = load_corpus(cfg.data, glob=cfg.glob, split=cfg.split, encoding_errors=cfg.encoding_errors,
+                                 progress=progress and ctx.is_main)
         if corpus.content_hash != meta.get("corpus", {}).get("content_hash"):
             raise RnnlensError(f"the corpus {cfg.data!r} changed since this run started (content hash differs); "
                                "resume with the original text or start a new run")
@@ -252,6 +277,13 @@ class Trainer:
         state.stop_reason = None
         trainer = cls(run_dir, corpus, ckpt.config, cfg, state=state, progress=progress, log=log)
         trainer.load_training_tensors(ckpt)
+        saved_by = int(meta.get("world_size", 1))
+        if saved_by != ctx.world:
+            rng = (f"ranks {saved_by}..{ctx.world - 1} start new random streams" if ctx.world > saved_by else
+                   f"the random streams of ranks {ctx.world}..{saved_by - 1} are dropped")
+            trainer.log(f"note: this run was saved by {saved_by} rank(s) and resumes on {ctx.world}: the carried state "
+                        f"of all {cfg.batch_size} streams is redistributed (exact); {rng}, so with dropout the masks "
+                        "differ from an uninterrupted run")
         return trainer
 
     def load_training_tensors(self, ckpt) -> None:
@@ -264,16 +296,12 @@ class Trainer:
         sd["state"] = per_param
         self.optimizer.load_state_dict(sd)  # moves tensors to each parameter's device and dtype
         hidden = ckpt.group("state")
-        if hidden:
-            tensors = [hidden[str(i)].to(self.device) for i in range(len(hidden))]
-            self.hidden = state_from_tensors(self.model_cfg.cell, tensors)
+        if hidden:  # [layers, B, H] of all streams; this rank carries its rows
+            tensors = self.dist.shard_state([hidden[str(i)] for i in range(len(hidden))], self.cfg.batch_size)
+            self.hidden = state_from_tensors(self.model_cfg.cell, [t.to(self.device) for t in tensors])
         else:
             self.hidden = None
-        rng = ckpt.group("rng")
-        if "cpu" in rng:
-            torch.set_rng_state(rng["cpu"])
-        if "cuda" in rng and self.device.type == "cuda":
-            torch.cuda.set_rng_state(rng["cuda"], self.device)
+        self.dist.restore_rng(ckpt.group("rng"), self.device, self.cfg.seed, self.state.step)
 
     def describe(self) -> dict:
         from rnnlens.model import count_parameters
@@ -296,24 +324,28 @@ class Trainer:
         for idx, entry in self.optimizer.state_dict()["state"].items():
             for k, v in entry.items():
                 extra[f"optim.{idx}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
-        if self.hidden is not None:
-            for i, t in enumerate(state_tensors(self.hidden)):
+        if self.hidden is not None:  # all B streams: the ranks' rows gathered in rank order
+            for i, t in enumerate(self.dist.gather_state(state_tensors(self.hidden))):
                 extra[f"state.{i}"] = t
-        extra["rng.cpu"] = torch.get_rng_state()
-        if self.device.type == "cuda":
-            extra["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        extra.update(self.dist.rng_tensors(self.device))  # 'rng.cpu' is rank 0's, 'rng.cpu.R' rank R's
         meta = {"kind": "training", "train": self.cfg.to_dict(), "state": asdict(self.state),
-                "corpus": self.corpus_info()}
-        save_checkpoint(self.run_dir / LAST, self.model, self.corpus.vocab, meta, extra)
+                "corpus": self.corpus_info(), "world_size": self.dist.world}
+        if self.dist.is_main:  # every rank holds the same weights and optimizer state
+            save_checkpoint(self.run_dir / LAST, self.model, self.corpus.vocab, meta, extra)
+        self.dist.barrier()  # the others wait until the file is complete
 
     def save_best(self, val_loss: float | None) -> None:
+        if not self.dist.is_main:
+            return
         meta = {"kind": "weights", "step": self.state.step, "epoch": self.state.epoch, "val_loss": val_loss,
                 "train": self.cfg.to_dict(), "corpus": self.corpus_info()}
         save_checkpoint(self.run_dir / BEST, self.model, self.corpus.vocab, meta)
 
-    def save_snapshot(self) -> Path:
+    def save_snapshot(self) -> Path | None:
         """The weights at this step, as snapshots/step-NNNNNN.safetensors (loadable like best.safetensors);
-        rnnlens.analysis.resemblance reads them to follow a model over training."""
+        rnnlens.analysis.resemblance reads them to follow a model over training. Rank 0 writes it."""
+        if not self.dist.is_main:
+            return None
         s = self.state
         meta = {"kind": "snapshot", "step": s.step, "epoch": s.epoch, "elapsed_s": s.elapsed,
                 "train": self.cfg.to_dict(), "corpus": self.corpus_info()}
@@ -396,14 +428,17 @@ class Trainer:
             return f"used the --time-budget of {cfg.time_budget:g} s"
         if cfg.patience and s.bad_evals >= cfg.patience:
             return f"validation loss did not improve for {cfg.patience} validations (--patience)"
-        if self._stop_signal:
-            return f"interrupted ({self._stop_signal})"
+        stop_signal = self._agreed_stop if self.dist.active else self._stop_signal
+        if stop_signal:
+            return f"interrupted ({stop_signal})"
         return None
 
     def validate(self) -> float | None:
         if self.val_data is None:
             return None
         bs = self.cfg.eval_batch_size or max(self.cfg.batch_size, 50)  # no gradients: wider is faster
+        if self.dist.active:  # each rank scores its share of the streams; sums and counts all_reduced
+            return distributed.evaluate_sharded(self.model, self.val_data, bs, self.cfg.seq_len, self.dist)
         return evaluate(self.model, self.val_data, batch_size=bs, seq_len=self.cfg.seq_len).loss
 
     def run(self) -> TrainState:
@@ -413,7 +448,7 @@ class Trainer:
             raise RnnlensError("give a stopping rule: --max-epochs, --max-steps or --time-budget")
         checkpoint_every = cfg.checkpoint_every or cfg.eval_every or 500
         chars_per_step = cfg.batch_size * cfg.seq_len
-        metrics = open(self.run_dir / "metrics.jsonl", "a")
+        metrics = open(self.run_dir / "metrics.jsonl" if self.dist.is_main else os.devnull, "a")
         bar = self._progress_bar()
         old_handlers = self._install_signal_handlers()
         loss_sum, loss_n, window_t0, window_steps = 0.0, 0, time.perf_counter(), 0
@@ -432,7 +467,12 @@ class Trainer:
                 y = y.to(self.device, non_blocking=True)
                 t0 = time.perf_counter()
                 loss, grad_norm = self.train_step(x, y)
-                s.elapsed += time.perf_counter() - t0
+                dt = time.perf_counter() - t0
+                if self.dist.active:  # one decision for all ranks: the global loss, one clock, any stop
+                    loss, dt, stop = self.dist.agree(loss, dt, self._stop_signal is not None)
+                    if stop and not self._agreed_stop:
+                        self._agreed_stop = self._stop_signal or "a stop signal on another rank"
+                s.elapsed += dt
                 exploding = smooth is not None and loss > max(3.0 * smooth, smooth + 5.0)
                 if not (math.isfinite(loss) and math.isfinite(grad_norm)) or exploding:
                     self.rollback("a non-finite loss" if not math.isfinite(loss) else
@@ -524,6 +564,8 @@ class Trainer:
                       + (" *best*" if improved else ""))
 
     def _write_metrics(self, metrics, row: dict) -> None:
+        if not self.dist.is_main:
+            return
         metrics.write(json.dumps(row) + "\n")
         metrics.flush()
         if self.cfg.tensorboard:
@@ -574,10 +616,13 @@ class Trainer:
             return None
 
         def on_signal(signum, frame):
-            if signum == signal.SIGINT and self._stop_signal:
+            # distributed: torchrun's agent forwards the signal to every rank and kills them after its
+            # shutdown timeout; a rank must not quit mid-step alone (the others would wait on it)
+            if signum == signal.SIGINT and self._stop_signal and not self.dist.active:
                 raise KeyboardInterrupt
             self._stop_signal = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-            self.log(f"\n{self._stop_signal}: stopping after this step and saving (Ctrl-C again to quit without saving)")
+            again = "" if self.dist.active else " (Ctrl-C again to quit without saving)"
+            self.log(f"\n{self._stop_signal}: stopping after this step and saving{again}")
         old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         return old
 
@@ -586,6 +631,8 @@ class Trainer:
             signal.signal(sig, handler)
 
     def _plot(self) -> None:
+        if not self.dist.is_main:
+            return
         from rnnlens.render.plots import plot_loss_curve
         try:
             plot_loss_curve(self.run_dir / "metrics.jsonl", self.run_dir / "loss.png")
@@ -598,6 +645,16 @@ SNAPSHOTS = "snapshots"
 
 def snapshot_path(run_dir: Path, step: int) -> Path:
     return Path(run_dir) / SNAPSHOTS / f"step-{step:06d}.safetensors"
+
+
+def _check_cpu_bf16(model: CharRNN) -> None:
+    """oneDNN runs a bf16 LSTM only on CPUs with bf16 instructions; elsewhere say so in one line."""
+    try:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            model(torch.zeros(1, 2, dtype=torch.long))
+    except RuntimeError as e:
+        raise RnnlensError(f"--bf16 does not run on this CPU ({str(e).splitlines()[0][:80]}...); drop --bf16: "
+                           "bf16 autocast is meant for GPUs (--device cuda)") from None
 
 
 def _in_main_thread() -> bool:
