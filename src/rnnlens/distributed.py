@@ -41,6 +41,12 @@ from rnnlens.errors import RnnlensError
 RANK_SEED_STRIDE = 1_000_003
 
 
+
+def stream_dim(state: torch.Tensor) -> int:
+    """The batch (stream) axis of a carried-state tensor: 1 for RNN/LSTM/GRU [layers, B, H], 0 for the
+    n-NN's [B, n-1] window of previous ids."""
+    return 1 if state.dim() == 3 else 0
+
 @dataclass
 class Context:
     """Where this process stands: rank of world ranks; `backend` is None when not distributed."""
@@ -107,18 +113,19 @@ class Context:
 
     # ------------------------------------------------------------ carried state
     def gather_state(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Each [layers, b, H] state tensor of this rank -> the [layers, B, H] tensor of all streams."""
-        return [torch.cat(self.gather(t), dim=1) for t in tensors]
+        """Each [layers, b, H] state tensor of this rank (an n-NN's: [b, n-1] ids) -> the tensor of all B streams."""
+        return [torch.cat(self.gather(t), dim=stream_dim(t)) for t in tensors]
 
     def shard_state(self, tensors: list[torch.Tensor], batch_size: int) -> list[torch.Tensor]:
-        """[layers, B, H] state tensors of all streams -> this rank's rows [layers, b, H]."""
+        """[layers, B, H] state tensors of all streams (an n-NN's: [B, n-1] ids) -> this rank's rows."""
         rows = self.rows(batch_size)
         out = []
         for t in tensors:
-            if t.shape[1] != batch_size:
-                raise RnnlensError(f"the checkpoint carries state for {t.shape[1]} streams but --batch-size is "
+            dim = stream_dim(t)
+            if t.shape[dim] != batch_size:
+                raise RnnlensError(f"the checkpoint carries state for {t.shape[dim]} streams but --batch-size is "
                                    f"{batch_size}; it is damaged or from another run")
-            out.append(t[:, rows.start:rows.stop].contiguous())
+            out.append(t.narrow(dim, rows.start, rows.stop - rows.start).contiguous())
         return out
 
     # ------------------------------------------------------------ RNG

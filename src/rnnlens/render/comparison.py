@@ -34,21 +34,14 @@ COMPARE_SCRIPT = r"""
 (function(){
 if(window.rnnlensCompare)return;window.rnnlensCompare=1;
 var tip;
-function count(s){return Array.from(s).length}
+function count(s){return window.rnnlens.count(s)}  // html.py's SCRIPT runs first on every page
 function prepare(view){
  if(view.rlc)return view.rlc;
  var d=view.dataset,f16=window.rnnlens.float16,data={a:f16(d.a),b:f16(d.b),start:+d.s};
  var n=0,parts=view.querySelector('.rl-text').children;
  for(var i=0;i<parts.length;i++){parts[i].rlStart=n;n+=count(parts[i].textContent);}
  return view.rlc=data;}
-function caretIndex(e,el){
- var node,off,r;
- if(document.caretPositionFromPoint){r=document.caretPositionFromPoint(e.clientX,e.clientY);if(r){node=r.offsetNode;off=r.offset;}}
- else if(document.caretRangeFromPoint){r=document.caretRangeFromPoint(e.clientX,e.clientY);if(r){node=r.startContainer;off=r.startOffset;}}
- if(!node||node.parentNode!==el)return 0;
- if(off>0){var rg=document.createRange();rg.setStart(node,off-1);rg.setEnd(node,off);var b=rg.getBoundingClientRect();
-  if(e.clientX<b.right&&e.clientY>=b.top&&e.clientY<=b.bottom)off--;}
- return Math.min(count(node.data.slice(0,off)),count(node.data)-1);}
+function caretIndex(e,el){return window.rnnlens.caretIndex(e,el)}
 function shown(c){return c==' '?'\u2423 (space)':c=='\n'?'\u21b5 (newline)':c=='\t'?'\u21e5 (tab)':c}
 function pct(l){return isNaN(l)?'-':(100*Math.exp(-l)).toPrecision(3)+'%'}
 document.addEventListener('mousemove',function(e){

@@ -157,7 +157,8 @@ document.addEventListener('mousemove',function(e){
  tip.style.left=x+'px';tip.style.top=y+'px';
 },{passive:true});
 // for fragments coloured by the browser, and for pages that build views from data
-window.rnnlens={paint:function(){document.querySelectorAll('.rl-text[data-c]').forEach(paint)},float16:f16};
+window.rnnlens={paint:function(){document.querySelectorAll('.rl-text[data-c]').forEach(paint)},float16:f16,
+ count:count,caretIndex:caretIndex};  // the comparison page's tooltip reuses these
 })();
 """.replace("LEVEL_CODES", LEVEL_CODES)
 
