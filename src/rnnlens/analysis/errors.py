@@ -229,12 +229,17 @@ def oracle_best(oracle: Sequence[Predictions] | np.ndarray | None, text: str) ->
 
 def ngram_oracle(ngram, text: str, orders: Sequence[int] = ORACLE_ORDERS) -> np.ndarray:
     """[T-1] max over the orders of p_order(true next character), from one fitted n-gram model
-    (rnnlens.ngram.NGramModel: predict(text, order=k) is its standalone order-k model). One order's
-    predictions are held at a time."""
+    (rnnlens.ngram.NGramModel: predict(text, order=k) is its standalone order-k model; its losses() gives
+    the true character's probability without the full distribution). One order is held at a time."""
     if max(orders) > ngram.order:
         raise RnnlensError(f"the oracle needs an n-gram of order >= {max(orders)}; this one has order {ngram.order}; "
                            f"fit one with `rnnlens ngram --order {max(orders)}`")
     best = np.zeros(len(text) - 1)
+    if hasattr(ngram, "losses"):  # rnnlens.ngram: the true character's probability alone, no [T-1, V] rows
+        ids = ngram.encode(text)
+        for k in orders:
+            np.maximum(best, np.exp(-ngram.losses(ids, k)), out=best)
+        return best
     for k in orders:
         np.maximum(best, ngram.predict(text, order=k).target_probs, out=best)
     return best
