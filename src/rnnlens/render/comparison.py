@@ -29,34 +29,29 @@ from rnnlens.render.html import (
 DEFAULT_SCALE = 2.0  # nats: a difference of 2 nats (a factor e^2 = 7.4 in probability) is full colour
 DEFAULT_LENGTH = 20_000
 
-# Tooltip for comparison views: its own listener and element, beside html.py's (which ignores these views).
+# Tooltip for comparison views: its own listener, beside html.py's (which hides the tip off its own views),
+# sharing html.py's tooltip element and caret code through window.rnnlens.
 COMPARE_SCRIPT = r"""
 (function(){
 if(window.rnnlensCompare)return;window.rnnlensCompare=1;
-var tip;
-function count(s){return window.rnnlens.count(s)}  // html.py's SCRIPT runs first on every page
+var R=function(){return window.rnnlens};  // html.py's SCRIPT, on every page before this one
+function count(s){return R().count(s)}
 function prepare(view){
  if(view.rlc)return view.rlc;
- var d=view.dataset,f16=window.rnnlens.float16,data={a:f16(d.a),b:f16(d.b),start:+d.s};
+ var d=view.dataset,f16=R().float16,data={a:f16(d.a),b:f16(d.b),start:+d.s};
  var n=0,parts=view.querySelector('.rl-text').children;
  for(var i=0;i<parts.length;i++){parts[i].rlStart=n;n+=count(parts[i].textContent);}
  return view.rlc=data;}
-function caretIndex(e,el){return window.rnnlens.caretIndex(e,el)}
-function shown(c){return c==' '?'\u2423 (space)':c=='\n'?'\u21b5 (newline)':c=='\t'?'\u21e5 (tab)':c}
 function pct(l){return isNaN(l)?'-':(100*Math.exp(-l)).toPrecision(3)+'%'}
 document.addEventListener('mousemove',function(e){
  var t=e.target,view=t.closest&&t.closest('.rl-cmp');
- if(!view||!t.parentNode||!t.parentNode.classList.contains('rl-text')){if(tip)tip.style.display='none';return;}
- var d=prepare(view),vd=view.dataset,i=t.rlStart+(t.tagName=='U'?0:caretIndex(e,t));
+ if(!view||!t.parentNode||!t.parentNode.classList.contains('rl-text'))return;  // html.py's listener hides the tip
+ var d=prepare(view),vd=view.dataset,i=t.rlStart+(t.tagName=='U'?0:R().caretIndex(e,t));
  var c=Array.from(t.textContent)[i-t.rlStart],la=d.a[i],lb=d.b[i];
- var lines=[shown(c)+'   #'+(d.start+i),vd.na+': p = '+pct(la),vd.nb+': p = '+pct(lb)];
+ var lines=[R().shown(c)+'   #'+(d.start+i),vd.na+': p = '+pct(la),vd.nb+': p = '+pct(lb)];
  if(!isNaN(la))lines.push('loss '+vd.nb+' \u2212 '+vd.na+' = '+(lb-la>=0?'+':'')+(lb-la).toFixed(3)+' nats');
  else lines.push('(first character: no prediction)');
- if(!tip){tip=document.createElement('div');tip.className='rl-tip';document.body.appendChild(tip);}
- tip.textContent=lines.join('\n');tip.style.display='block';
- var x=e.clientX+14,y=e.clientY+16,w=tip.offsetWidth,h=tip.offsetHeight;
- if(x+w>innerWidth-4)x=Math.max(4,e.clientX-w-10);if(y+h>innerHeight-4)y=Math.max(4,e.clientY-h-12);
- tip.style.left=x+'px';tip.style.top=y+'px';
+ R().showTip(e,lines);
 },{passive:true});
 })();
 """

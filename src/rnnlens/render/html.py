@@ -137,6 +137,12 @@ function paint(box){
 function shown(c){return c==' '?'\u2423 (space)':c=='\n'?'\u21b5 (newline)':c=='\t'?'\u21e5 (tab)':c}
 function num(x){return isNaN(x)?'nan':(x<0?'':'+')+x.toFixed(3)}
 function hide(){if(tip)tip.style.display='none'}
+function showTip(e,lines){
+ if(!tip){tip=document.createElement('div');tip.className='rl-tip';document.body.appendChild(tip);}
+ tip.textContent=lines.join('\n');tip.style.display='block';
+ var x=e.clientX+14,y=e.clientY+16,w=tip.offsetWidth,h=tip.offsetHeight;
+ if(x+w>innerWidth-4)x=Math.max(4,e.clientX-w-10);if(y+h>innerHeight-4)y=Math.max(4,e.clientY-h-12);
+ tip.style.left=x+'px';tip.style.top=y+'px';}
 document.addEventListener('mousemove',function(e){
  var t=e.target,view=t.closest&&t.closest('.rl-unit,.rl-strip');if(!view){hide();return;}
  var d=prepare(view),el,i,lines;
@@ -150,15 +156,11 @@ document.addEventListener('mousemove',function(e){
   for(var j=1;j<cells.length;j++)lines.push('  '+cells[j].textContent+'  '+(100*d.p[i*d.k+j-1]).toFixed(1)+'%'+(cells[j].classList.contains('t')?'  \u2190 true':''));
   var after=el.nextElementSibling;
   if(!isNaN(d.q[i]))lines.push('true next: '+(after?after.firstChild.textContent+'  ':'')+(100*d.q[i]).toFixed(1)+'%');}
- if(!tip){tip=document.createElement('div');tip.className='rl-tip';document.body.appendChild(tip);}
- tip.textContent=lines.join('\n');tip.style.display='block';
- var x=e.clientX+14,y=e.clientY+16,w=tip.offsetWidth,h=tip.offsetHeight;
- if(x+w>innerWidth-4)x=Math.max(4,e.clientX-w-10);if(y+h>innerHeight-4)y=Math.max(4,e.clientY-h-12);
- tip.style.left=x+'px';tip.style.top=y+'px';
+ showTip(e,lines);
 },{passive:true});
 // for fragments coloured by the browser, and for pages that build views from data
 window.rnnlens={paint:function(){document.querySelectorAll('.rl-text[data-c]').forEach(paint)},float16:f16,
- count:count,caretIndex:caretIndex};  // the comparison page's tooltip reuses these
+ count:count,caretIndex:caretIndex,shown:shown,showTip:showTip};  // the comparison page's tooltip reuses these
 })();
 """.replace("LEVEL_CODES", LEVEL_CODES)
 
