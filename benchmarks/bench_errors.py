@@ -107,7 +107,7 @@ def main() -> None:
     sgemm_probe("after")
     print(tax.table())
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\n| step | seconds | x predict |\n|---|---:|---:|")
+    print("\n| step | seconds | x predict |\n|---|---:|---:|")
     for name, seconds in times.items():
         print(f"| {name} | {seconds:.2f} | {seconds / times['predict']:.2f} |")
     print(f"\npeak RSS {rss:.0f} MB")

@@ -13,7 +13,6 @@ import rnnlens
 from rnnlens.errors import RnnlensError
 from rnnlens.render.report import (
     SECTIONS,
-    Section,
     model_card_section,
     saturation_section,
     timescales_section,
