@@ -83,6 +83,11 @@ def test_ranks_own_contiguous_blocks_of_the_global_streams():
     shards = [distributed.Context(rank=r, world=4).shard_state([state], 8)[0] for r in range(4)]
     assert shards[1].shape == (2, 2, 3)
     torch.testing.assert_close(torch.cat(shards, dim=1), state)
+    # an n-NN carries the last n-1 ids of each stream, [B, n-1]: split by rows too
+    ids = torch.arange(8 * 4).reshape(8, 4)
+    shards = [distributed.Context(rank=r, world=4).shard_state([ids], 8)[0] for r in range(4)]
+    assert shards[3].tolist() == ids[6:8].tolist()
+    torch.testing.assert_close(torch.cat(shards, dim=0), ids)
 
 
 def test_a_global_batch_that_does_not_split_is_refused():
