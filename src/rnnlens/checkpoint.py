@@ -98,6 +98,19 @@ def atomic_write(path: Path, write) -> None:
         pass
 
 
+def make_folder(path, what: str = "output") -> Path:
+    """Create the folder `path` (and its parents) or raise a one-line RnnlensError naming the problem."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise RnnlensError(f"{folder} is a file; give a folder for the {what}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RnnlensError(f"cannot create the {what} folder {folder}: {e.strerror or e}; choose another --out") \
+            from None
+    return folder
+
+
 def write_json_atomic(path: Path, obj) -> None:
     atomic_write(Path(path), lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
 

@@ -961,13 +961,8 @@ def analysis_trace(lm, text: str, names: list[str], args):
 
 
 def output_folder(path) -> Path:
-    folder = Path(path)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise RnnlensError(f"cannot create the output folder {folder}: {e.strerror or e}; choose another --out") \
-            from None
-    return folder
+    from rnnlens.checkpoint import make_folder
+    return make_folder(path)
 
 
 def write_analysis(args, result, stem: str, plot, title: str) -> tuple[Path, Path]:

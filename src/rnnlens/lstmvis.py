@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rnnlens.checkpoint import make_folder
 from rnnlens.errors import RnnlensError
 from rnnlens.render.html import write_atomically
 from rnnlens.trace import LAYER_ACTIVATIONS
@@ -105,13 +106,7 @@ def export_lstmvis(lm, text: str, out: str | Path, *, names=None, unknown: str =
 
     cfg = lm.config
     names = check_names(names, cfg.cell, cfg.layers) if names else default_names(cfg.cell, cfg.layers)
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise RnnlensError(f"--out {out} is a file; give a folder for the LSTMVis project")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise RnnlensError(f"cannot create the folder {out}: {e.strerror or e}; choose another --out") from None
+    out = make_folder(out, "LSTMVis project")
     run = Path(str(lm.path)).parent.name if lm.path else "model"
     project = project or f"rnnlens {run}"
 

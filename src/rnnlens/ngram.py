@@ -500,14 +500,8 @@ class NGramModel:
         """Write the folder `path` (ngram.safetensors: arrays + JSON header; ngram.json: the same JSON)."""
         from safetensors.numpy import save_file
 
-        from rnnlens.checkpoint import atomic_write, write_json_atomic
-        folder = Path(path)
-        if folder.exists() and not folder.is_dir():
-            raise RnnlensError(f"{folder} is a file; give a folder for the n-gram model")
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise RnnlensError(f"cannot create {folder}: {e.strerror or e}; choose another --out") from None
+        from rnnlens.checkpoint import atomic_write, make_folder, write_json_atomic
+        folder = make_folder(path, "n-gram model")
         arrays = {}
         for j, lv in enumerate(self.levels, start=1):
             arrays[f"level{j}.keys"] = np.ascontiguousarray(lv.keys, dtype=np.int64)

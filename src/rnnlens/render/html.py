@@ -22,10 +22,7 @@ script colours them: a 100,000-character view is about 0.5 MB.
 from __future__ import annotations
 
 import base64
-import contextlib
 import html
-import os
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -377,15 +374,11 @@ def write_html(path: str | Path, html_text: str) -> Path:
 def write_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call write(temporary path) in the target's folder, then rename it to `path`: a reader never
     sees half a file. A folder that cannot be written is a one-line RnnlensError."""
+    from rnnlens.checkpoint import atomic_write
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write(tmp)
-        os.replace(tmp, path)
+        atomic_write(path, write)
     except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         raise RnnlensError(f"cannot write {path}: {e.strerror or e}; choose a folder you can write to") from None
     return path
 
