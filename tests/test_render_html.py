@@ -1,11 +1,8 @@
 """Pictures of units over text: colour scales, HTML fragments and pages, the PNG, Trace.view."""
 
 import base64
-import html
 import json
 import re
-import shutil
-import subprocess
 from html.parser import HTMLParser
 
 import numpy as np
@@ -187,29 +184,29 @@ def test_long_views_are_coloured_by_the_browser_from_level_codes(monkeypatch):
     assert "<i class=" not in fragment
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the page's script")
-def test_the_browser_paints_exactly_the_server_markup_and_decodes_values(tmp_path):
+def test_the_browser_paints_exactly_the_server_markup_and_decodes_values(page, tmp_path):
+    """In Chromium: the page's script colours a long view from its level codes into the same markup the
+    server writes for short views, and decodes float16 values exactly."""
     trace = random_trace(300, seed=3)
     levels = DIVERGING.level(np.tanh(trace.unit("layer0.cell", 1)))
     expected = rh._coloured_markup(trace.text, levels, "d")
-    shown = html.unescape(trace.text.translate(rh._SHOWN))  # what the browser's textContent holds
     codes = "".join(rh.LEVEL_CODES[i] for i in levels)
     values = np.array([0.0, -0.5, 1.0, 65504.0, -2.5e-7, 0.333, 1e-3], dtype=np.float32)  # 2.5e-7: subnormal
-    script = f"""
-      globalThis.window = globalThis;
-      globalThis.atob = s => Buffer.from(s, 'base64').toString('latin1');
-      const box = {{textContent: {json.dumps(shown)}, dataset: {{c: {json.dumps(codes)}, k: 'd'}},
-                   removeAttribute() {{}}, innerHTML: ''}};
-      globalThis.document = {{addEventListener() {{}}, querySelectorAll: () => [box]}};
-      {rh.SCRIPT}
-      window.rnnlens.paint();
-      console.log(JSON.stringify({{html: box.innerHTML,
-        values: Array.from(window.rnnlens.float16({json.dumps(rh._float16_b64(values))}))}}));
-    """
-    path = tmp_path / "paint.js"
-    path.write_text(script)
-    result = json.loads(subprocess.run(["node", str(path)], capture_output=True, text=True, check=True).stdout)
-    assert result["html"] == expected
+    shown = trace.text.translate(rh._SHOWN)  # already markup: '<' is '&lt;' and so on, as the server writes it
+    path = tmp_path / "paint.html"
+    path.write_text(f"<!DOCTYPE html><meta charset=utf-8><div class=rl-text data-c='{codes}' data-k=d>{shown}</div>"
+                    f"<div id=expected>{expected}</div><script>{rh.SCRIPT}</script>", encoding="utf-8")
+    page.goto(path.as_uri())
+    result = page.evaluate(f"""() => {{
+        window.rnnlens.paint();
+        return {{painted: document.querySelector('.rl-text').innerHTML,
+                 expected: document.getElementById('expected').innerHTML,
+                 coded: document.querySelector('.rl-text').hasAttribute('data-c'),
+                 values: Array.from(window.rnnlens.float16({json.dumps(rh._float16_b64(values))}))}};
+    }}""")
+    assert not result["coded"]  # painted once: the codes are consumed
+    assert result["painted"] == result["expected"]  # both serialised by the browser, so quoting cannot differ
+    assert result["painted"].count("<i class=") == expected.count("<i class=") > 10
     assert np.array(result["values"], dtype=np.float64) == pytest.approx(values.astype(np.float16), rel=1e-6)
 
 
