@@ -24,8 +24,6 @@ The snapshots come from training with `--snapshot-every N` (RUN/snapshots/step-N
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import re
 from dataclasses import dataclass, field, replace
@@ -33,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlens.checkpoint import atomic_write, read_checkpoint
+from rnnlens.analysis.tables import write_csv as write_rows
+from rnnlens.checkpoint import read_checkpoint
 from rnnlens.errors import RnnlensError
 from rnnlens.predictions import Predictions, check_same_text, predict
 
@@ -105,14 +104,8 @@ class Resemblance:
                 for i in range(len(self.steps))]
 
     def write_csv(self, path: str | Path) -> Path:
-        path = Path(path)
-        buf = io.StringIO(newline="")
-        writer = csv.DictWriter(buf, fieldnames=["step", "seconds", "loss_nats",
+        return write_rows(path, self.to_rows(), ["step", "seconds", "loss_nats",
                                                  *(f"kl_{n}" for n in self.baselines), "closest"])
-        writer.writeheader()
-        writer.writerows(self.to_rows())
-        atomic_write(path, lambda tmp: Path(tmp).write_text(buf.getvalue(), newline=""))
-        return path
 
     def to_dict(self) -> dict:
         return {"chars": self.chars, "floor": self.floor, "unit": "nats",

@@ -20,7 +20,6 @@ million characters is never loaded whole.
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from rnnlens.analysis.streaming import check_gate_array, row_blocks
+from rnnlens.analysis.tables import write_csv as write_rows
 from rnnlens.errors import RnnlensError
 from rnnlens.trace import GATES, Trace
 
@@ -83,12 +83,7 @@ class Saturation:
                 for layer in range(self.layers) for g, gate in enumerate(self.gates) for unit in range(self.size)]
 
     def write_csv(self, path: str | Path) -> Path:
-        path = Path(path)
-        with open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=["layer", "gate", "unit", "left", "right"])
-            writer.writeheader()
-            writer.writerows(self.to_rows())
-        return path
+        return write_rows(path, self.to_rows(), ["layer", "gate", "unit", "left", "right"])
 
     def to_dict(self) -> dict:
         """JSON-ready: settings, the summary, and the per-unit fractions as nested lists [layer][gate][unit]."""

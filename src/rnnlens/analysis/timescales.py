@@ -30,7 +30,6 @@ gate: its memory decays through W_hh, which `rnnlens gradients` measures instead
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from rnnlens.analysis.streaming import check_gate_array, row_blocks
+from rnnlens.analysis.tables import write_csv as write_rows
 from rnnlens.errors import RnnlensError
 from rnnlens.trace import Trace
 
@@ -101,13 +101,8 @@ class Timescales:
                 for layer in range(self.layers) for unit in range(self.size)]
 
     def write_csv(self, path: str | Path) -> Path:
-        path = Path(path)
-        with open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=["layer", "unit", "mean", "geometric_mean", "half_life",
-                                                   "half_life_geometric"])
-            writer.writeheader()
-            writer.writerows(self.to_rows())
-        return path
+        return write_rows(path, self.to_rows(), ["layer", "unit", "mean", "geometric_mean", "half_life",
+                                                 "half_life_geometric"])
 
     def to_dict(self) -> dict:
         """JSON-ready (strict JSON: an infinite half-life is null). Per-unit lists are [layer][unit]."""
