@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # (see README.md), or run `make TORCH=torch setup`; any torch >= 2.1 already there is kept.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test lint clean
 
 setup: $(VENV)/.installed
 
@@ -21,6 +21,9 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

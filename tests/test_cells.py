@@ -13,7 +13,7 @@ from conftest import run_cli
 from rnnlens.analysis.cells import (CellScores, discover, exact_aucs, find_excerpt, gallery_entries, kinds_for,
                                     resolve_kinds)
 from rnnlens.analysis.features import bracket_depth, callable_feature, in_double_quotes
-from rnnlens.cli import cells_table
+from rnnlens.workflows.inspect import CellSearch
 from rnnlens.errors import RnnlensError
 from rnnlens.trace import Trace
 
@@ -159,7 +159,7 @@ def test_features_absent_from_the_text_are_nan_and_reported():
     entry = next(f for f in report["features"] if f["name"] == "in_url")
     assert entry["present"] is False and entry["best"] == []
     json.dumps(report)  # plain data only
-    table = cells_table(scores, 3, "lstm 1x4")
+    table = CellSearch(scores, {"cell": "lstm", "layers": 1, "size": 4}, "run", "text", top=3).summary()
     assert "in_url" in table and "not present in the text" in table
 
 

@@ -43,18 +43,18 @@ def test_matched_widths_give_the_lstm_parameter_count():
     cells = plan_cells(["lstm", "gru", "rnn"], [1, 2, 3], [64, 128, 256, 512], vocab_size=65, match_params=True)
     assert len(cells) == 36
     for c in cells:
-        cfg = ModelConfig(vocab_size=65, cell=c.cell, layers=c.layers, size=c.size)
+        cfg = ModelConfig(vocab_size=65, cell=c.cell_type, layers=c.layers, size=c.size)
         assert c.params == count_parameters(cfg)
         lstm = ModelConfig(vocab_size=65, cell="lstm", layers=c.layers, size=c.column)
         assert c.target == count_parameters(lstm)
-        if c.cell == "lstm":
+        if c.cell_type == "lstm":
             assert c.size == c.column and c.params == c.target
         else:
             assert abs(c.mismatch) < 0.01, c
             if c.column <= 128:  # the closest width, found by brute force (kept small: it is slow)
-                assert c.size == closest_width(c.cell, c.layers, c.column, 65)
+                assert c.size == closest_width(c.cell_type, c.layers, c.column, 65)
             for other in (c.size - 1, c.size + 1):  # neither neighbour is closer to the LSTM's count
-                n = count_parameters(ModelConfig(vocab_size=65, cell=c.cell, layers=c.layers, size=other))
+                n = count_parameters(ModelConfig(vocab_size=65, cell=c.cell_type, layers=c.layers, size=other))
                 assert abs(n - c.target) >= abs(c.params - c.target)
     by_name = {c.name: c for c in cells}
     # a GRU has 3 gate blocks to the LSTM's 4, a plain RNN 1: wider at the same count

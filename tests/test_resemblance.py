@@ -173,15 +173,16 @@ def test_cli_kl_fits_ngram_orders(runs, tmp_path, capsys, monkeypatch):
     chars = rnnlens.load(runs["lstm"]).vocab.chars
     made = []
 
-    def train_ngram(data, order, out=None, **kw):
-        made.append((data, order, kw))
+    def train_ngram(data=None, order=20, out=None, *, corpus=None, **kw):
+        made.append((data if corpus is None else corpus.content_hash, order, kw))
         return StandIn(chars, order)
     from rnnlens import ngram
     monkeypatch.setattr(ngram, "train_ngram", train_ngram)
     code, stdout, err = run_cli(capsys, "kl", runs["lstm"], "--text", runs["held"], "--ngram-orders", "2,1",
                                 "--out", tmp_path, "--json")
     assert code == 0, err
-    assert made[0][0] == str(runs["data"]) and made[0][1] == 2  # the run's corpus, the largest order
+    run_corpus = rnnlens.load(runs["lstm"]).meta["corpus"]["content_hash"]
+    assert made[0][0] == run_corpus and made[0][1] == 2  # the run's corpus, the largest order
     info = json.loads(stdout)
     assert list(info["baselines"]) == ["1-gram", "2-gram"]
     one = info["baselines"]["1-gram"]

@@ -12,7 +12,7 @@ import rnnlens
 from conftest import run_cli, train_tiny_runs
 from rnnlens.analysis import saturation as saturation_module
 from rnnlens.analysis.saturation import gate_saturation, saturation_names, strict_bounds
-from rnnlens import cli
+from rnnlens import runs as run_info
 from rnnlens.errors import RnnlensError
 from rnnlens.trace import Trace
 
@@ -166,7 +166,7 @@ def test_cli_saturation_through_a_temporary_trace_file(runs, capsys, tmp_path, m
     args = ("saturation", runs["lstm"], "--text", runs["text"], "--max-chars", 800, "--out", tmp_path, "--json")
     code, in_memory, err = run_cli(capsys, *args)
     assert code == 0, err
-    monkeypatch.setattr(cli, "IN_MEMORY_TRACE_BYTES", 0)  # every trace is "large": memory-mapped from a file
+    monkeypatch.setattr(run_info, "IN_MEMORY_BYTES", 0)  # every trace is "large": memory-mapped from a file
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
     code, mapped, err = run_cli(capsys, *args)

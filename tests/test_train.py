@@ -209,7 +209,7 @@ def test_checkpoint_write_is_atomic(tmp_path, text_file, monkeypatch):
         Path(filename).write_bytes(b"partial")
         raise OSError(28, "No space left on device")
     monkeypatch.setattr("rnnlens.checkpoint.save_file", crash)
-    with pytest.raises(OSError):
+    with pytest.raises(RnnlensError, match="No space left on device"):  # one line for the user, not a trace
         save_checkpoint(path, lm.model, lm.vocab, {"kind": "weights"})
     assert path.read_bytes() == before
     assert sorted(p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")) == []

@@ -8,7 +8,8 @@ import pytest
 from conftest import make_text
 
 import rnnlens
-from rnnlens.cli import main, resolve_activation
+from rnnlens.cli import main
+from rnnlens.workflows.viz import resolve_activation
 from rnnlens.render.colours import DIVERGING
 
 

@@ -16,17 +16,22 @@ import numpy as np
 import torch
 
 from rnnlens.checkpoint import BEST, find_checkpoint, read_checkpoint
-from rnnlens.corpus import Vocab, load_corpus
+from rnnlens.corpus import Vocab
 from rnnlens.errors import RnnlensError
 from rnnlens.evaluate import EvalResult, evaluate
-from rnnlens.model import CharRNN, ModelConfig, count_parameters, parse_count, size_for_params
+from rnnlens.model import CharRNN, ModelConfig, count_parameters
 from rnnlens.sample import SamplingOptions, generate
 from rnnlens.trace import DEFAULT_CHUNK, Trace, trace_ids
-from rnnlens.train import TrainConfig, Trainer, resolve_device
+from rnnlens.train import resolve_device
 
 
 class LanguageModel:
-    """A trained model with its vocabulary: sample from it, score text with it."""
+    """A trained RNN, LSTM, GRU or n-NN with its vocabulary: sample from it, score text with it, trace it.
+
+    It shares predict, evaluate, vocab, meta and path with rnnlens.ngram.NGramModel (rnnlens.predictions.
+    CharModel), so every comparison takes either; `kind` tells them apart."""
+
+    kind = "rnn"
 
     def __init__(self, model: CharRNN, vocab: Vocab, meta: dict | None = None, path: Path | None = None):
         self.model = model
@@ -66,45 +71,29 @@ class LanguageModel:
         """The continuation of `prime`: `length` sampled characters (see `stream` for the options)."""
         return "".join(self.stream(length, prime, **kwargs))
 
+    def predict(self, text: str, *, unknown: str = "error", replacement: str | None = None):
+        """The next-character distribution at every position of `text` (rnnlens.predictions.Predictions)."""
+        from rnnlens.predictions import Predictions
+        ids = self.vocab.encode(text, unknown=unknown, replacement=replacement)
+        trace = trace_ids(self.model, ids, self.vocab.chars, names=["probs"])
+        probs = np.asarray(trace["probs"][:-1], dtype=np.float32)  # the last row predicts past the end
+        return Predictions(trace.text, list(self.vocab.chars), probs)
+
     def evaluate(self, text: str | None = None, *, data: str | None = None, split: str = "test",
                  batch_size: int = 50, seq_len: int = 100, keep_losses: bool = False,
                  unknown: str = "error", glob: str | None = None,
                  split_fractions=None, encoding_errors: str = "strict") -> EvalResult:
         """Cross-entropy over a string (`text`), or over a split of a corpus (`data`, `split`).
 
-        With neither, the split of the corpus the model was trained on.
+        With neither, the split of the corpus the model was trained on (found from any folder).
         """
+        from rnnlens.runs import split_ids
         if text is not None:
             ids = self.vocab.encode(text, unknown=unknown)
         else:
-            if data is None:
-                data = self.meta.get("train", {}).get("data")
-                if data is None:
-                    raise RnnlensError("this checkpoint does not say which corpus it was trained on; pass --data")
-                glob = glob or self.meta["train"].get("glob")
-                split_fractions = split_fractions or self.meta["train"].get("split")
-            corpus = load_corpus(data, glob=glob, split=split_fractions, encoding_errors=encoding_errors)
-            part = corpus.split(split)
-            ids = self._translate(corpus.vocab, part, unknown)
+            ids = split_ids(self, data=data, split=split, glob=glob, split_fractions=split_fractions,
+                            encoding_errors=encoding_errors, unknown=unknown)
         return evaluate(self.model, ids, batch_size=batch_size, seq_len=seq_len, keep_losses=keep_losses)
-
-    def _translate(self, vocab: Vocab, ids: np.ndarray, unknown: str) -> np.ndarray:
-        """Ids in a corpus's vocabulary -> ids in the model's (they differ when evaluating on other text)."""
-        if vocab.chars == self.vocab.chars:
-            return ids
-        mapping = np.full(len(vocab), -1, dtype=np.int64)
-        index = {c: i for i, c in enumerate(self.vocab.chars)}
-        for j, c in enumerate(vocab.chars):
-            mapping[j] = index.get(c, -1)
-        out = mapping[np.asarray(ids, dtype=np.int64)]
-        if (out < 0).any():
-            missing = sorted({vocab.chars[j] for j in np.unique(np.asarray(ids)[out < 0])})
-            if unknown == "drop":
-                return out[out >= 0]
-            shown = ", ".join(repr(c) for c in missing[:20])
-            raise RnnlensError(f"the text has {len(missing)} characters the model never saw ({shown}); "
-                               "evaluate on text from the model's corpus, or use --unknown drop")
-        return out
 
     def trace(self, text: str, *, names=None, float16: bool = False, out: str | Path | None = None,
               unknown: str = "error", replacement: str | None = None, chunk: int = DEFAULT_CHUNK,
@@ -145,33 +134,22 @@ def load(run: str | Path, *, device: str = "cpu", which: str = BEST) -> Language
 
 
 def train(data: str = "pystdlib", out: str | Path = "runs/latest", *, model: str = "lstm",
-          params: int | str | None = None, force: bool = False, progress: bool = True, **kwargs) -> LanguageModel:
+          params: int | str | None = None, force: bool = False, progress: bool = True, **options) -> LanguageModel:
     """Train a model into `out` and return its best checkpoint.
 
     Keyword arguments are ModelConfig's fields (layers, size, dropout, input, embedding_size, init,
-    init_range, forget_bias) and TrainConfig's (batch_size, seq_len, lr, max_steps, time_budget, ...).
-    `params` (e.g. "3.3M") sizes the width to a parameter budget instead of `size`.
+    init_range, forget_bias, context) and TrainConfig's (batch_size, seq_len, lr, max_steps, time_budget,
+    ...), checked as `rnnlens train` checks its flags. `params` (e.g. "3.3M") sizes the width to a
+    parameter budget instead of `size`.
     """
-    model_fields = set(ModelConfig.__dataclass_fields__) - {"vocab_size", "cell"}
-    model_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in model_fields}
-    unknown = set(kwargs) - set(TrainConfig.__dataclass_fields__)
-    if unknown:
-        raise RnnlensError(f"unknown training option(s): {', '.join(sorted(unknown))}")
-    cfg = TrainConfig(data=str(data), **kwargs)
-    corpus = load_corpus(cfg.data, glob=cfg.glob, split=cfg.split, encoding_errors=cfg.encoding_errors,
-                         progress=progress)
-    model_cfg = ModelConfig(vocab_size=len(corpus.vocab), cell=model, **model_kwargs)
-    if params is not None:
-        if "size" in model_kwargs:
-            raise RnnlensError("give either --size or --params, not both")
-        model_cfg.size = size_for_params(model_cfg, parse_count(params) if isinstance(params, str) else params)
-    trainer = Trainer.start(out, model_cfg, cfg, force=force, progress=progress, corpus=corpus)
-    trainer.run()
+    from rnnlens.plan import start_run
+    start_run(out, data=data, model=model, params=params, force=force, progress=progress, **options).run()
     return load(out)
 
 
-def resume(run: str | Path, *, progress: bool = True, **overrides) -> LanguageModel:
-    """Continue a run from its last checkpoint (stopping rules and device may change)."""
-    trainer = Trainer.resume(run, overrides={k: v for k, v in overrides.items() if v is not None}, progress=progress)
-    trainer.run()
+def resume(run: str | Path, *, progress: bool = True, **options) -> LanguageModel:
+    """Continue a run from its last checkpoint. A new stopping rule (max_steps, max_epochs, time_budget)
+    replaces the old one; `data` says where its text is now when the run cannot find it."""
+    from rnnlens.plan import resume_run
+    resume_run(run, progress=progress, **options).run()
     return load(run)

@@ -27,6 +27,7 @@ from safetensors.torch import save_file
 
 from rnnlens.corpus import Vocab
 from rnnlens.errors import RnnlensError
+from rnnlens.fileio import atomic_write, make_folder, write_json_atomic  # noqa: F401 (re-exported)
 from rnnlens.model import CharRNN, ModelConfig
 
 FORMAT = "rnnlens-checkpoint"
@@ -74,47 +75,6 @@ def save_checkpoint(path: str | Path, model: CharRNN, vocab: Vocab, meta: dict,
     return path
 
 
-def atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path) for a temp file beside `path`, fsync it, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; checkpoints are ordinary files
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
-
-
-def make_folder(path, what: str = "output") -> Path:
-    """Create the folder `path` (and its parents) or raise a one-line RnnlensError naming the problem."""
-    folder = Path(path)
-    if folder.exists() and not folder.is_dir():
-        raise RnnlensError(f"{folder} is a file; give a folder for the {what}")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise RnnlensError(f"cannot create the {what} folder {folder}: {e.strerror or e}; choose another --out") \
-            from None
-    return folder
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
-
-
 def read_checkpoint(path: str | Path, map_location="cpu") -> Checkpoint:
     """Read one checkpoint file; every failure is a one-line RnnlensError."""
     path = Path(path)
@@ -150,6 +110,9 @@ def find_checkpoint(run: str | Path, prefer: str = BEST) -> Path:
     """A run folder -> its best (else last) checkpoint; a file -> itself."""
     run = Path(run)
     if run.is_file():
+        if run.suffix != ".safetensors":  # e.g. the text itself given where the run goes
+            raise RnnlensError(f"{run} is a {run.suffix or 'plain'} file, not a run; give the folder `rnnlens train "
+                               "--out` wrote (or its .safetensors checkpoint)")
         return run
     if not run.exists():
         raise RnnlensError(f"run {run} does not exist; train one with `rnnlens train --out {run}`")

@@ -190,6 +190,24 @@ class Vocab:
         ids[~known] = self.index(replacement)
         return ids
 
+    def translate(self, ids, to: "Vocab", unknown: str = "error") -> np.ndarray:
+        """Ids in this vocabulary -> ids in `to` (a text scored by a model of another corpus); characters
+        `to` lacks are an error, or dropped with unknown='drop'."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if self.chars == to.chars:
+            return ids
+        index = {c: i for i, c in enumerate(to.chars)}
+        mapping = np.array([index.get(c, -1) for c in self.chars], dtype=np.int64)
+        out = mapping[ids]
+        if (out < 0).any():
+            if unknown == "drop":
+                return out[out >= 0]
+            missing = sorted({self.chars[j] for j in np.unique(ids[out < 0])})
+            shown = ", ".join(repr(c) for c in missing[:20])
+            raise RnnlensError(f"the text has {len(missing)} characters the model never saw ({shown}); "
+                               "evaluate on text from the model's corpus, or use --unknown drop")
+        return out
+
     def decode(self, ids) -> str:
         """Ids (list, numpy array or CPU tensor) -> text."""
         arr = np.asarray(ids)
@@ -228,7 +246,7 @@ def _fraction(x) -> Fraction:
     return Fraction(str(float(x)))
 
 
-def _validate_split(split, flag: str = "--split") -> tuple[float, float, float]:
+def _validate_split(split, flag: str = "--split", need_train: bool = False) -> tuple[float, float, float]:
     form = "two or three fractions separated by commas, e.g. 0.9,0.05,0.05 or 0.9,0.1"
     try:
         vals = [float(v) for v in split]
@@ -242,7 +260,7 @@ def _validate_split(split, flag: str = "--split") -> tuple[float, float, float]:
         raise RnnlensError(f"{flag} fractions must be finite numbers, e.g. 0.9,0.05,0.05 (got {vals})")
     if any(v < 0 for v in vals):
         raise RnnlensError(f"{flag} fractions must be >= 0, e.g. 0.9,0.05,0.05 (got {vals})")
-    if vals[0] <= 0:
+    if need_train and vals[0] <= 0:
         raise RnnlensError(f"{flag} needs a train fraction above 0, e.g. 0.9,0.05,0.05 (got {vals})")
     if abs(sum(vals) - 1.0) > 1e-6:
         raise RnnlensError(f"{flag} fractions must sum to 1, e.g. 0.9,0.05,0.05 "
@@ -250,20 +268,21 @@ def _validate_split(split, flag: str = "--split") -> tuple[float, float, float]:
     return (vals[0], vals[1], vals[2])
 
 
-def parse_split(text: str) -> tuple[float, float, float]:
+def parse_split(text: str, flag: str = "--split", need_train: bool = True) -> tuple[float, float, float]:
     """Parse ``--split``: "0.8,0.1,0.1" (train,val,test) or "0.9,0.1" (test = 0).
-    Fractions must be >= 0, train > 0, and sum to 1 within 1e-6."""
+    Fractions must be >= 0 and sum to 1 within 1e-6; train > 0 when the split is for training
+    (scoring a whole file takes 0,0,1). `flag` is the option named in errors."""
     form = "two or three fractions separated by commas, e.g. 0.9,0.05,0.05 or 0.9,0.1"
     if not isinstance(text, str) or not text.strip():
-        raise RnnlensError(f"--split must be {form} (got {text!r})")
+        raise RnnlensError(f"{flag} must be {form} (got {text!r})")
     parts = [p.strip() for p in text.split(",")]
     try:
         vals = [float(p) for p in parts]
     except ValueError:
-        raise RnnlensError(f"--split must be {form} (got {text!r})") from None
+        raise RnnlensError(f"{flag} must be {form} (got {text!r})") from None
     if len(vals) not in (2, 3):
-        raise RnnlensError(f"--split must be {form} (got {text!r})")
-    return _validate_split(vals)
+        raise RnnlensError(f"{flag} must be {form} (got {text!r})")
+    return _validate_split(vals, flag, need_train)
 
 
 def split_positions(n: int, fractions: tuple[float, float, float]) -> dict[str, tuple[int, int]]:
@@ -640,3 +659,47 @@ def load_corpus(spec: str | Path, *, glob: str | None = None, split=None, encodi
                             encoding_errors=encoding_errors, cache_dir=cache_dir, progress=progress)
     corpus.name = name
     return corpus
+
+
+# ----------------------------------------------------------------------------- a run's corpus
+
+def cached_corpus(content_hash: str, *, split=None, name: str | None = None,
+                  cache_dir: Path | None = None) -> Corpus | None:
+    """The prepared corpus with this content hash, if the cache still holds it."""
+    folder = (cache_dir or cache_root()) / "corpora" / str(content_hash)
+    return Corpus(folder, name=name, split=split) if content_hash and _cache_ok(folder) else None
+
+
+def open_run_corpus(train: dict, corpus: dict, *, data: str | Path | None = None, glob: str | None = None,
+                    encoding_errors: str | None = None, run: str = "this run", progress: bool = False) -> Corpus:
+    """The corpus a run was trained on, found again wherever the run folder is now.
+
+    train: the run's TrainConfig as a dict (its data, glob, split, encoding_errors); corpus: the
+    checkpoint's corpus record (content_hash, split_fractions, name). The corpus is looked up by its
+    content hash in the cache first (no reading, no hashing); else `data` (a path the user gives, which
+    must hash the same), else the path or name the run recorded. Any other text is refused: a run's
+    splits only mean something on its own corpus.
+    """
+    content_hash = corpus.get("content_hash")
+    split = corpus.get("split_fractions") or train.get("split")
+    name = corpus.get("name")
+    found = cached_corpus(content_hash, split=split, name=name)
+    if found is not None:
+        return found
+    source = str(data) if data is not None else train.get("data")
+    if source is None:
+        raise RnnlensError(f"{run} does not say which corpus it was trained on; give it with --data")
+    try:
+        found = load_corpus(source, glob=glob if glob is not None else train.get("glob"), split=split,
+                            encoding_errors=encoding_errors or train.get("encoding_errors") or "strict",
+                            progress=progress)
+    except RnnlensError as e:
+        if data is not None:
+            raise
+        raise RnnlensError(f"{run} was trained on {source}, which is not in the cache and cannot be read from here "
+                           f"({e}); give that text with --data") from None
+    if content_hash and found.content_hash != content_hash:
+        given = "--data " + source if data is not None else source
+        raise RnnlensError(f"{given} is not the text {run} was trained on (its content hash differs); "
+                           "give the original text with --data")
+    return found

@@ -12,37 +12,32 @@ import sys
 import time
 from pathlib import Path
 
-from rnnlens.corpus import load_corpus
-from rnnlens.model import ModelConfig, count_parameters
-from rnnlens.train import TrainConfig, Trainer
+from rnnlens.plan import start_run
 
 # the winner at a 150 s budget (docs/benchmarks.md): a small model that sees many updates
-DEMO_MODEL = dict(cell="lstm", layers=1, size=256, dropout=0.0)
-DEMO_TRAIN = dict(batch_size=16, seq_len=100, optimizer="adam", lr=6e-3, lr_schedule="cosine", eval_every=1000)
+DEMO_OPTIONS = dict(model="lstm", layers=1, size=256, dropout=0.0, batch_size=16, seq_len=100, optimizer="adam",
+                    lr=6e-3, lr_schedule="cosine", eval_every=1000)
 TEMPERATURES = (0.5, 1.0)
 
 
 def run_demo(data: str = "pystdlib", time_budget: float = 180.0, out: str | Path | None = None, seed: int = 0,
              device: str = "auto", progress: bool = True, sample_length: int = 400) -> Path:
-    import rnnlens
+    from rnnlens.api import load
 
     def say(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
     out = Path(out or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}")
     say(f"rnnlens demo: preparing the corpus {data!r}")
-    cfg = TrainConfig(data=data, time_budget=time_budget, seed=seed, device=device, **DEMO_TRAIN)
-    corpus = load_corpus(data, progress=progress)
-    model_cfg = ModelConfig(vocab_size=len(corpus.vocab), **DEMO_MODEL)
-    say(f"training a {model_cfg.layers}x{model_cfg.size} LSTM ({count_parameters(model_cfg):,} parameters) "
-        f"on {corpus.name} ({len(corpus):,} characters, vocabulary {len(corpus.vocab)}) for {time_budget:g} s")
-    trainer = Trainer.start(out, model_cfg, cfg, progress=progress, corpus=corpus)
+    trainer = start_run(out, data=data, time_budget=time_budget, seed=seed, device=device, progress=progress,
+                        **DEMO_OPTIONS)
+    corpus, cfg = trainer.corpus, trainer.cfg
     state = trainer.run()
     if state.stop_reason and state.stop_reason.startswith("interrupted"):
         say(f"interrupted; continue with: rnnlens train --resume {out}")
         return out
 
-    lm = rnnlens.load(out, device=device if device != "auto" else "cpu")
+    lm = load(out, device=device if device != "auto" else "cpu")
     prime = _prime(corpus)
     samples = []
     for t in TEMPERATURES:
@@ -52,7 +47,7 @@ def run_demo(data: str = "pystdlib", time_budget: float = 180.0, out: str | Path
     (out / "samples.txt").write_text(
         "".join(f"--- temperature {t}, prime {prime!r}, seed {seed} ---\n{prime}{text}\n\n" for t, text in samples))
 
-    result = lm.evaluate(data=data, split="test", batch_size=cfg.batch_size, seq_len=cfg.seq_len)
+    result = lm.evaluate(split="test", batch_size=cfg.batch_size, seq_len=cfg.seq_len)
     info = {"split": "test", **result.to_dict(), "best_val_loss": state.best_val,
             "train_steps": state.step, "train_seconds": round(state.elapsed, 1)}
     (out / "eval.json").write_text(json.dumps(info, indent=2) + "\n")

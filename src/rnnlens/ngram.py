@@ -185,7 +185,11 @@ def count_levels(ids: np.ndarray, vocab_size: int, order: int, progress=None) ->
 
 
 class NGramModel:
-    """A character n-gram model over a fixed vocabulary; see the module docstring for the rules."""
+    """A character n-gram model over a fixed vocabulary; see the module docstring for the rules.
+
+    It shares predict, evaluate, vocab, meta and path with rnnlens.LanguageModel; `kind` tells them apart."""
+
+    kind = "ngram"
 
     def __init__(self, levels: list[Level], vocab: Vocab, *, smoothing: str = "kn", k: float = 1.0,
                  meta: dict | None = None, path: Path | None = None):
@@ -450,50 +454,23 @@ class NGramModel:
 
     def evaluate(self, text: str | None = None, *, data: str | None = None, split: str = "test",
                  keep_losses: bool = False, unknown: str = "error", glob: str | None = None,
-                 split_fractions=None, encoding_errors: str = "strict", order: int | None = None, **ignored):
+                 split_fractions=None, encoding_errors: str = "strict", order: int | None = None):
         """Cross-entropy (nats/char) over `text`, or over a split of a corpus (`data`; with neither, the
         corpus the model was trained on). Every character after the first is scored with its whole
-        history inside the text. Takes (and ignores) the RNN-only options batch_size and seq_len."""
-        from rnnlens.corpus import load_corpus
+        history inside the text."""
         from rnnlens.evaluate import EvalResult
+        from rnnlens.runs import split_ids
         if text is not None:
             ids = self.encode(text, unknown=unknown)
         else:
-            if data is None:
-                info = self.meta.get("train", {})
-                data = info.get("data")
-                if data is None:
-                    raise RnnlensError("this n-gram model does not say which corpus it was trained on; pass --data")
-                glob = glob or info.get("glob")
-                split_fractions = split_fractions or info.get("split")
-            corpus = load_corpus(data, glob=glob, split=split_fractions, encoding_errors=encoding_errors)
-            ids = translate_ids(corpus.vocab, self.vocab, corpus.split(split), unknown)
+            ids = split_ids(self, data=data, split=split, glob=glob, split_fractions=split_fractions,
+                            encoding_errors=encoding_errors, unknown=unknown)
         if len(ids) < 2:
             raise RnnlensError(f"the {split if text is None else 'text'} has {len(ids)} character(s); "
                                "scoring needs at least 2")
         losses = self.losses(ids, order)
         return EvalResult(loss=float(losses.mean()), chars=len(losses),
                           losses=losses.astype(np.float32) if keep_losses else None)
-
-    # ------------------------------------------------------------------ what only RNNs do
-    # rnnlens.load returns an NGramModel for an n-gram folder, so commands written for RNN runs
-    # (sample, trace, viz, cells, ...) can be handed one: they get a one-line error, not a traceback.
-    def _rnn_only(self, what: str):
-        return RnnlensError(f"{self.path or 'this model'} is an n-gram model; {what} needs an RNN run "
-                            "(a folder written by `rnnlens train`)")
-
-    @property
-    def config(self):
-        raise self._rnn_only("this command")
-
-    def trace(self, *args, **kwargs):
-        raise self._rnn_only("tracing activations")
-
-    def stream(self, *args, **kwargs):
-        raise self._rnn_only("sampling")
-
-    def sample(self, *args, **kwargs):
-        raise self._rnn_only("sampling")
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | Path) -> Path:
@@ -597,24 +574,6 @@ def sorted_searchsorted(keys: np.ndarray, q: np.ndarray) -> np.ndarray:
     return out
 
 
-def translate_ids(src: Vocab, dst: Vocab, ids: np.ndarray, unknown: str = "error") -> np.ndarray:
-    """Ids in vocabulary `src` -> ids in `dst` (a corpus scored by a model of another corpus)."""
-    ids = np.asarray(ids, dtype=np.int64)
-    if src.chars == dst.chars:
-        return ids
-    index = {c: i for i, c in enumerate(dst.chars)}
-    mapping = np.array([index.get(c, -1) for c in src.chars], dtype=np.int64)
-    out = mapping[ids]
-    if (out < 0).any():
-        if unknown == "drop":
-            return out[out >= 0]
-        missing = sorted({src.chars[j] for j in np.unique(ids[out < 0])})
-        shown = ", ".join(repr(c) for c in missing[:20])
-        raise RnnlensError(f"the text has {len(missing)} characters the model never saw ({shown}); "
-                           "evaluate on text from the model's corpus, or use --unknown drop")
-    return out
-
-
 def fit_ngram(ids: np.ndarray, vocab: Vocab, order: int, *, smoothing: str = "kn", k: float = 1.0,
               meta: dict | None = None) -> NGramModel:
     """Count every j-gram (j = 1..order) of `ids` (ids in `vocab`) into an NGramModel."""
@@ -631,16 +590,23 @@ def fit_ngram(ids: np.ndarray, vocab: Vocab, order: int, *, smoothing: str = "kn
     return NGramModel(levels, vocab, smoothing=smoothing, k=k, meta=meta)
 
 
-def train_ngram(data: str, order: int, out=None, *, smoothing: str = "kn", k: float = 1.0, glob: str | None = None,
-                split=None, encoding_errors: str = "strict", progress: bool = False) -> NGramModel:
+def train_ngram(data: str | None = None, order: int = 20, out=None, *, smoothing: str = "kn", k: float = 1.0,
+                glob: str | None = None, split=None, encoding_errors: str = "strict", corpus=None,
+                progress: bool = False) -> NGramModel:
     """Fit an n-gram model on the train split of a corpus (a file, a folder with `glob`, or a named
-    corpus, as `rnnlens train --data` takes) and save it into `out` when given."""
+    corpus, as `rnnlens train --data` takes; or a prepared rnnlens.corpus.Corpus) and save it into `out`
+    when given."""
     from rnnlens.corpus import load_corpus, parse_split
     order = check_order(order)
     smoothing, k = check_smoothing(smoothing, k)
     if isinstance(split, str):
         split = parse_split(split)
-    corpus = load_corpus(data, glob=glob, split=split, encoding_errors=encoding_errors, progress=progress)
+    if corpus is None:
+        if data is None:
+            raise RnnlensError("train_ngram needs a corpus: give data (a file, folder or corpus name) or corpus")
+        corpus = load_corpus(data, glob=glob, split=split, encoding_errors=encoding_errors, progress=progress)
+    else:
+        data, encoding_errors = corpus.meta.get("source", corpus.name), corpus.meta.get("encoding_errors", "strict")
     train = corpus.split("train")
     if len(train) == 0:
         raise RnnlensError(f"the train split of {corpus.name} is empty; give a larger corpus or a larger "
@@ -648,9 +614,12 @@ def train_ngram(data: str, order: int, out=None, *, smoothing: str = "kn", k: fl
     t0 = time.perf_counter()
     model = fit_ngram(train, corpus.vocab, order, smoothing=smoothing, k=k)
     seconds = time.perf_counter() - t0
-    model.meta = {"train": {"data": str(data), "glob": glob, "split": list(corpus.split_fractions),
-                            "corpus": corpus.name, "content_hash": corpus.content_hash,
-                            "train_chars": int(len(train)), "seconds": round(seconds, 3)}}
+    data_path = Path(str(data)).expanduser()
+    model.meta = {"train": {"data": str(data_path.resolve()) if data_path.exists() else str(data), "glob": glob,
+                            "split": list(corpus.split_fractions), "encoding_errors": encoding_errors,
+                            "train_chars": int(len(train)), "seconds": round(seconds, 3)},
+                  "corpus": {"name": corpus.name, "content_hash": corpus.content_hash, "chars": len(corpus),
+                             "split_fractions": list(corpus.split_fractions)}}
     if out is not None:
         model.save(out)
     return model

@@ -11,6 +11,8 @@ Row t (0 <= t < T-1) is the distribution over `chars` of text[t+1] given text[:t
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -85,18 +87,24 @@ def check_same_text(*preds: Predictions) -> str:
     return text
 
 
-def predict(model, text: str, *, name: str | None = None) -> Predictions:
-    """Predictions of any model kind over `text`.
+class CharModel(Protocol):
+    """What every model rnnlens loads offers: rnnlens.LanguageModel (RNN, LSTM, GRU, n-NN) and
+    rnnlens.ngram.NGramModel. `kind` is "rnn" or "ngram"; only an "rnn" has units, samples and traces."""
 
-    model: a rnnlens.LanguageModel (RNN, LSTM, GRU or n-NN) or anything with a
-    `predict(text) -> Predictions` method (rnnlens.ngram.NGramModel).
-    """
-    if hasattr(model, "predict"):
-        out = model.predict(text)
-    else:
-        trace = model.trace(text, names=["probs"])
-        probs = np.asarray(trace["probs"][:-1], dtype=np.float32)  # the last row predicts past the end
-        out = Predictions(text, list(model.vocab.chars), probs)
+    kind: str
+    vocab: object
+    meta: dict
+    path: object
+
+    def predict(self, text: str, *, unknown: str = "error", replacement: str | None = None) -> Predictions: ...
+
+    def evaluate(self, text: str | None = None, *, data=None, split: str = "test", keep_losses: bool = False,
+                 unknown: str = "error", glob=None, split_fractions=None, encoding_errors: str = "strict"): ...
+
+
+def predict(model: CharModel, text: str, *, name: str | None = None) -> Predictions:
+    """Predictions of any model kind over `text`, named `name`."""
+    out = model.predict(text)
     if name is not None:
         out.name = name
     return out

@@ -51,6 +51,7 @@ class ReportOptions:
     replacement: str | None = None
     ngram_order: int = 20         # the n-gram baseline fitted on the model's train split (0: no n-gram sections)
     ngram: str | None = None      # a fitted n-gram folder to use instead of fitting one
+    data: str | None = None       # where the model's training text is now, when its run cannot find it
 
     def check(self) -> None:
         from rnnlens.model import check_range

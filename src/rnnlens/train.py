@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from rnnlens import distributed
 from rnnlens.batches import StreamBatches
 from rnnlens.checkpoint import BEST, LAST, read_checkpoint, save_checkpoint, write_json_atomic
-from rnnlens.corpus import Corpus, load_corpus
+from rnnlens.corpus import Corpus, _validate_split, load_corpus, open_run_corpus
 from rnnlens.errors import RnnlensError
 from rnnlens.evaluate import evaluate
 from rnnlens.model import (CharRNN, ModelConfig, check_choice, check_range, detach_state,
@@ -33,6 +33,10 @@ SCHEDULES = ("step", "cosine", "constant")
 CLIP_MODES = ("norm", "value")
 DEVICES = ("auto", "cpu", "cuda")
 MAX_ROLLBACKS = 8
+STOPPING_OPTIONS = ("max_epochs", "max_steps", "time_budget")
+# What may change when a run resumes: when to stop, where to run, how often to write things down.
+RESUMABLE_OPTIONS = STOPPING_OPTIONS + ("patience", "device", "eval_every", "checkpoint_every", "snapshot_every",
+                                        "log_every", "tensorboard", "compile", "bf16")
 
 
 @dataclass
@@ -79,7 +83,7 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.split is not None:
-            self.split = tuple(self.split)
+            self.split = _validate_split(self.split, "--split", need_train=True)
         check_choice("--optimizer", self.optimizer, OPTIMIZERS)
         check_choice("--lr-schedule", self.lr_schedule, SCHEDULES)
         check_choice("--clip-mode", self.clip_mode, CLIP_MODES)
@@ -184,6 +188,8 @@ class Trainer:
         if not self.dist.is_main:
             self.log = lambda msg: None
         self.device = resolve_device(cfg.device)
+        if cfg.tensorboard:
+            _check_tensorboard()
         train_start = corpus.splits["train"][0] * corpus.data.dtype.itemsize
         self.batches = StreamBatches(corpus.split("train"), cfg.batch_size, cfg.seq_len, "train",
                                      file=(corpus.directory / "data.bin", train_start),
@@ -222,6 +228,9 @@ class Trainer:
             raise RnnlensError(f"{run_dir} already holds files of another run; use --resume {run_dir} to continue it, "
                                "--force to overwrite it, or another --out")
         ctx.barrier()  # every rank has looked at the folder before rank 0 writes into it
+        data_path = Path(cfg.data).expanduser()
+        if data_path.exists():  # the run must find its text again from any folder
+            cfg.data = str(data_path.resolve())
         if corpus is None:
             with ctx.local_main_first():
                 corpus = load_corpus(cfg.data, glob=cfg.glob, split=cfg.split,
@@ -230,6 +239,9 @@ class Trainer:
             model_cfg = ModelConfig(vocab_size=len(corpus.vocab), **model_kwargs)
         elif model_cfg.vocab_size != len(corpus.vocab):
             raise RnnlensError(f"model vocab_size {model_cfg.vocab_size} does not match the corpus ({len(corpus.vocab)})")
+        # everything that can fail on the user's settings (a text too short for one batch, no GPU, a missing
+        # package) fails here, in building the trainer, before the run folder is touched
+        trainer = cls(run_dir, corpus, model_cfg, cfg, progress=progress, log=log)
         if ctx.is_main:
             if force and run_dir.exists():
                 for name in (LAST, BEST, "metrics.jsonl", "run.json", "summary.json", "loss.png"):
@@ -237,7 +249,6 @@ class Trainer:
                 for old in (run_dir / SNAPSHOTS).glob("step-*.safetensors"):  # another run's history
                     old.unlink()
             run_dir.mkdir(parents=True, exist_ok=True)
-        trainer = cls(run_dir, corpus, model_cfg, cfg, progress=progress, log=log)
         if ctx.is_main:
             write_json_atomic(run_dir / "run.json", trainer.describe())
         trainer.save_last()  # a good state to roll back to from the very first step
@@ -257,26 +268,32 @@ class Trainer:
         if "train" not in meta or "state" not in meta:
             raise RnnlensError(f"{ckpt.path} holds weights only, not a training state; it cannot be resumed")
         cfg_dict = dict(meta["train"])
-        allowed = {"max_epochs", "max_steps", "time_budget", "patience", "device", "eval_every",
-                   "checkpoint_every", "snapshot_every", "log_every", "tensorboard", "compile", "bf16"}
-        for k, v in (overrides or {}).items():
-            if k not in allowed:
+        overrides = dict(overrides or {})
+        data = overrides.pop("data", None)  # where the original text is now, checked against its hash
+        for k, v in overrides.items():
+            if k not in RESUMABLE_OPTIONS:
                 raise RnnlensError(f"--{k.replace('_', '-')} cannot change when resuming; only "
-                                   + ", ".join("--" + a.replace("_", "-") for a in sorted(allowed)))
-            cfg_dict[k] = v
+                                   + ", ".join("--" + a.replace("_", "-") for a in RESUMABLE_OPTIONS))
+        if any(k in overrides for k in STOPPING_OPTIONS):  # a new stopping rule replaces the old one
+            for k in STOPPING_OPTIONS:
+                cfg_dict[k] = None
+        cfg_dict.update(overrides)
         cfg = TrainConfig.from_dict(cfg_dict)
         ctx = distributed.setup(cfg.device)
         with ctx.local_main_first():
-            corpus = load_corpus(cfg.data, glob=cfg.glob, split=cfg.split, encoding_errors=cfg.encoding_errors,
-                                 progress=progress and ctx.is_main)
-        if corpus.content_hash != meta.get("corpus", {}).get("content_hash"):
-            raise RnnlensError(f"the corpus {cfg.data!r} changed since this run started (content hash differs); "
-                               "resume with the original text or start a new run")
+            corpus = open_run_corpus(meta["train"], meta.get("corpus", {}), data=data, run=str(run_dir),
+                                     progress=progress and ctx.is_main)
         state = TrainState(**meta["state"])
         state.done = False
         state.stop_reason = None
         trainer = cls(run_dir, corpus, ckpt.config, cfg, state=state, progress=progress, log=log)
         trainer.load_training_tensors(ckpt)
+        old_rule = {k: meta["train"].get(k) for k in STOPPING_OPTIONS}
+        new_rule = {k: getattr(cfg, k) for k in STOPPING_OPTIONS}
+        if old_rule != new_rule and cfg.lr_schedule == "cosine":
+            trainer.log("note: the stopping rule changed, so the cosine learning-rate schedule now ends at the new "
+                        "stop: from here on the run is not bit-identical to one trained with this rule from the start "
+                        "(the step and constant schedules do not depend on the stop)")
         saved_by = int(meta.get("world_size", 1))
         if saved_by != ctx.world:
             rng = (f"ranks {saved_by}..{ctx.world - 1} start new random streams" if ctx.world > saved_by else
@@ -316,6 +333,7 @@ class Trainer:
     def corpus_info(self) -> dict:
         c = self.corpus
         return {"name": c.name, "content_hash": c.content_hash, "chars": len(c),
+                "split_fractions": list(c.split_fractions),
                 "splits": {k: list(v) for k, v in c.splits.items()}, "vocab_size": len(c.vocab)}
 
     # ---------------------------------------------------------------- checkpoints
@@ -570,10 +588,7 @@ class Trainer:
         metrics.flush()
         if self.cfg.tensorboard:
             if self._tb is None:
-                try:
-                    from torch.utils.tensorboard import SummaryWriter
-                except ImportError:
-                    raise RnnlensError("--tensorboard needs the tensorboard package: pip install 'rnnlens[tensorboard]'") from None
+                from torch.utils.tensorboard import SummaryWriter  # checked when the trainer was built
                 self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
             for k, v in row.items():
                 if k not in ("step", "epoch"):
@@ -641,6 +656,13 @@ class Trainer:
 
 
 SNAPSHOTS = "snapshots"
+
+
+def _check_tensorboard() -> None:
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+    except ImportError:
+        raise RnnlensError("--tensorboard needs the tensorboard package: pip install 'rnnlens[tensorboard]'") from None
 
 
 def snapshot_path(run_dir: Path, step: int) -> Path:

@@ -141,8 +141,8 @@ def baseline_predictions(baselines: dict, text: str, *, device: str = "cpu") -> 
     out = {}
     for name, b in baselines.items():
         if isinstance(b, (str, Path)):
-            import rnnlens
-            b = rnnlens.load(b, device=device)
+            from rnnlens.api import load
+            b = load(b, device=device)
         pred = b if isinstance(b, Predictions) else predict(b, text)
         if pred.text != text:
             raise RnnlensError(f"baseline '{name}' was scored on another text; score every baseline on the same text")

@@ -3,3 +3,34 @@
 engine.py computes (plain data, no HTTP); server.py is the FastAPI app and the safety limits;
 static/ holds the page (vanilla JS, no build step, nothing from the network).
 """
+
+from __future__ import annotations
+
+
+def open_explorer(runs, *, text: str | None = None, text_name: str | None = None, device: str = "cpu",
+                  max_text_bytes: int = 1_000_000, log=None):
+    """The Explorer over one or two RNN runs, starting on `text` (cut to max_text_bytes) or on a sample of
+    the first model. An n-gram folder is refused here, before anything is served: it has no units."""
+    from rnnlens.errors import RnnlensError
+    from rnnlens.explorer.engine import Explorer
+    from rnnlens.model import check_range
+    from rnnlens.workflows.inspect import load_rnn
+    runs = [str(r) for r in runs]
+    if len(runs) > 2:
+        raise RnnlensError(f"serve shows one or two models side by side; got {len(runs)}")
+    check_range("--max-text-bytes", max_text_bytes, 1, None, integer=True)
+    for run in runs:
+        load_rnn(run, device, "the explorer")
+    explorer = Explorer.from_runs(runs, device=device, max_text_bytes=max_text_bytes)
+    if text is not None:
+        raw = text.encode("utf-8", "surrogatepass")
+        if len(raw) > max_text_bytes:
+            text = raw[:max_text_bytes].decode("utf-8", "ignore")
+            if log is not None:
+                log(f"{text_name}: the page starts with its first {len(text):,} characters (--max-text-bytes)")
+        explorer.default_text, explorer.text_note = text, f"from {text_name}"
+    else:
+        lm = next(iter(explorer.models.values()))
+        explorer.default_text = lm.sample(600, temperature=0.8, seed=0)
+        explorer.text_note = "sampled from the model: paste your own text"
+    return explorer

@@ -92,9 +92,9 @@ class Explorer:
 
     @classmethod
     def from_runs(cls, runs, *, device: str = "cpu", **kwargs) -> Explorer:
-        import rnnlens
+        from rnnlens.api import load
         runs = [str(r) for r in runs]
-        return cls({k: rnnlens.load(r, device=device) for k, r in zip(unique_keys(runs), runs)}, **kwargs)
+        return cls({k: load(r, device=device) for k, r in zip(unique_keys(runs), runs)}, **kwargs)
 
     def close(self) -> None:
         with self._lock:

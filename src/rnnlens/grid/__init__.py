@@ -1,6 +1,7 @@
 """The experiment grid of Karpathy et al. 2015 (their Table 1): cell type x depth x size.
 
-`run_grid` trains every cell in a process of its own (`python -m rnnlens train`), N at a time,
+`run_grid` trains every cell in a process of its own (`python -m rnnlens.grid.worker SPEC.json`, which
+calls rnnlens.plan.train), N at a time,
 then evaluates each cell's best checkpoint on the test split, fits the n-gram baseline, and
 writes the table of test losses and a 2-D map of the models by their test predictions.
 
@@ -11,9 +12,9 @@ recurrent layers, output layer) is closest to the LSTM's at the same depth
 
 Resumable cell by cell. The run folder of a cell is the truth about it, not the manifest:
   * no checkpoint             -> train it from scratch;
-  * last.safetensors, not done -> `rnnlens train --resume` (an interrupted run goes on exactly);
+  * last.safetensors, not done -> resume it (an interrupted run goes on exactly);
   * last.safetensors, done     -> skip it.
-A cell that fails (its process exits with an error) is recorded with its error and the others go
+A cell that fails (its worker writes the one-line error to logs/<name>.result.json) is recorded with it and the others go
 on; running the same command again retries it. The settings that shape the results (corpus,
 split, matching, every training flag but the device and the logging) are stored in grid.json,
 and a re-run with different ones is refused rather than mixing two grids in one table.
@@ -45,7 +46,10 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlens.checkpoint import BEST, LAST, write_json_atomic
+from rnnlens.checkpoint import BEST, LAST
+from rnnlens.fileio import write_json_atomic
+from rnnlens.runs import read_json
+from rnnlens.train import RESUMABLE_OPTIONS
 from rnnlens.errors import RnnlensError
 from rnnlens.model import (
     CELLS,
@@ -63,9 +67,6 @@ DEFAULT_MAP_CHARS = 20_000
 # Options of `rnnlens train` each cell sets itself, so a grid does not take them.
 CELL_OPTIONS = ("model", "layers", "size", "params", "context", "out", "resume", "force", "quiet")
 MODEL_OPTIONS = ("dropout", "input", "embedding_size", "init", "init_range", "forget_bias")
-# What `rnnlens train --resume` lets change; the grid passes only these when it resumes a cell.
-RESUME_OPTIONS = ("max_epochs", "max_steps", "time_budget", "patience", "device", "eval_every",
-                  "checkpoint_every", "log_every", "tensorboard", "compile", "bf16")
 # Options that may differ between two invocations on one grid: they do not change what is learned.
 UNCOMPARED = ("device", "log_every", "tensorboard", "compile", "eval_batch_size")
 
@@ -74,7 +75,7 @@ UNCOMPARED = ("device", "log_every", "tensorboard", "compile", "eval_batch_size"
 
 @dataclass(frozen=True)
 class GridCell:
-    cell: str        # lstm, gru or rnn
+    cell_type: str   # lstm, gru or rnn
     layers: int
     column: int      # the LSTM width that names the column
     size: int        # this cell's width (= column for an LSTM or without matching)
@@ -83,7 +84,7 @@ class GridCell:
 
     @property
     def name(self) -> str:
-        return f"{self.cell}-{self.layers}x{self.size}"
+        return f"{self.cell_type}-{self.layers}x{self.size}"
 
     @property
     def mismatch(self) -> float:
@@ -91,7 +92,7 @@ class GridCell:
         return (self.params - self.target) / self.target
 
     def to_dict(self) -> dict:
-        return {"cell": self.cell, "layers": self.layers, "column": self.column, "size": self.size,
+        return {"cell": self.cell_type, "layers": self.layers, "column": self.column, "size": self.size,
                 "params": self.params, "lstm_params": self.target}
 
 
@@ -153,7 +154,7 @@ def format_plan(cells: list[GridCell], states: dict[str, str] | None = None) -> 
     lines = [f"{'cell':16s} {'type':5s} {'layers':>6s} {'column':>6s} {'width':>6s} {'params':>12s} "
              f"{'vs LSTM':>8s}" + ("  state" if states else "")]
     for c in cells:
-        line = (f"{c.name:16s} {c.cell:5s} {c.layers:6d} {c.column:6d} {c.size:6d} {c.params:12,d} "
+        line = (f"{c.name:16s} {c.cell_type:5s} {c.layers:6d} {c.column:6d} {c.size:6d} {c.params:12,d} "
                 f"{100 * c.mismatch:+7.2f}%")
         if states:
             line += f"  {states.get(c.name, '')}"
@@ -204,34 +205,6 @@ def cell_state_text(run_dir: Path) -> str:
     if state.get("damaged"):
         return "damaged checkpoint"
     return f"interrupted at step {state.get('step')}"
-
-
-def _flags(options: dict, keep=None) -> list[str]:
-    """Options as `rnnlens train` flags: {'max_steps': 10, 'bf16': True} -> ['--max-steps', '10', '--bf16']."""
-    out = []
-    for k, v in options.items():
-        if v is None or v is False or (keep is not None and k not in keep):
-            continue
-        flag = "--" + k.replace("_", "-")
-        if v is True:
-            out.append(flag)
-        elif isinstance(v, (list, tuple)):
-            out += [flag, ",".join(str(x) for x in v)]
-        else:
-            out += [flag, str(v)]
-    return out
-
-
-def _last_error(log_path: Path) -> str:
-    try:
-        lines = [ln.strip() for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return "no log"
-    errors = [ln for ln in lines if ln.startswith("error:")]
-    if errors:
-        return errors[-1]
-    tail = [ln for ln in lines if not ln.startswith("=== ")]
-    return tail[-1][:500] if tail else "no output"
 
 
 def available_cores() -> int:
@@ -339,10 +312,10 @@ def run_grid(data: str, out: str | Path, *, types=DEFAULT_TYPES, layers=DEFAULT_
     device, ...), given to every cell. ngram_order=None skips the n-gram baseline.
     """
     from rnnlens.analysis.grid import MAP_METHODS
-    from rnnlens.train import TrainConfig
+    from rnnlens.plan import train_config
     log = log or (lambda msg: print(msg, flush=True))
     model_options, train_options = _split_options(options)
-    cfg = TrainConfig(data=str(data), glob=glob, split=split, encoding_errors=encoding_errors, **train_options)
+    cfg = train_config(dict(data=data, glob=glob, split=split, encoding_errors=encoding_errors, **train_options))
     if not any([cfg.max_steps, cfg.max_epochs, cfg.time_budget]):
         raise RnnlensError("give a stopping rule for every cell: --max-epochs, --max-steps or --time-budget")
     if map_method not in MAP_METHODS:
@@ -374,7 +347,7 @@ def run_grid(data: str, out: str | Path, *, types=DEFAULT_TYPES, layers=DEFAULT_
                      workers=workers, threads=threads, gpus=gpus, log=log)
     def count(n, what):
         return f"{n} {what}{'s' if n != 1 else ''}"
-    dims = " x ".join([count(len(dict.fromkeys(c.cell for c in cells)), "type"),
+    dims = " x ".join([count(len(dict.fromkeys(c.cell_type for c in cells)), "type"),
                        count(len(dict.fromkeys(c.layers for c in cells)), "depth"),
                        count(len(dict.fromkeys(c.column for c in cells)), "size")])
     where = f"{len(gpus)} GPUs" if gpus else f"{threads} CPU thread{'s' if threads > 1 else ''} each"
@@ -459,17 +432,16 @@ class _Runner:
         return self.out / "cells" / cell.name
 
     # ------------------------------------------------------------------------- training
-    def command(self, cell: GridCell, action: str) -> list[str]:
+    def spec(self, cell: GridCell, action: str, result: Path) -> dict:
+        """The keyword arguments of rnnlens.plan.train for this cell (what rnnlens.grid.worker runs)."""
         run_dir = str(self.run_dir(cell))
-        cmd = [*self.python, "-m", "rnnlens", "train", "--quiet"]
         if action == "resume":
-            return cmd + ["--resume", run_dir] + _flags(self.train_options, keep=RESUME_OPTIONS)
-        cmd += ["--data", self.data_arg] + _flags({"glob": self.glob, "split": self.split,
-                                                   "encoding_errors": self.encoding_errors})
-        cmd += ["--model", cell.cell, "--layers", str(cell.layers), "--size", str(cell.size), "--out", run_dir]
-        if action == "restart":
-            cmd.append("--force")
-        return cmd + _flags(self.model_options) + _flags(self.train_options)
+            return {"resume": run_dir, "result": str(result),
+                    **{k: v for k, v in self.train_options.items() if k in RESUMABLE_OPTIONS}}
+        return {"out": run_dir, "force": action == "restart", "result": str(result), "data": self.data_arg,
+                "glob": self.glob, "split": list(self.split) if self.split else None,
+                "encoding_errors": self.encoding_errors, "model": cell.cell_type, "layers": cell.layers,
+                "size": cell.size, **self.model_options, **self.train_options}
 
     def env(self, slot: int) -> dict:
         return worker_env(slot, self.threads, self.gpus)
@@ -530,7 +502,11 @@ class _Runner:
         log_path = logs / f"{cell.name}.log"
         for stale in ("test.json", "excerpt_logp.npy"):
             (run_dir / stale).unlink(missing_ok=True)
-        cmd = self.command(cell, action)
+        result_path = logs / f"{cell.name}.result.json"
+        result_path.unlink(missing_ok=True)
+        spec_path = logs / f"{cell.name}.spec.json"
+        write_json_atomic(spec_path, self.spec(cell, action, result_path))
+        cmd = [*self.python, "-m", "rnnlens.grid.worker", str(spec_path)]
         started = f" at step {state.get('step')}" if action == "resume" and state and "step" in state else ""
         verb = {"train": "train", "restart": "restart", "resume": "resume"}[action]
         self.say(f"{number} {verb} {cell.name}{started} ({cell.params:,} parameters)")
@@ -561,7 +537,8 @@ class _Runner:
             self.manifest.update(cell.name, status="interrupted", **fields)
             self.say(f"interrupted {cell.name} at step {new_state.get('step')}; it resumes on the next run")
         else:
-            error = _last_error(log_path)
+            outcome = read_json(result_path)
+            error = outcome.get("error") or f"the worker exited with status {code} without a word; see its log"
             if new_state.get("damaged"):
                 error += f"; delete {run_dir} to train this cell from scratch"
             self.manifest.update(cell.name, status="failed", error=error, **fields)
@@ -604,7 +581,7 @@ class _Runner:
                                  test_chars=result["chars"])
 
     def evaluate_cell(self, cell: GridCell, excerpt: str, key: str) -> dict:
-        import rnnlens
+        from rnnlens.api import load
         from rnnlens.predictions import TINY, predict
         run_dir = self.run_dir(cell)
         best = run_dir / BEST
@@ -619,7 +596,7 @@ class _Runner:
                     return cached
             except ValueError:
                 pass
-        lm = rnnlens.load(run_dir, device=self.eval_device())
+        lm = load(run_dir, device=self.eval_device())
         t0 = time.perf_counter()
         res = lm.evaluate(data=self.data_arg, split="test", glob=self.glob, split_fractions=self.split,
                           encoding_errors=self.encoding_errors)
@@ -684,7 +661,7 @@ class _Runner:
             path = self.run_dir(c) / "excerpt_logp.npy"
             if self.manifest.data["cells"][c.name].get("status") == "done" and path.exists():
                 feats.append(np.load(path))
-                info.append({"name": c.name, "kind": c.cell, "layers": c.layers, "width": c.size, "params": c.params})
+                info.append({"name": c.name, "kind": c.cell_type, "layers": c.layers, "width": c.size, "params": c.params})
         if ngram is not None and feats and len(ngram["logp"]) == len(feats[0]):
             feats.append(ngram["logp"])
             info.append({"name": f"{ngram['order']}-gram", "kind": "ngram"})

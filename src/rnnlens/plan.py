@@ -1,0 +1,197 @@
+"""One way to turn options into a run: the config builder every entry point uses.
+
+`rnnlens.train(...)`, `rnnlens train`, `rnnlens demo` and each cell of `rnnlens grid` all call
+`start_run` (and `resume_run`), so the options mean the same everywhere and are checked in one
+place: model options go to ModelConfig, the rest to TrainConfig, anything else is an error that
+names it.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from rnnlens import distributed
+from rnnlens.corpus import Corpus, load_corpus, parse_split
+from rnnlens.errors import RnnlensError
+from rnnlens.model import ModelConfig, count_parameters, parse_count, size_for_params
+from rnnlens.train import RESUMABLE_OPTIONS, TrainConfig, Trainer, parse_duration
+
+# ModelConfig's fields a user sets (the cell type is `model`, the vocabulary comes from the corpus)
+MODEL_OPTIONS = tuple(f.name for f in fields(ModelConfig) if f.name not in ("vocab_size", "cell"))
+TRAIN_OPTIONS = tuple(f.name for f in fields(TrainConfig))
+# What shapes the network rather than its training: fixed once a run exists
+ARCHITECTURE_OPTIONS = ("model", "params") + MODEL_OPTIONS
+
+
+@dataclass
+class RunPlan:
+    model: ModelConfig
+    train: TrainConfig
+    corpus: Corpus
+
+    def describe(self) -> str:
+        m = self.model
+        shape = (f"{m.size}-unit n-NN (ffn, context {m.context})" if m.cell == "ffn"
+                 else f"{m.layers}x{m.size} {m.cell.upper()}")
+        return (f"a {shape} ({count_parameters(m):,} parameters) on {self.corpus.name} "
+                f"({len(self.corpus):,} characters, vocabulary {len(self.corpus.vocab)})")
+
+
+def train_config(options: dict) -> TrainConfig:
+    """TrainConfig from options as a user gives them: '10m' durations and '0.8,0.1,0.1' splits allowed."""
+    unknown = sorted(set(options) - set(TRAIN_OPTIONS))
+    if unknown:
+        raise RnnlensError(f"unknown training option(s): {', '.join(unknown)}")
+    options = {k: v for k, v in options.items() if v is not None}
+    if isinstance(options.get("time_budget"), str):
+        options["time_budget"] = parse_duration(options["time_budget"])
+    if isinstance(options.get("split"), str):
+        options["split"] = parse_split(options["split"])
+    if "data" in options:
+        options["data"] = str(options["data"])
+    return TrainConfig(**options)
+
+
+def plan_run(data: str | Path = "pystdlib", *, model: str = "lstm", params: int | str | None = None,
+             corpus: Corpus | None = None, progress: bool = False, **options) -> RunPlan:
+    """Check every option, read the corpus and size the model. Raises RnnlensError naming a bad option."""
+    model_options = {k: options.pop(k) for k in list(options) if k in MODEL_OPTIONS and options[k] is not None}
+    cfg = train_config({"data": data, **options})
+    if model != "ffn" and "context" in model_options:
+        raise RnnlensError("--context is the n of the n-NN baseline; use it with --model ffn")
+    if params is not None and "size" in model_options:
+        raise RnnlensError("give either --size or --params, not both")
+    if not any([cfg.max_steps, cfg.max_epochs, cfg.time_budget]):
+        raise RnnlensError("give a stopping rule: --max-epochs, --max-steps or --time-budget")
+    ModelConfig(vocab_size=2, cell=model, **model_options)  # checks the model options before reading the corpus
+    if corpus is None:
+        ctx = distributed.current()
+        with ctx.local_main_first():  # one rank per machine prepares the corpus, the others find it cached
+            corpus = load_corpus(cfg.data, glob=cfg.glob, split=cfg.split, encoding_errors=cfg.encoding_errors,
+                                 progress=progress and ctx.is_main)
+    model_cfg = ModelConfig(vocab_size=len(corpus.vocab), cell=model, **model_options)
+    if params is not None:
+        model_cfg.size = size_for_params(model_cfg, parse_count(params) if isinstance(params, str) else params)
+    return RunPlan(model_cfg, cfg, corpus)
+
+
+def start_run(out: str | Path, *, force: bool = False, progress: bool = True, log=None, **options) -> Trainer:
+    """A new run in `out`, ready to `.run()`: options as for plan_run."""
+    cfg_device = options.get("device") or TrainConfig.device
+    distributed.setup(cfg_device)
+    plan = plan_run(progress=progress, **options)
+    trainer = Trainer.start(out, plan.model, plan.train, force=force, progress=progress, corpus=plan.corpus, log=log)
+    if trainer.dist.is_main:
+        trainer.log(f"training {plan.describe()} into {out}{ranks_note(trainer)}")
+    return trainer
+
+
+def resume_run(run: str | Path, *, progress: bool = True, log=None, **options) -> Trainer:
+    """Continue a run from its last checkpoint; only RESUMABLE_OPTIONS (and `data`, where its text is now) may
+    be given, and a new stopping rule replaces the old one."""
+    given = {k: v for k, v in options.items() if v is not None}
+    fixed = [k for k in given if k in ARCHITECTURE_OPTIONS or (k in TRAIN_OPTIONS and k not in RESUMABLE_OPTIONS
+                                                                and k != "data")]
+    if fixed:
+        raise RnnlensError(f"--resume continues a run as it was; drop --{fixed[0].replace('_', '-')} (only "
+                           + ", ".join("--" + a.replace("_", "-") for a in RESUMABLE_OPTIONS) + " may change)")
+    unknown = sorted(set(given) - set(TRAIN_OPTIONS))
+    if unknown:
+        raise RnnlensError(f"unknown training option(s): {', '.join(unknown)}")
+    if isinstance(given.get("time_budget"), str):
+        given["time_budget"] = parse_duration(given["time_budget"])
+    trainer = Trainer.resume(run, overrides=given, progress=progress, log=log)
+    if trainer.dist.is_main:
+        s = trainer.state
+        trainer.log(f"resuming {run} at step {s.step} (epoch {s.epoch}, window {s.window}){ranks_note(trainer)}")
+    return trainer
+
+
+def ranks_note(trainer) -> str:
+    d = trainer.dist
+    if not d.active:
+        return ""
+    return (f" on {d.world} ranks ({d.backend}, {trainer.cfg.batch_size // d.world} of the "
+            f"{trainer.cfg.batch_size} streams each)")
+
+
+def stop_message(trainer, state) -> str:
+    """What the run did, in one line, as printed after training."""
+    import math
+    msg = f"stopped: {state.stop_reason} at step {state.step} (epoch {state.epoch})"
+    if state.best_val is not None:
+        msg += (f"; best val {state.best_val:.4f} nats/char ({state.best_val / math.log(2):.3f} bits/char) "
+                f"at step {state.best_step}")
+    return msg
+
+
+def default_log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def default_run_dir() -> str:
+    import time
+    return f"runs/{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def train(*, resume: str | Path | None = None, out: str | Path | None = None, force: bool = False,
+          progress: bool = True, **options):
+    """Start (or resume) a run and train it to its stop: (trainer, final state). In a rank of a
+    distributed run, a lost peer becomes one RnnlensError that says how to go on."""
+    import re
+    try:
+        if resume is not None:
+            if out is not None:
+                raise RnnlensError("--resume continues a run in its own folder; drop --out")
+            trainer = resume_run(resume, progress=progress, **options)
+        else:
+            if out is None:
+                if distributed.launched_by_torchrun():
+                    raise RnnlensError("with several ranks give --out (each rank would name its own run folder "
+                                       "otherwise)")
+                out = default_run_dir()
+            trainer = start_run(out, force=force, progress=progress, **options)
+        return trainer, trainer.run()
+    except Exception as e:
+        ctx = distributed.current()
+        if ctx.active and distributed.is_comm_error(e):
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = re.sub(r"\[[^\]]*\.(cc|cpp|h):\d+\]\s*", "", first)  # gloo's source location
+            raise RnnlensError(f"rank {ctx.rank} of {ctx.world} lost contact with the other ranks ({first[:200]}); "
+                               "a rank died or the network failed; the last checkpoint is intact: continue with "
+                               "--resume") from None
+        raise
+    finally:
+        distributed.shutdown()
+
+
+def launch_ranks(nproc: int, argv: list[str], *, resume=None, out=None, batch_size: int | None = None) -> int:
+    """`rnnlens train --nproc N ...`: the same command line as N ranks under torch.distributed.run. The batch
+    must split evenly over the ranks; that is checked here, before any rank starts or any folder is made."""
+    from rnnlens.checkpoint import LAST, read_checkpoint
+    if nproc < 1:
+        raise RnnlensError(f"--nproc must be a number of processes >= 1, got {nproc}")
+    if distributed.launched_by_torchrun():
+        raise RnnlensError("--nproc starts the processes itself, but this one was started by torchrun; "
+                           "drop --nproc (torchrun's --nproc-per-node sets the count)")
+    if resume is not None:
+        batch_size = int(read_checkpoint(Path(resume) / LAST).meta["train"]["batch_size"])
+    batch_size = batch_size or TrainConfig.batch_size
+    if batch_size % nproc:
+        raise RnnlensError(f"--batch-size {batch_size} does not split over --nproc {nproc} ranks; use a batch "
+                           f"size that is a multiple of {nproc}, e.g. {max(nproc, batch_size - batch_size % nproc)}")
+    rank_argv, skip = [], False
+    for a in argv:  # the command line as given, less --nproc (the ranks must not launch again)
+        if skip:
+            skip = False
+            continue
+        if a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            rank_argv.append(a)
+    run_dir = str(resume) if resume is not None else str(out or default_run_dir())
+    if resume is None and out is None:  # one name for all ranks (each would read its own clock)
+        rank_argv += ["--out", run_dir]
+    return distributed.launch(nproc, rank_argv, run_dir)
