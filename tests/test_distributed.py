@@ -107,6 +107,7 @@ def test_nproc_relaunches_the_same_command_without_nproc(tmp_path, capsys, monke
     assert "--nproc" not in seen["argv"]
     out = seen["argv"][seen["argv"].index("--out") + 1]  # one folder name for every rank
     assert out.startswith("runs/") and seen["run"] == out
+    rnnlens.train(data=str(data), out=tmp_path / "r", size=8, max_steps=1, batch_size=6, seq_len=8, progress=False)
     code, _, _ = run_cli(capsys, "train", "--resume", tmp_path / "r", "--nproc=2")
     assert code == 0 and seen["argv"] == ["train", "--resume", str(tmp_path / "r")] and seen["run"] == str(tmp_path / "r")
 
