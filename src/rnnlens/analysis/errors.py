@@ -355,11 +355,3 @@ def write_csv(taxonomies: list[Taxonomy], path) -> object:
     """One row per model and category: model, category, label, count, share."""
     rows = [{"model": t.name, **row} for t in taxonomies for row in t.rows()]
     return write_rows(path, rows, ["model", "category", "label", "count", "share"])
-
-
-def boost_factor_label(threshold: float, edges=BOOST_EDGES) -> str:
-    """How the boost buckets read as probabilities: 'p >= 0.25, 0.1-0.25, < 0.1' at threshold 0.5."""
-    ps = [threshold / e for e in edges]
-    return ", ".join([f"p >= {ps[0]:.3g}"] + [f"{b:.3g} <= p < {a:.3g}" for a, b in pairwise(ps)]
-                     + [f"p < {ps[-1]:.3g}"])
-
