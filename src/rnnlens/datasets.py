@@ -57,7 +57,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from rnnlens.corpus import cache_root
+from rnnlens.cache import cache_root
 from rnnlens.errors import RnnlensError
 
 __all__ = ["NamedCorpus", "list_corpora", "get_corpus", "fetch", "DEFAULT_CORPUS"]
