@@ -151,10 +151,17 @@ class Trace:
                    max_recompute_error=info.get("max_recompute_error", 0.0), source=info.get("source"),
                    path=path)
 
+    # Drawing belongs to rendering, a layer below inspection, so this module never imports it. The
+    # package facade (rnnlens/__init__.py, which sits above every layer) plugs the drawer in here:
+    # Trace.viewer = a function (trace, name, unit, start, end) -> rnnlens.render.html.UnitView.
+    # Since importing rnnlens.trace always runs rnnlens/__init__.py first, it is always set.
+    viewer = None
+
     def view(self, name: str, unit: int, start: int = 0, end: int | None = None):
         """One unit over text[start:end]: shows inline in Jupyter; .html(), .save('x.html' or 'x.png')."""
-        from rnnlens.render.html import UnitView
-        return UnitView(self, name, unit, start, end)
+        if Trace.viewer is None:
+            raise RnnlensError("no viewer: use rnnlens.render.html.UnitView(trace, name, unit, start, end)")
+        return Trace.viewer(self, name, unit, start, end)
 
 
 # ---------------------------------------------------------------------------------------------
