@@ -8,7 +8,7 @@
   it gives the true characters of a shared test excerpt, projected by PCA (numpy SVD) or t-SNE
   (scikit-learn, when installed). Models that make the same mistakes land close together.
 
-Nothing here draws: rnnlens.render.grid writes the table as Markdown and HTML, and
+Nothing here draws: rnnlens.render.grid_table writes the table as Markdown and HTML, and
 rnnlens.render.plots.plot_model_map draws the map.
 """
 

@@ -2,7 +2,7 @@
 
 Both show the paper's layout (Karpathy et al. 2015, Table 1): a row per cell type and depth, a
 column per size, test cross-entropy in nats/char; the best cell in bold; the n-gram baseline
-under the table. The data comes from rnnlens.analysis.grid.GridTable.
+under the table. The data comes from rnnlens.analysis.grid_results.GridTable.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from html import escape
 
-from rnnlens.analysis.grid import GridTable
+from rnnlens.analysis.grid_results import GridTable
 
 LN2 = math.log(2)
 
