@@ -1,7 +1,7 @@
 """Sampling: a fast step-by-step path for generation, numerically the same cells as torch's.
 
 At batch 1 on a CPU, calling nn.LSTM once per character is slow (each call pays the fused
-kernel's setup, ~2 ms per layer for oneDNN). Generation is inherently sequential, so here each
+kernel's setup; measured in docs/benchmarks.md, "Sampling"). Generation is inherently sequential, so here each
 step is a few matrix-vector products on the same weights: the first layer's input projection
 is precomputed for every vocabulary entry (a table lookup per step), the rest are addmm calls.
 A test checks these steps against the fused forward.

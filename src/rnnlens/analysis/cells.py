@@ -45,7 +45,7 @@ of rows, never whole):
    the unit follows it best (for a gallery; `gallery_entries`).
 
 Sorting every column instead (6,144 sorts of 1M floats for a 2x512 LSTM's every activation) is
-about 5x slower than steps 2-3 (benchmarks/bench_cells.py).
+several times slower than steps 2-3 (measured in docs/benchmarks.md, "Cell discovery").
 """
 
 from __future__ import annotations

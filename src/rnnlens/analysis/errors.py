@@ -1,3 +1,3 @@
 """The old name of rnnlens.analysis.taxonomy (the error taxonomy), kept so that old imports work; import rnnlens.analysis.taxonomy."""
 
-from rnnlens.analysis.taxonomy import *  # noqa: F401,F403
+from rnnlens.analysis.taxonomy import *

@@ -17,8 +17,8 @@ Users add their own with `regex_feature` (spans of the matches are on), `callabl
 (a function returning one value per character), or a `--feature 'name=REGEX'` spec
 (`parse_feature_spec`).
 
-All built-ins are vectorised with numpy and Python's `re` engine (which scans in C): a
-1M-character text takes about a second for all of them together (benchmarks/bench_cells.py).
+All built-ins are vectorised with numpy and Python's `re` engine (which scans in C); their time
+on a 1M-character text is in docs/benchmarks.md ("Cell discovery").
 """
 
 from __future__ import annotations
