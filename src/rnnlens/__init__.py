@@ -27,4 +27,4 @@ def _plot_loss(metrics_path, png_path):
 Trace.viewer = staticmethod(_unit_view)
 _Trainer.plot_loss = staticmethod(_plot_loss)
 
-__all__ = ["LanguageModel", "RnnlensError", "Trace", "load_trace", "load", "resume", "train", "__version__"]
+__all__ = ["LanguageModel", "RnnlensError", "Trace", "__version__", "load", "load_trace", "resume", "train"]

@@ -39,4 +39,4 @@ def parse_count(text: str, name: str = "--params") -> int:
     except ValueError:
         raise RnnlensError(f"{name} must be a count like 250k, 3.3M or 1e6; got {text!r}") from None
     check_range(name, value, 1, None)
-    return int(round(value))
+    return round(value)

@@ -38,9 +38,9 @@ import random
 import shutil
 import time
 import uuid
+from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -48,8 +48,14 @@ from rnnlens.cache import cache_root
 from rnnlens.errors import RnnlensError
 
 __all__ = [
-    "Vocab", "Corpus", "prepare_corpus", "load_corpus", "parse_split", "cache_root",
-    "CHUNK_BYTES", "DEFAULT_SPLIT",
+    "CHUNK_BYTES",
+    "DEFAULT_SPLIT",
+    "Corpus",
+    "Vocab",
+    "cache_root",
+    "load_corpus",
+    "parse_split",
+    "prepare_corpus",
 ]
 
 #: Bytes read per step when hashing, scanning and encoding (tests shrink it).
@@ -202,7 +208,7 @@ class Vocab:
         return {"format": 1, "chars": list(self.chars)}
 
     @classmethod
-    def from_json(cls, d: dict) -> "Vocab":
+    def from_json(cls, d: dict) -> Vocab:
         if not isinstance(d, dict) or not isinstance(d.get("chars"), list):
             raise RnnlensError("the vocabulary JSON has no 'chars' list; it is damaged, prepare the corpus again")
         chars = d["chars"]

@@ -17,8 +17,9 @@ from rnnlens.model import ModelConfig, count_parameters
 from rnnlens.train import TrainConfig, Trainer
 
 # the winner at a 150 s budget (docs/benchmarks.md): a small model that sees many updates
-DEMO_MODEL = dict(cell="lstm", layers=1, size=256, dropout=0.0)
-DEMO_TRAIN = dict(batch_size=16, seq_len=100, optimizer="adam", lr=6e-3, lr_schedule="cosine", eval_every=1000)
+DEMO_MODEL = {"cell": "lstm", "layers": 1, "size": 256, "dropout": 0.0}
+DEMO_TRAIN = {"batch_size": 16, "seq_len": 100, "optimizer": "adam", "lr": 6e-3, "lr_schedule": "cosine",
+              "eval_every": 1000}
 TEMPERATURES = (0.5, 1.0)
 
 

@@ -30,8 +30,8 @@ import numpy as np
 
 from rnnlens.checkpoint import make_folder
 from rnnlens.errors import RnnlensError
-from rnnlens.render.html import write_atomically
 from rnnlens.names import LAYER_ACTIVATIONS, layer_names
+from rnnlens.render.html import write_atomically
 
 STAND_INS = {" ": "\u2423", "\n": "\u21b5", "\t": "\u21e5"}
 IN_MEMORY_BYTES = 512 << 20

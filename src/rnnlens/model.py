@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 # check_choice, check_range and parse_count live in rnnlens.checks; re-exported here for old imports
 from rnnlens.checks import check_choice, check_range, parse_count  # noqa: F401
@@ -80,7 +80,7 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
+    def from_dict(cls, d: dict) -> ModelConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 

@@ -14,7 +14,7 @@ plus the outputs `probs` and `loss`. Shorthands: 'forget' means 'gate.forget'; a
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 from rnnlens.errors import RnnlensError
 

@@ -87,7 +87,7 @@ class ReportContext:
             self._tmp.cleanup()
             self._tmp = None
 
-    def __enter__(self) -> "ReportContext":
+    def __enter__(self) -> ReportContext:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -125,7 +125,7 @@ class ReportContext:
         names = self.trace_names()
         cfg = self.config
         per_char = sum(len(self.lm.vocab) if n == "probs" else 1 if n == "loss" else cfg.size for n in names) * 4
-        options = dict(names=names, unknown=self.options.unknown, replacement=self.options.replacement)
+        options = {"names": names, "unknown": self.options.unknown, "replacement": self.options.replacement}
         if len(self.text) * per_char <= IN_MEMORY_TRACE_BYTES:
             return self.lm.trace(self.text, **options)
         self._tmp = tempfile.TemporaryDirectory(prefix="rnnlens-report-")

@@ -9,8 +9,8 @@ A test checks these steps against the fused forward.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 

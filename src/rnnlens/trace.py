@@ -33,15 +33,16 @@ import json
 import os
 import struct
 import uuid
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import numpy as np
 import torch
-import torch.nn as nn
+from torch import nn
 
 from rnnlens.errors import RnnlensError
 from rnnlens.model import CharRNN
+
 # The names live in rnnlens.names and the cell math in rnnlens.recurrence; these are re-exported here
 # because `from rnnlens.trace import LAYER_ACTIVATIONS, parse_unit, linear_scan, ...` is public.
 from rnnlens.names import GATES, LAYER_ACTIVATIONS, OUTPUTS, activation_names, parse_unit  # noqa: F401
@@ -125,7 +126,7 @@ class Trace:
         return Trace.load(path)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Trace":
+    def load(cls, path: str | Path) -> Trace:
         """Open a trace file memory-mapped; nothing in it is executed."""
         path = Path(path)
         header, offset = _read_header(path)
@@ -267,7 +268,7 @@ def recompute_layer(cell: str, layer: nn.Module, x: torch.Tensor, h: torch.Tenso
     zeros; LSTM (h0, c0) each [1, 1, H]). Returns ({activation: [n, H]}, recomputed h [n, H]); the
     'hidden' activation is the fused h itself.
     """
-    n, H = h.shape
+    H = h.shape[1]
     zeros = h.new_zeros(1, H)
     if state is None:
         h0, c0 = zeros, zeros

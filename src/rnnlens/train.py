@@ -111,7 +111,7 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -218,7 +218,7 @@ class Trainer:
     @classmethod
     def start(cls, run_dir, model_cfg: ModelConfig | None = None, cfg: TrainConfig | None = None,
               force: bool = False, progress: bool = True, corpus: Corpus | None = None, log=None,
-              plot_loss=None, **model_kwargs) -> "Trainer":
+              plot_loss=None, **model_kwargs) -> Trainer:
         """A new run. `model_cfg` may be None: then it is built from model_kwargs and the corpus vocab."""
         cfg = cfg or TrainConfig()
         run_dir = Path(run_dir)
@@ -257,7 +257,7 @@ class Trainer:
 
     @classmethod
     def resume(cls, run_dir, overrides: dict | None = None, progress: bool = True, log=None,
-               plot_loss=None) -> "Trainer":
+               plot_loss=None) -> Trainer:
         """Continue a run from last.safetensors. `overrides` may change stopping rules and the device."""
         run_dir = Path(run_dir)
         ckpt = read_checkpoint(_existing_last(run_dir))
@@ -457,7 +457,7 @@ class Trainer:
             raise RnnlensError("give a stopping rule: --max-epochs, --max-steps or --time-budget")
         checkpoint_every = cfg.checkpoint_every or cfg.eval_every or 500
         chars_per_step = cfg.batch_size * cfg.seq_len
-        metrics = open(self.run_dir / "metrics.jsonl" if self.dist.is_main else os.devnull, "a")
+        metrics = open(self.run_dir / "metrics.jsonl" if self.dist.is_main else os.devnull, "a")  # noqa: SIM115
         bar = self._progress_bar()
         old_handlers = self._install_signal_handlers()
         loss_sum, loss_n, window_t0, window_steps = 0.0, 0, time.perf_counter(), 0
@@ -644,7 +644,7 @@ class Trainer:
             return
         try:
             self.plot_loss(self.run_dir / "metrics.jsonl", self.run_dir / "loss.png")
-        except Exception as e:  # a figure must never cost a finished run
+        except Exception as e:  # noqa: BLE001  a figure must never cost a finished run
             self.log(f"note: could not draw loss.png ({e})")
 
 

@@ -51,8 +51,8 @@ several times slower than steps 2-3 (measured in docs/benchmarks.md, "Cell disco
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Iterable
 
 import numpy as np
 

@@ -29,10 +29,10 @@ import numpy as np
 from rnnlens.analysis import select as selection
 from rnnlens.errors import RnnlensError
 from rnnlens.model import count_parameters
-from rnnlens.render.colours import display_for, unit_label
-from rnnlens.render.html import LEVEL_CODES, SCALE_CLASSES
 from rnnlens.names import LAYER_ACTIVATIONS, activation_names, layer_names, resolve_activation
 from rnnlens.names import name as activation_name
+from rnnlens.render.colours import display_for, unit_label
+from rnnlens.render.html import LEVEL_CODES, SCALE_CLASSES
 
 MAX_TEXT_BYTES = 1_000_000
 MAX_SAMPLE_LENGTH = 2000
