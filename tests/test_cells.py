@@ -10,8 +10,15 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-from rnnlens.analysis.cells import (CellScores, discover, exact_aucs, find_excerpt, gallery_entries, kinds_for,
-                                    resolve_kinds)
+from rnnlens.analysis.cells import (
+    CellScores,
+    discover,
+    exact_aucs,
+    find_excerpt,
+    gallery_entries,
+    kinds_for,
+    resolve_kinds,
+)
 from rnnlens.analysis.features import bracket_depth, callable_feature, in_double_quotes
 from rnnlens.workflows.inspect import CellSearch
 from rnnlens.errors import RnnlensError
@@ -369,7 +376,7 @@ def test_acceptance_trained_lstm_has_a_bracket_counter_and_a_quote_cell(tmp_path
 
 def test_the_docs_python_example_runs(tiny_run, code_file, capsys):
     doc = (Path(__file__).resolve().parents[1] / "docs" / "cells.md").read_text()
-    code = re.findall(r"```python\n(.*?)```", doc, flags=re.S)[0]
+    code = re.findall(r"```python\n(.*?)```", doc, flags=re.DOTALL)[0]
     code = code.replace('"runs/py"', repr(str(tiny_run))).replace('"argparse.py"', repr(str(code_file)))
     exec(compile(code, "docs/cells.md", "exec"), {})
     out = capsys.readouterr().out.splitlines()

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from rnnlens import corpus as corpus_mod
-from rnnlens.corpus import (Corpus, Vocab, cache_root, load_corpus, parse_split, prepare_corpus,
-                            split_positions)
+from rnnlens.corpus import Corpus, Vocab, cache_root, load_corpus, parse_split, prepare_corpus, split_positions
 from rnnlens.errors import RnnlensError
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import make_text, run_cli
 
 import rnnlens
-from conftest import make_text, run_cli
 from rnnlens import distributed
 from rnnlens.batches import StreamBatches
 from rnnlens.checkpoint import LAST, read_checkpoint

@@ -9,7 +9,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def test_readme_python_examples_run(tmp_path, monkeypatch, capsys):
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
     assert len(blocks) == 2, "README.md should have the API example and the inspection example"
     code = "\n".join(blocks).replace("max_steps=300", "max_steps=12").replace("max_steps=600", "max_steps=20")
     monkeypatch.chdir(tmp_path)

@@ -3,14 +3,15 @@
 import re
 from pathlib import Path
 
-import rnnlens
 from conftest import make_text
+
+import rnnlens
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "dynamics.md"
 
 
 def test_dynamics_python_example_runs(tmp_path, monkeypatch, capsys):
-    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
+    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.DOTALL)
     assert len(blocks) == 1
     monkeypatch.chdir(tmp_path)
     (tmp_path / "input.txt").write_text(make_text(300))

@@ -8,7 +8,7 @@ import pytest
 from compare_helpers import CountNgram, preds_with
 from conftest import make_text, run_cli, train_tiny_runs
 
-from rnnlens.analysis.errors import (
+from rnnlens.analysis.taxonomy import (
     Context,
     compare_taxonomies,
     ngram_oracle,

@@ -12,8 +12,16 @@ import numpy as np
 import pytest
 
 from rnnlens.analysis import features as F
-from rnnlens.analysis.features import (BINARY, FEATURES, NUMERIC, callable_feature, compute_features,
-                                       parse_feature_spec, regex_feature, resolve_features)
+from rnnlens.analysis.features import (
+    BINARY,
+    FEATURES,
+    NUMERIC,
+    callable_feature,
+    compute_features,
+    parse_feature_spec,
+    regex_feature,
+    resolve_features,
+)
 from rnnlens.errors import RnnlensError
 
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import make_text, run_cli
 
 import rnnlens
-from conftest import make_text, run_cli
 from rnnlens.analysis.gradients import gradient_flow, gradient_flow_ids, model_label
 from rnnlens.errors import RnnlensError
 from rnnlens.model import CharRNN, ModelConfig

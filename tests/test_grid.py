@@ -16,13 +16,13 @@ import torch
 from conftest import make_text, run_cli
 
 import rnnlens
-from rnnlens.analysis.grid import grid_table, model_map, pca_2d
+from rnnlens.analysis.grid_results import grid_table, model_map, pca_2d
 from rnnlens.errors import RnnlensError
 from rnnlens.evaluate import EvalResult
 from rnnlens.grid import parse_list, plan_cells
 from rnnlens.model import CharRNN, ModelConfig, count_parameters
 from rnnlens.predictions import Predictions
-from rnnlens.render.grid import table_html, table_markdown
+from rnnlens.render.grid_table import table_html, table_markdown
 
 TINY = ["--types", "lstm,rnn", "--layers", "1", "--sizes", "8,16", "--match-params", "--max-steps", "6",
         "--batch-size", "4", "--seq-len", "20", "--eval-every", "3", "--map-chars", "200", "--threads", "1"]

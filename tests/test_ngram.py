@@ -7,14 +7,13 @@ from collections import Counter, defaultdict
 
 import numpy as np
 import pytest
+from conftest import make_text, run_cli
 
 import rnnlens
 from rnnlens.corpus import Vocab, load_corpus
 from rnnlens.errors import RnnlensError
 from rnnlens.ngram import NGramModel, fit_ngram, is_ngram, train_ngram
 from rnnlens.predictions import predict
-
-from conftest import make_text, run_cli
 
 
 # ----------------------------------------------------------------------------- the reference
@@ -157,7 +156,7 @@ def test_lower_order_predictions_equal_a_standalone_model():
 def test_long_texts_take_the_same_values_through_tables_and_blocks(monkeypatch, smoothing):
     """Long texts use per-context tables and go in blocks; short ones compute each context from its
     successors in one piece. Force the long-text paths on a short text: the same numbers."""
-    import rnnlens.ngram as ngram
+    from rnnlens import ngram
     text = SCORE * 3
     small = fit(6, smoothing=smoothing)
     expect_probs, expect_losses = small.predict(text).probs, small.losses(vocab().encode(text))
@@ -250,8 +249,8 @@ def test_corrupt_or_missing_files(tmp_path):
     with pytest.raises(RnnlensError, match="no n-gram model at"):
         NGramModel.load(tmp_path / "nothing")
     # arrays that do not fit together (a level's keys out of order)
-    from safetensors.numpy import load_file, save_file
     from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
     file.write_bytes(data)
     with safe_open(str(file), framework="numpy") as f:
         header = f.metadata()
@@ -342,7 +341,7 @@ def test_docs_python_example_runs(tmp_path, monkeypatch, capsys):
     import re
     from pathlib import Path
     doc = Path(__file__).resolve().parents[1] / "docs" / "baselines.md"
-    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.S)
+    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.DOTALL)
     assert len(blocks) == 1
     monkeypatch.chdir(tmp_path)
     (tmp_path / "input.txt").write_text(make_text(300))

@@ -2,12 +2,11 @@
 
 import numpy as np
 import pytest
+from conftest import make_text, train_tiny_runs
 
 import rnnlens
 from rnnlens.errors import RnnlensError
 from rnnlens.predictions import Predictions, check_same_text, predict
-
-from conftest import make_text, train_tiny_runs
 
 
 @pytest.fixture(scope="module")

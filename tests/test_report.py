@@ -284,7 +284,7 @@ def test_demo_ends_with_the_report(tmp_path, capsys):
 def test_the_docs_python_example_runs(runs, tmp_path, monkeypatch):
     from pathlib import Path
     doc = Path(__file__).resolve().parents[1] / "docs" / "report.md"
-    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.S)
+    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.DOTALL)
     assert len(blocks) == 1
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("RNNLENS_CACHE", str(runs["lstm"].parent / "cache"))

@@ -7,9 +7,9 @@ import tempfile
 
 import numpy as np
 import pytest
+from conftest import run_cli, train_tiny_runs
 
 import rnnlens
-from conftest import run_cli, train_tiny_runs
 from rnnlens.analysis import saturation as saturation_module
 from rnnlens.analysis.saturation import gate_saturation, saturation_names, strict_bounds
 from rnnlens import runs as run_info

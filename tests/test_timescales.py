@@ -7,9 +7,9 @@ import math
 
 import numpy as np
 import pytest
+from conftest import run_cli, train_tiny_runs
 
 import rnnlens
-from conftest import run_cli, train_tiny_runs
 from rnnlens.analysis.timescales import half_life, memory_timescales, timescale_names
 from rnnlens.errors import RnnlensError
 from rnnlens.trace import Trace

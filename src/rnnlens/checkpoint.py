@@ -88,7 +88,7 @@ def read_checkpoint(path: str | Path, map_location="cpu") -> Checkpoint:
             if header.get("format") != FORMAT:
                 raise RnnlensError(f"{path} is not an rnnlens checkpoint (no rnnlens metadata); "
                                    "point at a run folder or a .safetensors file written by rnnlens")
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (a safetensors file, not a dict)
     except RnnlensError:
         raise
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:

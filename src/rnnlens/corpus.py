@@ -38,17 +38,24 @@ import random
 import shutil
 import time
 import uuid
+from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
+from rnnlens.cache import cache_root
 from rnnlens.errors import RnnlensError
 
 __all__ = [
-    "Vocab", "Corpus", "prepare_corpus", "load_corpus", "parse_split", "cache_root",
-    "CHUNK_BYTES", "DEFAULT_SPLIT",
+    "CHUNK_BYTES",
+    "DEFAULT_SPLIT",
+    "Corpus",
+    "Vocab",
+    "cache_root",
+    "load_corpus",
+    "parse_split",
+    "prepare_corpus",
 ]
 
 #: Bytes read per step when hashing, scanning and encoding (tests shrink it).
@@ -64,13 +71,6 @@ _MAX_CP = 0x110000
 _INDEX_STEP = 1 << 21  # code points looked up at a time (bounds the int64 index copies)
 _DECODE_STEP = 4 * 1024 * 1024  # bytes decoded at a time (bounds the str and UTF-32 copies)
 _SPLIT_NAMES = ("train", "val", "test")
-
-
-def cache_root() -> Path:
-    """Where rnnlens keeps prepared corpora and datasets: ``$RNNLENS_CACHE`` if set, else
-    ``~/.cache/rnnlens``."""
-    env = os.environ.get("RNNLENS_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "rnnlens"
 
 
 # ----------------------------------------------------------------------------- vocabulary
@@ -226,7 +226,7 @@ class Vocab:
         return {"format": 1, "chars": list(self.chars)}
 
     @classmethod
-    def from_json(cls, d: dict) -> "Vocab":
+    def from_json(cls, d: dict) -> Vocab:
         if not isinstance(d, dict) or not isinstance(d.get("chars"), list):
             raise RnnlensError("the vocabulary JSON has no 'chars' list; it is damaged, prepare the corpus again")
         chars = d["chars"]
@@ -641,7 +641,7 @@ def load_corpus(spec: str | Path, *, glob: str | None = None, split=None, encodi
     An existing path wins over a corpus name. split=None means the default: 90/5/5 for files
     and folders, the named corpus's own split otherwise (80/10/10 for warandpeace).
     """
-    from rnnlens import datasets
+    from rnnlens import datasets  # named corpora; datasets does not import corpus (cache_root is in rnnlens.cache)
 
     path = Path(spec).expanduser()
     if path.exists():

@@ -53,14 +53,14 @@ import tarfile
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
-from rnnlens.corpus import cache_root
+from rnnlens.cache import cache_root
 from rnnlens.errors import RnnlensError
 
-__all__ = ["NamedCorpus", "list_corpora", "get_corpus", "fetch", "DEFAULT_CORPUS"]
+__all__ = ["DEFAULT_CORPUS", "NamedCorpus", "fetch", "get_corpus", "list_corpora"]
 
 DEFAULT_CORPUS = "pystdlib"
 #: Seed of the file shuffle of pystdlib and linux (the paper's recipe shuffles the files).
@@ -399,7 +399,7 @@ def _linux_from_tar(path: Path, cut: int, progress: bool) -> str:
         with _open_tar(path) as tf:
             for m in tf:
                 if m.isfile() and _is_c(m.name):
-                    names.append((m.name[2:] if m.name.startswith("./") else m.name, m.name, m.size))
+                    names.append((m.name.removeprefix("./"), m.name, m.size))
     except (tarfile.TarError, OSError, EOFError) as e:
         raise RnnlensError(f"cannot read {path} as a tarball ({e}); give a kernel tarball (.tar, .tar.gz, "
                            ".tar.xz) or the folder of a kernel source tree") from None

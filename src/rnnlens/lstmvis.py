@@ -30,8 +30,8 @@ import numpy as np
 
 from rnnlens.checkpoint import make_folder
 from rnnlens.errors import RnnlensError
+from rnnlens.names import LAYER_ACTIVATIONS, layer_names
 from rnnlens.render.html import write_atomically
-from rnnlens.trace import LAYER_ACTIVATIONS
 
 STAND_INS = {" ": "\u2423", "\n": "\u21b5", "\t": "\u21e5"}
 IN_MEMORY_BYTES = 512 << 20
@@ -61,11 +61,11 @@ def tokens(chars: list[str]) -> list[str]:
 
 def default_names(cell: str, layers: int) -> list[str]:
     kinds = ("cell", "hidden") if cell == "lstm" else ("hidden",)
-    return [f"layer{i}.{k}" for i in range(layers) for k in kinds]
+    return layer_names(layers, kinds)
 
 
 def check_names(names, cell: str, layers: int) -> list[str]:
-    valid = [f"layer{i}.{a}" for i in range(layers) for a in LAYER_ACTIVATIONS[cell]]
+    valid = layer_names(layers, LAYER_ACTIVATIONS[cell])
     names = list(dict.fromkeys(names))
     bad = [n for n in names if n not in valid]
     if bad or not names:

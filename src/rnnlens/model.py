@@ -12,17 +12,17 @@ evaluator, sampling and traces carry it across windows exactly as they carry an 
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
+# check_choice, check_range and parse_count live in rnnlens.checks; re-exported here for old imports
+from rnnlens.checks import check_choice, check_range, parse_count  # noqa: F401
 from rnnlens.errors import RnnlensError
 
 CELLS = ("lstm", "gru", "rnn", "ffn")
-RECURRENT = ("lstm", "gru", "rnn")
 INPUTS = ("embedding", "onehot")
 INITS = ("uniform", "torch")
 # Gates per cell in torch's weight layout: LSTM rows are [i, f, g, o], GRU rows [r, z, n].
@@ -80,31 +80,9 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
+    def from_dict(cls, d: dict) -> ModelConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
-
-
-def check_choice(name: str, value, choices) -> None:
-    if value not in choices:
-        raise RnnlensError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-
-
-def check_range(name, value, low=None, high=None, *, integer=False, low_open=False, high_open=False):
-    """Validate a hyperparameter up front, scikit-learn style: the message names the parameter and range."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if integer and ok:
-        ok = float(value).is_integer()
-    if ok and low is not None:
-        ok = value > low if low_open else value >= low
-    if ok and high is not None:
-        ok = value < high if high_open else value <= high
-    if not ok:
-        lo = "" if low is None else (f"> {low}" if low_open else f">= {low}")
-        hi = "" if high is None else (f"< {high}" if high_open else f"<= {high}")
-        rng = " and ".join(s for s in (lo, hi) if s)
-        kind = "an integer" if integer else "a number"
-        raise RnnlensError(f"{name} must be {kind} {rng}; got {value!r}")
 
 
 def count_parameters(cfg: ModelConfig) -> int:
@@ -138,18 +116,6 @@ def size_for_params(cfg: ModelConfig, budget: int) -> int:
 
 def _with_size(cfg: ModelConfig, size: int) -> ModelConfig:
     return ModelConfig.from_dict({**cfg.to_dict(), "size": size})
-
-
-def parse_count(text: str) -> int:
-    """'3.3M' -> 3300000, '250k' -> 250000, '1e6' -> 1000000."""
-    t = str(text).strip().lower()
-    scale = {"k": 1e3, "m": 1e6, "g": 1e9}.get(t[-1:], 1)
-    try:
-        value = float(t[:-1] if scale != 1 else t) * scale
-    except ValueError:
-        raise RnnlensError(f"--params must be a count like 250k, 3.3M or 1e6; got {text!r}") from None
-    check_range("--params", value, 1, None)
-    return int(round(value))
 
 
 class CharRNN(nn.Module):

@@ -54,7 +54,7 @@ class ReportOptions:
     data: str | None = None       # where the model's training text is now, when its run cannot find it
 
     def check(self) -> None:
-        from rnnlens.model import check_range
+        from rnnlens.checks import check_range
         if self.max_chars is not None:
             check_range("--max-chars", self.max_chars, 1, None, integer=True)
         for t in self.temperatures:
@@ -88,7 +88,7 @@ class ReportContext:
             self._tmp.cleanup()
             self._tmp = None
 
-    def __enter__(self) -> "ReportContext":
+    def __enter__(self) -> ReportContext:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -113,8 +113,9 @@ class ReportContext:
         from rnnlens.analysis.cells import kinds_for
         from rnnlens.analysis.saturation import saturation_names
         from rnnlens.analysis.timescales import timescale_names
+        from rnnlens.names import layer_names
         cfg = self.config
-        names = [f"layer{i}.{k}" for i in range(cfg.layers) for k in kinds_for(cfg.cell)]
+        names = layer_names(cfg.layers, kinds_for(cfg.cell))
         if self.gated:
             names += saturation_names(cfg.cell, cfg.layers) + timescale_names(cfg.cell, cfg.layers)
         return list(dict.fromkeys(names + ["probs", "loss"]))
@@ -125,7 +126,7 @@ class ReportContext:
         names = self.trace_names()
         cfg = self.config
         per_char = sum(len(self.lm.vocab) if n == "probs" else 1 if n == "loss" else cfg.size for n in names) * 4
-        options = dict(names=names, unknown=self.options.unknown, replacement=self.options.replacement)
+        options = {"names": names, "unknown": self.options.unknown, "replacement": self.options.replacement}
         if len(self.text) * per_char <= IN_MEMORY_TRACE_BYTES:
             return self.lm.trace(self.text, **options)
         self._tmp = tempfile.TemporaryDirectory(prefix="rnnlens-report-")
@@ -222,6 +223,99 @@ class ReportContext:
         """Every unit scored against every built-in feature of the text (rnnlens.analysis.cells)."""
         from rnnlens.analysis.cells import discover
         return discover(self.trace, excerpts=self.options.units_per_feature)
+
+    # ------------------------------------------------------- the sections' analyses (plain data)
+    @cached_property
+    def gallery(self) -> list:
+        """(unit score, gallery entry) of the best units of each feature present in the text, strongest first."""
+        from rnnlens.analysis.cells import gallery_entries
+        scores = self.cells
+        k = self.options.units_per_feature
+        best = [u for f in scores.features for u in scores.best(f.name, k) if u.excerpt is not None]
+        entries = gallery_entries(scores, top=k)
+        assert len(best) == len(entries)  # same order: features, then their best units with an excerpt
+        return sorted(zip(best, entries), key=lambda pair: -pair[0].strength)
+
+    @cached_property
+    def saturation(self):
+        """rnnlens.analysis.saturation.Saturation of the trace (gated cells only)."""
+        from rnnlens.analysis.saturation import gate_saturation
+        return gate_saturation(self.trace)
+
+    @cached_property
+    def timescales(self):
+        """rnnlens.analysis.timescales.Timescales of the trace (gated cells only)."""
+        from rnnlens.analysis.timescales import memory_timescales
+        return memory_timescales(self.trace)
+
+    @property
+    def gradient_max_lag(self) -> int:
+        """The longest lag the gradient flow follows: options.max_lag, at most the text's length - 2."""
+        return min(self.options.max_lag, len(self.trace.text) - 2)
+
+    @cached_property
+    def gradient_flow(self):
+        """rnnlens.analysis.gradients.GradientFlow over the traced text, or None when the text is too short
+        (under 7 characters) to follow gradients back 5 characters."""
+        from rnnlens.analysis.gradients import gradient_flow
+        if self.gradient_max_lag < 5:
+            return None
+        return gradient_flow(self.lm, self.trace.text, max_lag=self.gradient_max_lag, positions=self.options.positions,
+                             seed=self.options.seed, label=self.run_name)
+
+    @cached_property
+    def gradient_decay(self) -> float | None:
+        """The gradient flow's mean factor per character of the signal to the input (None when unknown)."""
+        return self.gradient_flow.decay_per_lag("input") if self.gradient_flow is not None else None
+
+    @cached_property
+    def ngram_note(self) -> str | None:
+        """Why the n-gram comparisons are missing, or None when the baseline is there."""
+        try:
+            self.ngram_predictions  # noqa: B018
+        except RnnlensError as e:
+            return str(e)
+        return None
+
+    @cached_property
+    def best_ngram_predictions(self):
+        """The n-gram baseline's Predictions of lowest loss on the text (needs ngram_note None)."""
+        return min(self.ngram_predictions.values(), key=lambda p: p.loss)
+
+    @cached_property
+    def loss_by_class(self):
+        """rnnlens.analysis.classes.ClassLosses of the model, and the best n-gram beside it when there is one."""
+        from rnnlens.analysis.classes import loss_by_class
+        preds = [self.predictions]
+        if self.ngram_note is None:
+            preds.append(self.best_ngram_predictions)
+        return loss_by_class(*preds)
+
+    @cached_property
+    def error_taxonomy(self) -> tuple:
+        """(rnnlens.analysis.taxonomy.Taxonomy, why there is no n-gram oracle or None)."""
+        from rnnlens.analysis.taxonomy import ngram_oracle, taxonomy
+        note = self.ngram_note
+        oracle = None
+        if note is None and self.ngram.order >= 9:
+            oracle = ngram_oracle(self.ngram, self.predictions.text)
+        elif note is None:
+            note = f"the n-gram baseline has order {self.ngram.order}; the oracle needs 9"
+        return taxonomy(self.predictions, oracle=oracle, train_text=self.train_text), note
+
+    @cached_property
+    def long_range(self) -> tuple[list, dict[str, int]]:
+        """(the long-range studies: '{}' and '()' where the text has matched pairs, then newlines;
+        {pair: matched pairs in the text}), the model beside the n-gram of the highest order when there is one."""
+        from rnnlens.analysis.longrange import closing_distances, closing_study, newline_study
+        preds = [self.predictions]
+        if self.ngram_note is None:
+            preds.append(self.ngram_predictions[self.ngram.order])
+        text = self.predictions.text
+        found = {pair: len(closing_distances(text, pair)[0]) for pair in ("{}", "()")}
+        studies = [closing_study(*preds, pair=pair) for pair in ("{}", "()") if found[pair]]
+        studies.append(newline_study(*preds))
+        return studies, found
 
 
 def run_folder(checkpoint: Path | None) -> Path | None:

@@ -1,7 +1,7 @@
 """Sampling: a fast step-by-step path for generation, numerically the same cells as torch's.
 
 At batch 1 on a CPU, calling nn.LSTM once per character is slow (each call pays the fused
-kernel's setup, ~2 ms per layer for oneDNN). Generation is inherently sequential, so here each
+kernel's setup; measured in docs/benchmarks.md, "Sampling"). Generation is inherently sequential, so here each
 step is a few matrix-vector products on the same weights: the first layer's input projection
 is precomputed for every vocabulary entry (a table lookup per step), the rest are addmm calls.
 A test checks these steps against the fused forward.
@@ -9,13 +9,16 @@ A test checks these steps against the fused forward.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 
+from rnnlens import recurrence
+from rnnlens.checks import check_range
 from rnnlens.errors import RnnlensError
-from rnnlens.model import CharRNN, check_range
+from rnnlens.model import CharRNN
+from rnnlens.recurrence import input_projection, layer_weights
 
 
 @dataclass
@@ -34,25 +37,22 @@ class SamplingOptions:
 
 
 class Stepper:
-    """One recurrent step at a time over N parallel rows, sharing the model's weights."""
+    """One recurrent step at a time over N parallel rows, sharing the model's weights (rnnlens.recurrence)."""
 
     def __init__(self, model: CharRNN):
         self.cell = model.cfg.cell
+        self.nonlinearity = getattr(model.rnn, "nonlinearity", "tanh")
         self.layers = []
-        rnn = model.rnn
         with torch.no_grad():
             for l in range(model.cfg.layers):
-                w_ih = getattr(rnn, f"weight_ih_l{l}")
-                b_ih = getattr(rnn, f"bias_ih_l{l}")
-                w_hh = getattr(rnn, f"weight_hh_l{l}")
-                b_hh = getattr(rnn, f"bias_hh_l{l}")
+                w_ih, b_ih, w_hh, b_hh = layer_weights(model.rnn, l)
                 if l == 0:
                     # [V, G*H]: the input projection of every character, looked up per step
                     ids = torch.arange(model.cfg.vocab_size, device=w_ih.device)
                     table = model.inputs(ids[None, :])[0] @ w_ih.T + b_ih
-                    self.layers.append((table, None, w_hh.T, b_hh))
+                    self.layers.append((table, None, w_hh, b_hh))
                 else:
-                    self.layers.append((None, (w_ih.T, b_ih), w_hh.T, b_hh))
+                    self.layers.append((None, (w_ih, b_ih), w_hh, b_hh))
             self.head_w = model.head.weight.T
             self.head_b = model.head.bias
 
@@ -60,27 +60,11 @@ class Stepper:
         """ids [N] long, state per layer [h] or [h, c] each [N, H] -> logits [N, V], new state."""
         x = None
         new_state = []
-        for l, (table, ih, w_hh_t, b_hh) in enumerate(self.layers):
-            gi = table[ids] if table is not None else torch.addmm(ih[1], x, ih[0])  # [N, G*H]
-            h = state[l][0]
-            gh = torch.addmm(b_hh, h, w_hh_t)
-            if self.cell == "lstm":
-                i, f, g, o = (gi + gh).chunk(4, dim=1)
-                c = torch.sigmoid(f) * state[l][1] + torch.sigmoid(i) * torch.tanh(g)
-                h = torch.sigmoid(o) * torch.tanh(c)
-                new_state.append([h, c])
-            elif self.cell == "gru":
-                ir, iz, in_ = gi.chunk(3, dim=1)
-                hr, hz, hn = gh.chunk(3, dim=1)
-                r = torch.sigmoid(ir + hr)
-                z = torch.sigmoid(iz + hz)
-                n = torch.tanh(in_ + r * hn)
-                h = n + z * (h - n)  # (1 - z) * n + z * h
-                new_state.append([h])
-            else:
-                h = torch.tanh(gi + gh)
-                new_state.append([h])
-            x = h
+        for l, (table, ih, w_hh, b_hh) in enumerate(self.layers):
+            gi = table[ids] if table is not None else input_projection(x, *ih)  # [N, G*H]
+            acts = recurrence.step(self.cell, gi, state[l], w_hh, b_hh, self.nonlinearity)
+            new_state.append(recurrence.next_state(self.cell, acts))
+            x = acts["hidden"]
         return torch.addmm(self.head_b, x, self.head_w), new_state
 
 

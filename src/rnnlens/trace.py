@@ -30,52 +30,29 @@ returned Trace reads them memory-mapped, so a 1M-character trace needs little RA
 from __future__ import annotations
 
 import json
-import math
 import os
 import struct
 import uuid
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import numpy as np
 import torch
-import torch.nn as nn
+from torch import nn
 
 from rnnlens.errors import RnnlensError
 from rnnlens.model import CharRNN
 
-LAYER_ACTIVATIONS = {
-    "lstm": ("gate.input", "gate.forget", "gate.output", "gate.candidate", "cell", "hidden"),
-    "gru": ("gate.reset", "gate.update", "gate.candidate", "hidden"),
-    "rnn": ("hidden",),
-    "ffn": ("hidden",),  # the n-NN's tanh hidden layer: no recurrence, no gates
-}
-GATES = {"lstm": ("gate.input", "gate.forget", "gate.output"), "gru": ("gate.reset", "gate.update"), "rnn": (),
-         "ffn": ()}
-OUTPUTS = ("probs", "loss")
+# The names live in rnnlens.names and the cell math in rnnlens.recurrence; these are re-exported here
+# because `from rnnlens.trace import LAYER_ACTIVATIONS, parse_unit, linear_scan, ...` is public.
+from rnnlens.names import GATES, LAYER_ACTIVATIONS, OUTPUTS, activation_names, parse_unit  # noqa: F401
+from rnnlens.names import name as activation_name
+from rnnlens.recurrence import input_projection, layer_weights, linear_scan, recompute  # noqa: F401
+
 DEFAULT_CHUNK = 8192  # characters per forward chunk: bounds working memory to ~chunk * 14 * H floats per layer
 
 _ST_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16", np.dtype(np.int32): "I32"}
 _NP_DTYPES = {v: k for k, v in _ST_DTYPES.items()}
-
-
-def activation_names(cell: str, layers: int) -> list[str]:
-    """Every name a trace of this architecture holds, in order."""
-    return [f"layer{i}.{a}" for i in range(layers) for a in LAYER_ACTIVATIONS[cell]] + list(OUTPUTS)
-
-
-def parse_unit(spec: str, layers: int | None = None, size: int | None = None) -> tuple[int, int]:
-    """'1:42' -> (1, 42): layer (from 0) and unit index."""
-    try:
-        layer_text, unit_text = str(spec).split(":")
-        layer, unit = int(layer_text), int(unit_text)
-    except ValueError:
-        raise RnnlensError(f"a unit is LAYER:INDEX with both from 0, e.g. 0:42; got {spec!r}") from None
-    if layers is not None and not 0 <= layer < layers:
-        raise RnnlensError(f"layer {layer} does not exist: the model has layers 0..{layers - 1}")
-    if size is not None and not 0 <= unit < size:
-        raise RnnlensError(f"unit {unit} does not exist: each layer has units 0..{size - 1}")
-    return layer, unit
 
 
 class Trace:
@@ -149,7 +126,7 @@ class Trace:
         return Trace.load(path)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Trace":
+    def load(cls, path: str | Path) -> Trace:
         """Open a trace file memory-mapped; nothing in it is executed."""
         path = Path(path)
         header, offset = _read_header(path)
@@ -175,10 +152,17 @@ class Trace:
                    max_recompute_error=info.get("max_recompute_error", 0.0), source=info.get("source"),
                    path=path)
 
+    # Drawing belongs to rendering, a layer below inspection, so this module never imports it. The
+    # package facade (rnnlens/__init__.py, which sits above every layer) plugs the drawer in here:
+    # Trace.viewer = a function (trace, name, unit, start, end) -> rnnlens.render.html.UnitView.
+    # Since importing rnnlens.trace always runs rnnlens/__init__.py first, it is always set.
+    viewer = None
+
     def view(self, name: str, unit: int, start: int = 0, end: int | None = None):
         """One unit over text[start:end]: shows inline in Jupyter; .html(), .save('x.html' or 'x.png')."""
-        from rnnlens.render.html import UnitView
-        return UnitView(self, name, unit, start, end)
+        if Trace.viewer is None:
+            raise RnnlensError("no viewer: use rnnlens.render.html.UnitView(trace, name, unit, start, end)")
+        return Trace.viewer(self, name, unit, start, end)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,13 +226,13 @@ def trace_ids(model: CharRNN, ids: np.ndarray, chars: list[str], *, names: Itera
                 x = model.inputs(ids_t[None, s:e])  # [1, n, I]
             for i, layer in enumerate(layers):
                 fused, new_state = layer(x, state[i])  # [1, n, H]
-                if any(n.startswith(f"layer{i}.") for n in shapes):  # only probs/loss wanted: the fused pass suffices
+                mine = {activation_name(i, a): a for a in LAYER_ACTIVATIONS[cfg.cell]}
+                if any(n in shapes for n in mine):  # only probs/loss wanted: the fused pass suffices
                     acts, recomputed = recompute_layer(cfg.cell, layer, x[0], fused[0], state[i])
                     max_err = max(max_err, float((recomputed - fused[0]).abs().max()))
-                    for a, value in acts.items():
-                        name = f"layer{i}.{a}"
+                    for name, a in mine.items():
                         if name in shapes:
-                            store(name, s, value.to("cpu", torch.float32).numpy())
+                            store(name, s, acts[a].to("cpu", torch.float32).numpy())
                 state[i] = new_state
                 x = fused
             if "probs" in shapes or "loss" in shapes:
@@ -278,71 +262,26 @@ def trace_ids(model: CharRNN, ids: np.ndarray, chars: list[str], *, names: Itera
 
 
 def recompute_layer(cell: str, layer: nn.Module, x: torch.Tensor, h: torch.Tensor, state):
-    """What a fused single-layer `layer` computed inside, from its inputs and outputs.
+    """What a fused single-layer `layer` computed inside, from its inputs and outputs (rnnlens.recurrence).
 
     x [n, I] the layer's inputs, h [n, H] its fused outputs, state its initial state (None for
-    zeros; LSTM (h0, c0) each [1, 1, H]). Returns ({activation: [n, H]}, recomputed h [n, H]).
+    zeros; LSTM (h0, c0) each [1, 1, H]). Returns ({activation: [n, H]}, recomputed h [n, H]); the
+    'hidden' activation is the fused h itself.
     """
-    n, H = h.shape
+    H = h.shape[1]
     zeros = h.new_zeros(1, H)
     if state is None:
         h0, c0 = zeros, zeros
     elif cell == "lstm":
         h0, c0 = state[0].reshape(1, H), state[1].reshape(1, H)
     else:
-        h0 = state.reshape(1, H)
-    h_prev = torch.cat([h0, h[:-1]])  # [n, H]: the state each step starts from
-    gi = torch.addmm(layer.bias_ih_l0, x, layer.weight_ih_l0.t())      # [n, G*H]
-    gh = torch.addmm(layer.bias_hh_l0, h_prev, layer.weight_hh_l0.t())  # [n, G*H]
-    if cell == "rnn":
-        hidden = torch.tanh(gi + gh)
-        return {"hidden": h}, hidden
-    if cell == "gru":
-        r = torch.sigmoid(gi[:, :H] + gh[:, :H])
-        z = torch.sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
-        cand = torch.tanh(gi[:, 2 * H:] + r * gh[:, 2 * H:])
-        hidden = (1 - z) * cand + z * h_prev
-        return {"gate.reset": r, "gate.update": z, "gate.candidate": cand, "hidden": h}, hidden
-    pre = gi + gh  # torch's LSTM row order: input, forget, candidate (g), output
-    i = torch.sigmoid(pre[:, :H])
-    f = torch.sigmoid(pre[:, H:2 * H])
-    g = torch.tanh(pre[:, 2 * H:3 * H])
-    o = torch.sigmoid(pre[:, 3 * H:])
-    c = linear_scan(f, i * g, c0[0])
-    hidden = o * torch.tanh(c)
-    return {"gate.input": i, "gate.forget": f, "gate.output": o, "gate.candidate": g, "cell": c,
-            "hidden": h}, hidden
-
-
-def linear_scan(a: torch.Tensor, b: torch.Tensor, c0: torch.Tensor, block: int | None = None) -> torch.Tensor:
-    """c_t = a_t * c_{t-1} + b_t for t = 0..n-1 with c_{-1} = c0; a, b [n, H], c0 [H] -> c [n, H].
-
-    Blocked: the text is cut into m blocks of k steps. A loop over the k steps scans all blocks at
-    once from a zero start (and keeps the running product of a); a loop over the m blocks carries
-    the true state from block to block; one fix-up adds each block's carried-in state times the
-    running product. 2*sqrt(n) Python steps instead of n, and no products of more than k factors.
-    """
-    n, H = a.shape
-    k = block or max(1, math.isqrt(n))
-    m = -(-n // k)
-    pad = m * k - n
-    if pad:  # pad with a=1, b=0 steps at the end; they change nothing before them
-        a = torch.cat([a, a.new_ones(pad, H)])
-        b = torch.cat([b, b.new_zeros(pad, H)])
-    a3, b3 = a.reshape(m, k, H), b.reshape(m, k, H)
-    local = torch.empty_like(b3)  # scan of each block from a zero start
-    prod = torch.empty_like(a3)   # running product of a within each block
-    local[:, 0], prod[:, 0] = b3[:, 0], a3[:, 0]
-    for t in range(1, k):
-        torch.addcmul(b3[:, t], a3[:, t], local[:, t - 1], out=local[:, t])
-        torch.mul(prod[:, t - 1], a3[:, t], out=prod[:, t])
-    carry = torch.empty(m, H, dtype=b.dtype, device=b.device)  # the true state entering each block
-    state = c0.to(b.dtype)
-    for j in range(m):
-        carry[j] = state
-        state = local[j, -1] + prod[j, -1] * state
-    c = torch.addcmul(local, prod, carry[:, None, :])
-    return c.reshape(m * k, H)[:n]
+        h0, c0 = state.reshape(1, H), None
+    w_ih, b_ih, w_hh, b_hh = layer_weights(layer, 0)
+    acts = recompute(cell, input_projection(x, w_ih, b_ih), h, h0, c0, w_hh, b_hh,
+                     getattr(layer, "nonlinearity", "tanh"))
+    recomputed = acts["hidden"]
+    acts["hidden"] = h
+    return acts, recomputed
 
 
 def _single_layers(model: CharRNN) -> list[nn.Module]:

@@ -22,11 +22,11 @@ import torch.nn.functional as F
 from rnnlens import distributed
 from rnnlens.batches import StreamBatches
 from rnnlens.checkpoint import BEST, LAST, read_checkpoint, save_checkpoint, write_json_atomic
+from rnnlens.checks import check_choice, check_range
 from rnnlens.corpus import Corpus, _validate_split, load_corpus, open_run_corpus
 from rnnlens.errors import RnnlensError
 from rnnlens.evaluate import evaluate
-from rnnlens.model import (CharRNN, ModelConfig, check_choice, check_range, detach_state,
-                           state_from_tensors, state_tensors)
+from rnnlens.model import CharRNN, ModelConfig, detach_state, state_from_tensors, state_tensors
 
 OPTIMIZERS = ("rmsprop", "adam", "adamw", "sgd")
 SCHEDULES = ("step", "cosine", "constant")
@@ -115,7 +115,7 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -173,9 +173,16 @@ class TrainState:
 class Trainer:
     """Train a CharRNN on a corpus into a run folder. Use `Trainer.start(...)` or `Trainer.resume(run)`."""
 
+    # plot_loss(metrics_path, png_path) draws loss.png at the end of a run; None: no picture. The trainer is
+    # core and must not import rendering, so the caller passes it (plot_loss=rnnlens.render.plots.plot_loss_curve);
+    # until every caller does, the package facade (rnnlens/__init__.py) sets this class-wide default.
+    plot_loss = None
+
     def __init__(self, run_dir: Path, corpus: Corpus, model_cfg: ModelConfig, cfg: TrainConfig,
-                 state: TrainState | None = None, progress: bool = True, log=None):
+                 state: TrainState | None = None, progress: bool = True, log=None, plot_loss=None):
         self.run_dir = Path(run_dir)
+        if plot_loss is not None:
+            self.plot_loss = plot_loss
         self.corpus = corpus
         self.model_cfg = model_cfg
         self.cfg = cfg
@@ -217,7 +224,7 @@ class Trainer:
     @classmethod
     def start(cls, run_dir, model_cfg: ModelConfig | None = None, cfg: TrainConfig | None = None,
               force: bool = False, progress: bool = True, corpus: Corpus | None = None, log=None,
-              **model_kwargs) -> "Trainer":
+              plot_loss=None, **model_kwargs) -> Trainer:
         """A new run. `model_cfg` may be None: then it is built from model_kwargs and the corpus vocab."""
         cfg = cfg or TrainConfig()
         run_dir = Path(run_dir)
@@ -241,7 +248,7 @@ class Trainer:
             raise RnnlensError(f"model vocab_size {model_cfg.vocab_size} does not match the corpus ({len(corpus.vocab)})")
         # everything that can fail on the user's settings (a text too short for one batch, no GPU, a missing
         # package) fails here, in building the trainer, before the run folder is touched
-        trainer = cls(run_dir, corpus, model_cfg, cfg, progress=progress, log=log)
+        trainer = cls(run_dir, corpus, model_cfg, cfg, progress=progress, log=log, plot_loss=plot_loss)
         if ctx.is_main:
             if force and run_dir.exists():
                 for name in (LAST, BEST, "metrics.jsonl", "run.json", "summary.json", "loss.png"):
@@ -260,7 +267,8 @@ class Trainer:
         return trainer
 
     @classmethod
-    def resume(cls, run_dir, overrides: dict | None = None, progress: bool = True, log=None) -> "Trainer":
+    def resume(cls, run_dir, overrides: dict | None = None, progress: bool = True, log=None,
+               plot_loss=None) -> Trainer:
         """Continue a run from last.safetensors. `overrides` may change stopping rules and the device."""
         run_dir = Path(run_dir)
         ckpt = read_checkpoint(_existing_last(run_dir))
@@ -286,7 +294,8 @@ class Trainer:
         state = TrainState(**meta["state"])
         state.done = False
         state.stop_reason = None
-        trainer = cls(run_dir, corpus, ckpt.config, cfg, state=state, progress=progress, log=log)
+        trainer = cls(run_dir, corpus, ckpt.config, cfg, state=state, progress=progress, log=log,
+                      plot_loss=plot_loss)
         trainer.load_training_tensors(ckpt)
         old_rule = {k: meta["train"].get(k) for k in STOPPING_OPTIONS}
         new_rule = {k: getattr(cfg, k) for k in STOPPING_OPTIONS}
@@ -466,7 +475,7 @@ class Trainer:
             raise RnnlensError("give a stopping rule: --max-epochs, --max-steps or --time-budget")
         checkpoint_every = cfg.checkpoint_every or cfg.eval_every or 500
         chars_per_step = cfg.batch_size * cfg.seq_len
-        metrics = open(self.run_dir / "metrics.jsonl" if self.dist.is_main else os.devnull, "a")
+        metrics = open(self.run_dir / "metrics.jsonl" if self.dist.is_main else os.devnull, "a")  # noqa: SIM115
         bar = self._progress_bar()
         old_handlers = self._install_signal_handlers()
         loss_sum, loss_n, window_t0, window_steps = 0.0, 0, time.perf_counter(), 0
@@ -646,12 +655,11 @@ class Trainer:
             signal.signal(sig, handler)
 
     def _plot(self) -> None:
-        if not self.dist.is_main:
+        if not self.dist.is_main or self.plot_loss is None:
             return
-        from rnnlens.render.plots import plot_loss_curve
         try:
-            plot_loss_curve(self.run_dir / "metrics.jsonl", self.run_dir / "loss.png")
-        except Exception as e:  # a figure must never cost a finished run
+            self.plot_loss(self.run_dir / "metrics.jsonl", self.run_dir / "loss.png")
+        except Exception as e:  # noqa: BLE001  a figure must never cost a finished run
             self.log(f"note: could not draw loss.png ({e})")
 
 

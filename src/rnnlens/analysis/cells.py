@@ -45,20 +45,22 @@ of rows, never whole):
    the unit follows it best (for a gallery; `gallery_entries`).
 
 Sorting every column instead (6,144 sorts of 1M floats for a 2x512 LSTM's every activation) is
-about 5x slower than steps 2-3 (benchmarks/bench_cells.py).
+several times slower than steps 2-3 (measured in docs/benchmarks.md, "Cell discovery").
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Iterable
 
 import numpy as np
 
 from rnnlens.analysis.features import BINARY, NUMERIC, Feature, resolve_features
 from rnnlens.errors import RnnlensError
-from rnnlens.trace import LAYER_ACTIVATIONS, Trace
+from rnnlens.names import LAYER_ACTIVATIONS, layer_names
+from rnnlens.names import name as activation_name
+from rnnlens.trace import Trace
 
 DEFAULT_KINDS = {"lstm": ("cell", "hidden"), "gru": ("hidden",), "rnn": ("hidden",), "ffn": ("hidden",)}
 EXACT_TOP = 10           # best units of each on/off feature whose AUC is computed exactly
@@ -98,7 +100,7 @@ class UnitScore:
     @property
     def activation(self) -> str:
         """The trace name of the unit's activation, e.g. 'layer1.cell'."""
-        return f"layer{self.layer}.{self.kind}"
+        return activation_name(self.layer, self.kind)
 
     @property
     def label(self) -> str:
@@ -223,7 +225,7 @@ def kinds_for(cell: str, kinds: Iterable[str] | str | None = None) -> list[str]:
 def resolve_kinds(trace: Trace, kinds: Iterable[str] | str | None = None) -> list[str]:
     """Activation names of `trace` to score, e.g. ['layer0.cell', 'layer0.hidden', 'layer1.cell', ...]
     (see kinds_for; by default those of the default kinds that the trace holds)."""
-    names = [f"layer{i}.{k}" for i in range(trace.layers) for k in kinds_for(trace.cell, kinds)]
+    names = layer_names(trace.layers, kinds_for(trace.cell, kinds))
     missing = [n for n in names if n not in trace]
     if kinds is not None and missing:
         raise RnnlensError(f"this trace has no {', '.join(missing[:4])}; trace those activations "

@@ -17,16 +17,16 @@ Users add their own with `regex_feature` (spans of the matches are on), `callabl
 (a function returning one value per character), or a `--feature 'name=REGEX'` spec
 (`parse_feature_spec`).
 
-All built-ins are vectorised with numpy and Python's `re` engine (which scans in C): a
-1M-character text takes about a second for all of them together (benchmarks/bench_cells.py).
+All built-ins are vectorised with numpy and Python's `re` engine (which scans in C); their time
+on a 1M-character text is in docs/benchmarks.md ("Cell discovery").
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -55,7 +55,7 @@ def _validate(feature: Feature, values, length: int) -> np.ndarray:
     where = f"feature {feature.name!r}"
     try:
         array = np.asarray(values)
-    except Exception as e:  # whatever the function returned cannot become an array
+    except Exception as e:  # noqa: BLE001  whatever the function returned cannot become an array
         raise RnnlensError(f"{where} returned something that is not an array of numbers ({e})") from None
     if array.ndim != 1 or array.shape[0] != length:
         raise RnnlensError(f"{where} must give one value per character ({length}); "

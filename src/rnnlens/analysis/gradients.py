@@ -37,8 +37,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rnnlens import recurrence
+from rnnlens.checks import check_range
 from rnnlens.errors import RnnlensError
-from rnnlens.model import CharRNN, check_range
+from rnnlens.model import CharRNN
+from rnnlens.names import name as activation_name
+from rnnlens.recurrence import input_projection, layer_weights
 
 QUANTILES = (0.1, 0.5, 0.9)
 SUMMARY_LAGS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500)
@@ -206,31 +210,21 @@ def _window_gradient_norms(model: CharRNN, window: torch.Tensor, targets: torch.
         x = model.inputs(window).detach().requires_grad_(True)  # [p, S, I]: the leaf for d/dx
         layer_in = x
         watched: dict[str, list[torch.Tensor]] = {}
+        nonlinearity = getattr(rnn, "nonlinearity", "tanh")  # RNN only: tanh or relu
         for i in range(cfg.layers):
-            w_ih, w_hh = getattr(rnn, f"weight_ih_l{i}"), getattr(rnn, f"weight_hh_l{i}")
-            b_ih, b_hh = getattr(rnn, f"bias_ih_l{i}"), getattr(rnn, f"bias_hh_l{i}")
-            pre_in = F.linear(layer_in, w_ih, b_ih)  # [p, S, G*H]: the input half of every step at once
-            h = states[i][0]
-            c = states[i][1] if cfg.cell == "lstm" else None
+            w_ih, b_ih, w_hh, b_hh = layer_weights(rnn, i)
+            pre_in = input_projection(layer_in, w_ih, b_ih)  # [p, S, G*H]: the input half of every step at once
+            state = list(states[i])
             hs, cs = [], []
             for gi in pre_in.unbind(1):  # unbind, not indexing: indexing makes backward zero-fill [p, S, G*H] per step
-                gh = F.linear(h, w_hh, b_hh)
-                if cfg.cell == "lstm":  # torch row order: input, forget, candidate, output
-                    pi, pf, pg, po = (gi + gh).chunk(4, dim=1)
-                    c = torch.sigmoid(pf) * c + torch.sigmoid(pi) * torch.tanh(pg)
-                    h = torch.sigmoid(po) * torch.tanh(c)
-                    cs.append(c)
-                elif cfg.cell == "gru":  # rows: reset, update, new; the reset gate scales W_hn h + b_hn
-                    ir, iz, inew = gi.chunk(3, dim=1)
-                    hr, hz, hnew = gh.chunk(3, dim=1)
-                    r, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
-                    h = (1 - z) * torch.tanh(inew + r * hnew) + z * h
-                else:
-                    h = torch.relu(gi + gh) if rnn.nonlinearity == "relu" else torch.tanh(gi + gh)
-                hs.append(h)
-            watched[f"layer{i}.hidden"] = hs
+                acts = recurrence.step(cfg.cell, gi, state, w_hh, b_hh, nonlinearity)
+                state = recurrence.next_state(cfg.cell, acts)
+                hs.append(acts["hidden"])
+                if cfg.cell == "lstm":
+                    cs.append(acts["cell"])
+            watched[activation_name(i, "hidden")] = hs
             if cs:
-                watched[f"layer{i}.cell"] = cs
+                watched[activation_name(i, "cell")] = cs
             layer_in = torch.stack(hs, dim=1)  # [p, S, H]
         loss = F.cross_entropy(model.head(hs[-1]), targets, reduction="sum")  # rows are independent: sum = per row
         names = list(watched)

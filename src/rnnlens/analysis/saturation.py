@@ -29,7 +29,9 @@ import numpy as np
 from rnnlens.analysis.streaming import check_gate_array, row_blocks
 from rnnlens.analysis.tables import write_csv as write_rows
 from rnnlens.errors import RnnlensError
-from rnnlens.trace import GATES, Trace
+from rnnlens.names import GATES, layer_names
+from rnnlens.names import name as activation_name
+from rnnlens.trace import Trace
 
 MOSTLY = 0.5  # a unit is "mostly" left/right-saturated when it is so more than half of the time
 
@@ -113,7 +115,7 @@ def gate_saturation(trace: Trace, low: float = 0.1, high: float = 0.9) -> Satura
     counts_right = np.zeros_like(counts_left)
     for layer in range(trace.layers):
         for g, gate in enumerate(gates):
-            name = f"layer{layer}.{gate}"
+            name = activation_name(layer, gate)
             array = trace[name]
             check_gate_array(name, array, T, H)
             below, above = strict_bounds(low, high, array.dtype)
@@ -127,7 +129,7 @@ def gate_saturation(trace: Trace, low: float = 0.1, high: float = 0.9) -> Satura
 
 def saturation_names(cell: str, layers: int) -> list[str]:
     """The trace arrays gate_saturation reads, to trace only those."""
-    return [f"layer{i}.{gate}" for i in range(layers) for gate in gates_of(cell)]
+    return layer_names(layers, gates_of(cell))
 
 
 def gates_of(cell: str) -> tuple[str, ...]:

@@ -39,6 +39,8 @@ import numpy as np
 from rnnlens.analysis.streaming import check_gate_array, row_blocks
 from rnnlens.analysis.tables import write_csv as write_rows
 from rnnlens.errors import RnnlensError
+from rnnlens.names import layer_names
+from rnnlens.names import name as activation_name
 from rnnlens.trace import Trace
 
 KEEP_GATE = {"lstm": "gate.forget", "gru": "gate.update"}
@@ -133,7 +135,7 @@ def memory_timescales(trace: Trace) -> Timescales:
     total = np.zeros((trace.layers, H))
     log_total = np.zeros((trace.layers, H))
     for layer in range(trace.layers):
-        name = f"layer{layer}.{gate}"
+        name = activation_name(layer, gate)
         array = trace[name]
         check_gate_array(name, array, T, H)
         for block in row_blocks(array):
@@ -147,7 +149,7 @@ def memory_timescales(trace: Trace) -> Timescales:
 
 def timescale_names(cell: str, layers: int) -> list[str]:
     """The trace arrays memory_timescales reads, to trace only those."""
-    return [f"layer{i}.{keep_gate(cell)}" for i in range(layers)]
+    return layer_names(layers, [keep_gate(cell)])
 
 
 def keep_gate(cell: str) -> str:

@@ -29,9 +29,10 @@ import numpy as np
 from rnnlens.analysis import select as selection
 from rnnlens.errors import RnnlensError
 from rnnlens.model import count_parameters
+from rnnlens.names import LAYER_ACTIVATIONS, activation_names, layer_names, resolve_activation
+from rnnlens.names import name as activation_name
 from rnnlens.render.colours import display_for, unit_label
 from rnnlens.render.html import LEVEL_CODES, SCALE_CLASSES
-from rnnlens.trace import LAYER_ACTIVATIONS, activation_names
 
 MAX_TEXT_BYTES = 1_000_000
 MAX_SAMPLE_LENGTH = 2000
@@ -123,7 +124,7 @@ class Explorer:
     def check_name(self, lm, name: str | None) -> str:
         cfg = lm.config
         if name is None:
-            return f"layer{cfg.layers - 1}.{'cell' if cfg.cell == 'lstm' else 'hidden'}"
+            return activation_name(cfg.layers - 1, resolve_activation(None, cfg.cell))
         valid = activation_names(cfg.cell, cfg.layers)[:-2]  # not probs and loss
         if name not in valid:
             raise NotFound(f"this {cfg.cell.upper()} of {cfg.layers} layer(s) has no activation {name!r}; "
@@ -229,7 +230,7 @@ class Explorer:
                 self._rankings.move_to_end(cache_key)
                 return self._rankings[cache_key]
             kinds = kinds_for(cfg.cell)
-            trace, _ = self.trace(key, text, [f"layer{i}.{k}" for i in range(cfg.layers) for k in kinds])
+            trace, _ = self.trace(key, text, layer_names(cfg.layers, kinds))
             scores = discover(trace, kinds=kinds, excerpts=0, exact_top=max(top, 3))
             best = [(u, f) for f in scores.features for u in scores.best(f.name, top)]
             best.sort(key=lambda uf: -uf[0].strength)

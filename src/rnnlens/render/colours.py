@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from rnnlens.errors import RnnlensError
-from rnnlens.trace import GATES, Trace
+from rnnlens.names import GATES
+from rnnlens.trace import Trace
 
 WHITE = (255, 255, 255)
 

@@ -27,7 +27,6 @@ from rnnlens.render.html import (
 )
 
 DEFAULT_SCALE = 2.0  # nats: a difference of 2 nats (a factor e^2 = 7.4 in probability) is full colour
-DEFAULT_LENGTH = 20_000
 
 # Tooltip for comparison views: its own listener, beside html.py's (which hides the tip off its own views),
 # sharing html.py's tooltip element and caret code through window.rnnlens.

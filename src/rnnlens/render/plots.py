@@ -6,6 +6,8 @@ import json
 import math
 from pathlib import Path
 
+from rnnlens.names import name as activation_name
+
 
 def read_metrics(path: str | Path) -> list[dict]:
     rows = []
@@ -151,7 +153,7 @@ def plot_gradient_flow(flows, out_path: str | Path, title: str | None = None) ->
         left.fill_between(flow.lags, flow.quantile("input", 0.1), flow.quantile("input", 0.9), color=colour,
                           alpha=0.12, linewidth=0)
         for layer in range(flow.layers):
-            right.plot(flow.lags, flow.mean(f"layer{layer}.hidden"), color=colour,
+            right.plot(flow.lags, flow.mean(activation_name(layer, "hidden")), color=colour,
                        linestyle=styles[layer % len(styles)],
                        label=name if flow.layers == 1 else f"{name} layer {layer}")
     for ax, what in ((left, "|| d loss_t / d x_{t-k} ||  (input)"), (right, "|| d loss_t / d h_{t-k} ||  (hidden)")):
@@ -328,14 +330,14 @@ def plot_error_taxonomy(taxonomies, out_path: str | Path, comparison=None, title
 
 
 # ---------------------------------------------------------------------------------------------
-# The experiment grid (rnnlens.analysis.grid)
+# The experiment grid (rnnlens.analysis.grid_results)
 
 KIND_COLOURS = {"lstm": "#4c72b0", "gru": "#55a868", "rnn": "#c44e52", "ngram": "#333333", "nnn": "#8172b2"}
 KIND_MARKERS = {"lstm": "o", "gru": "s", "rnn": "^", "ngram": "X", "nnn": "D"}
 
 
 def plot_model_map(model_map, out_path: str | Path, title: str | None = None) -> Path:
-    """The models as points in 2-D (rnnlens.analysis.grid.ModelMap): colour and marker by type,
+    """The models as points in 2-D (rnnlens.analysis.grid_results.ModelMap): colour and marker by type,
     marker area growing with the width, each point labelled with its depth x width."""
     import numpy as np
     plt = _pyplot()

@@ -266,23 +266,12 @@ def test_loss_section(ctx) -> Section:
                    f"{loss['uniform']:.2f} nats; everything below that is structure the model has learned.", body)
 
 
-def _gallery(ctx):
-    """(score, gallery entry) of the best units of each feature present in the text, strongest first."""
-    from rnnlens.analysis.cells import gallery_entries
-    scores = ctx.cells
-    k = ctx.options.units_per_feature
-    best = [u for f in scores.features for u in scores.best(f.name, k) if u.excerpt is not None]
-    entries = gallery_entries(scores, top=k)
-    assert len(best) == len(entries)  # same order: features, then their best units with an excerpt
-    return sorted(zip(best, entries), key=lambda pair: -pair[0].strength)
-
-
 def units_section(ctx) -> Section:
     why = ("Each unit below is one number inside the network, drawn as the colour behind every character after the "
            "model has read it: red for \u22121, white for 0, blue for +1. Nobody told the network about quotes, "
            "brackets or line lengths; these are the units whose values follow such a feature of the text most "
            "closely, and the strip under each shows what the model expected to come next.")
-    pairs = _gallery(ctx)
+    pairs = ctx.gallery
     scores = ctx.cells
     min_strength = ctx.options.min_strength
     rows, absent = [], []
@@ -338,9 +327,8 @@ def saturation_section(ctx) -> Section:
     note = _gates_note(ctx, "saturation")
     if note:
         return Section("saturation", "Gate saturation", why, note=note)
-    from rnnlens.analysis.saturation import gate_saturation
     from rnnlens.render.plots import plot_saturation
-    sat = gate_saturation(ctx.trace)
+    sat = ctx.saturation
     rows = [[str(r["layer"]), escape(r["gate"]), _num(r["mean_left"]), _num(r["mean_right"]),
              f"{r['mostly_left']}/{r['units']}", f"{r['mostly_right']}/{r['units']}"] for r in sat.summary()]
     table = _table(["layer", "gate", "time shut (mean)", "time open (mean)", "units mostly shut",
@@ -358,9 +346,8 @@ def timescales_section(ctx) -> Section:
     note = _gates_note(ctx, "forget or update gate to read memory from")
     if note:
         return Section("timescales", "Memory time constants", why, note=note)
-    from rnnlens.analysis.timescales import memory_timescales
     from rnnlens.render.plots import plot_half_lives
-    ts = memory_timescales(ctx.trace)
+    ts = ctx.timescales
     if ts.cell == "gru":
         why = why.replace("an LSTM cell", "a GRU unit").replace("its forget gate", "its update gate")
     rows = []
@@ -381,16 +368,13 @@ def gradients_section(ctx) -> Section:
            "strong that signal still is k characters back, on a log scale. A straight falling line is the "
            "vanishing gradient, which stops a plain RNN from learning about anything far back; an LSTM's cell "
            "carries the signal further.")
-    from rnnlens.analysis.gradients import gradient_flow
     from rnnlens.render.plots import plot_gradient_flow
-    text = ctx.trace.text  # as the model read it (after --unknown)
-    max_lag = min(ctx.options.max_lag, len(text) - 2)
-    if max_lag < 5:
-        return Section("gradients", "Gradient flow", why, note=f"the text is too short ({len(text)} characters) "
-                       "to follow gradients back 5 characters or more")
-    flow = gradient_flow(ctx.lm, text, max_lag=max_lag, positions=ctx.options.positions, seed=ctx.options.seed,
-                         label=ctx.run_name)
-    decay = flow.decay_per_lag("input")
+    flow = ctx.gradient_flow
+    if flow is None:
+        return Section("gradients", "Gradient flow", why, note=f"the text is too short ({len(ctx.trace.text)} "
+                       "characters) to follow gradients back 5 characters or more")
+    max_lag = ctx.gradient_max_lag
+    decay = ctx.gradient_decay
     fig = figure(lambda p: plot_gradient_flow([flow], p), "gradient norm against lag")
     said = ""
     if decay is not None:
@@ -401,20 +385,11 @@ def gradients_section(ctx) -> Section:
     return Section("gradients", "Gradient flow", why, fig + said)
 
 
-def _ngram_note(ctx) -> str | None:
-    """Why the n-gram comparisons are missing, or None when the baseline is there."""
-    try:
-        ctx.ngram_predictions
-    except RnnlensError as e:
-        return str(e)
-    return None
-
-
 def ngram_section(ctx) -> Section:
     why = ("The same text scored by n-gram models, which predict the next character from counts of the last "
            "n\u22121 characters seen in training (interpolated Kneser-Ney). Where the network does better than the "
            "longest n-gram, it is using context that no fixed window of characters sees.")
-    note = _ngram_note(ctx)
+    note = ctx.ngram_note
     if note:
         return Section("ngram", "Beside n-gram baselines", why, note=note)
     model = ctx.predictions
@@ -437,21 +412,13 @@ def ngram_section(ctx) -> Section:
     return Section("ngram", "Beside n-gram baselines", why, body)
 
 
-def _best_ngram(ctx):
-    return min(ctx.ngram_predictions.values(), key=lambda p: p.loss)
-
-
 def classes_section(ctx) -> Section:
     why = ("The loss split by the kind of character that comes next: letters, digits, spaces, newlines, "
            "punctuation, brackets, quotes. It shows which characters are easy (the rest of a word) and which stay "
            "hard (the first letter of a new word), and where the network gains over the best n-gram.")
-    from rnnlens.analysis.classes import loss_by_class
     from rnnlens.render.plots import plot_loss_by_class
-    preds = [ctx.predictions]
-    note = _ngram_note(ctx)
-    if note is None:
-        preds.append(_best_ngram(ctx))
-    result = loss_by_class(*preds)
+    note = ctx.ngram_note
+    result = ctx.loss_by_class
     names = result.models
     header = ["class", "characters"] + [f"{n} (nats)" for n in names] + [f"share of {names[0]}'s loss"]
     rows = [[escape(r["class"]), f"{r['count']:,}"] + [_num(r[f"{n} loss_nats"]) for n in names]
@@ -467,15 +434,8 @@ def errors_section(ctx) -> Section:
            "kinds, each taking away the errors it explains: ones some n-gram (n \u2264 9) would get right, repeats of "
            "a word seen in the last 1,000 characters, rare words, first letters of words, punctuation. What is left "
            "is sorted by how much more probability the true character needed: what a bigger model would learn.")
-    from rnnlens.analysis.errors import ngram_oracle, taxonomy
     from rnnlens.render.plots import plot_error_taxonomy
-    note = _ngram_note(ctx)
-    oracle = None
-    if note is None and ctx.ngram.order >= 9:
-        oracle = ngram_oracle(ctx.ngram, ctx.predictions.text)
-    elif note is None:
-        note = f"the n-gram baseline has order {ctx.ngram.order}; the oracle needs 9"
-    result = taxonomy(ctx.predictions, oracle=oracle, train_text=ctx.train_text)
+    result, note = ctx.error_taxonomy
     rows = [[escape(r["label"]), f"{r['count']:,}", f"{100 * r['share']:.1f}%"]
             for r in result.rows()]
     table = _table(["category (peeled in this order)", "errors", "share"], rows, numeric={1, 2})
@@ -494,17 +454,11 @@ def longrange_section(ctx) -> Section:
     why = ("How well the model predicts a closing character against how far back its opener was: '}' after its "
            "'{' (and ')' after '('), and a newline against the length of the line so far. A fixed-window model "
            "forgets the opener once it is out of sight; a recurrent model that keeps count does not.")
-    from rnnlens.analysis.longrange import closing_distances, closing_study, newline_study
     from rnnlens.render.plots import plot_long_range
-    preds = [ctx.predictions]
-    note = _ngram_note(ctx)
-    if note is None:
-        preds.append(ctx.ngram_predictions[ctx.ngram.order])
-    text = ctx.predictions.text
-    studies = [closing_study(*preds, pair=pair) for pair in ("{}", "()") if len(closing_distances(text, pair)[0])]
-    studies.append(newline_study(*preds))
+    note = ctx.ngram_note
+    studies, counts = ctx.long_range
     fig = figure(lambda p: plot_long_range(studies, p), "probability of the closing character by distance")
-    found = ", ".join(f"{len(closing_distances(text, pair)[0]):,} matched {pair}" for pair in ("{}", "()"))
+    found = ", ".join(f"{n:,} matched {pair}" for pair, n in counts.items())
     body = fig + f"<p class=rlr-small>In this text: {escape(found)}.</p>"
     return Section("closing-brace", "The closing brace", why, body,
                    note=f"no n-gram beside it: {note}" if note else None)
