@@ -32,9 +32,8 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-
 import benchutil as bu
+import numpy as np
 
 
 def python_source(chars: int) -> str:

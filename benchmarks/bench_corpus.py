@@ -44,6 +44,7 @@ def split_for(n: int) -> tuple[float, float, float]:
 
 def worker(spec: dict) -> dict:
     import torch
+
     from rnnlens.corpus import prepare_corpus
     torch.set_num_threads(spec.get("threads") or 1)
     out = {}

@@ -58,8 +58,8 @@ def main() -> None:
 
     import rnnlens
     from rnnlens.analysis.classes import loss_by_class
-    from rnnlens.analysis.taxonomy import ngram_oracle, taxonomy, word_counts
     from rnnlens.analysis.longrange import closing_study, newline_study
+    from rnnlens.analysis.taxonomy import ngram_oracle, taxonomy, word_counts
     from rnnlens.api import LanguageModel
     from rnnlens.corpus import Vocab
     from rnnlens.model import CharRNN, ModelConfig

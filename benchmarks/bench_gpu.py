@@ -30,9 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 import benchutil as bu
+import torch
 
 WAR_AND_PEACE_CHARS = 3_258_246
 SPEED = ["lstm:2x512:100", "lstm:3x512:100", "lstm:2x1024:128", "gru:2x512:100"]
@@ -135,6 +134,7 @@ def part_speed(corpus, text, train_ids, tmp: Path, args) -> list:
 
 def part_grid(text, tmp: Path, args) -> None:
     import json
+
     import rnnlens
     shape = f"{args.grid_layers}x{args.grid_size}"
     print(f"\n## 3. grid cell: LSTM {shape}, paper settings, {args.grid_epochs:g} epochs\n", flush=True)

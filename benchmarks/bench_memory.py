@@ -78,6 +78,7 @@ def rss_mb() -> tuple[float, float]:
 
 def worker(spec: dict) -> dict:
     import torch
+
     import rnnlens  # noqa: F401  (the import is part of what every rnnlens run pays)
     from rnnlens.corpus import prepare_corpus
     from rnnlens.model import CharRNN

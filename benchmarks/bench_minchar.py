@@ -26,10 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import benchutil as bu
 import numpy as np
 import torch
-
-import benchutil as bu
 
 HIDDEN, SEQ, VOCAB = 100, 25, 65
 

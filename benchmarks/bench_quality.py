@@ -49,12 +49,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import benchutil as bu
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-import benchutil as bu
 
 DEFAULT_DATA = "/work/shared/data/tinyshakespeare.txt"
 DEFAULT_RNNLENS = [""]  # rnnlens's own defaults

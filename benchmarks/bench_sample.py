@@ -26,10 +26,9 @@ import sys
 import time
 import warnings
 
+import benchutil as bu
 import torch
 import torch.nn as nn
-
-import benchutil as bu
 
 VOCAB = 65
 FULL = ["lstm:2x512", "lstm:1x128", "gru:2x512"]

@@ -32,12 +32,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import benchutil as bu
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-import benchutil as bu
 
 FULL = ["lstm:1x128:50", "lstm:1x128:100", "lstm:2x128:50", "lstm:2x128:100", "lstm:2x256:50",
         "lstm:2x256:100", "lstm:2x512:50", "lstm:2x512:100", "lstm:3x512:50", "lstm:3x512:100",

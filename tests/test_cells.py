@@ -20,9 +20,9 @@ from rnnlens.analysis.cells import (
     resolve_kinds,
 )
 from rnnlens.analysis.features import bracket_depth, callable_feature, in_double_quotes
-from rnnlens.workflows.inspect import CellSearch
 from rnnlens.errors import RnnlensError
 from rnnlens.trace import Trace
+from rnnlens.workflows.inspect import CellSearch
 
 
 def exact_auc(x: np.ndarray, on: np.ndarray) -> float:

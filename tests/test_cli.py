@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-
 TINY = ["--layers", "1", "--size", "16", "--embedding-size", "8", "--batch-size", "4", "--seq-len", "20",
         "--eval-every", "10", "--quiet"]
 

@@ -4,7 +4,6 @@ status 2, no traceback, and leaves no run folder behind."""
 import sys
 
 import pytest
-
 from conftest import make_text, train_tiny_runs
 
 

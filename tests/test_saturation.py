@@ -10,9 +10,9 @@ import pytest
 from conftest import run_cli, train_tiny_runs
 
 import rnnlens
+from rnnlens import runs as run_info
 from rnnlens.analysis import saturation as saturation_module
 from rnnlens.analysis.saturation import gate_saturation, saturation_names, strict_bounds
-from rnnlens import runs as run_info
 from rnnlens.errors import RnnlensError
 from rnnlens.trace import Trace
 

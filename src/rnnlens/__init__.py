@@ -8,7 +8,7 @@ The workflows (compare, error_taxonomy, kl, find_cells, saturation, timescales, 
 load on first use, so `import rnnlens` stays light.
 """
 
-__version__ = "0.1.0"
+from rnnlens._version import __version__  # noqa: E402
 
 from rnnlens.api import LanguageModel, load, resume, train  # noqa: E402
 from rnnlens.errors import RnnlensError  # noqa: E402
@@ -27,7 +27,8 @@ def _unit_view(trace, name, unit, start=0, end=None):
 def _plot_loss(metrics_path, png_path):
     """The trainer's default loss.png drawer, imported on first use (see the comment at Trainer.plot_loss)."""
     from rnnlens.render.plots import plot_loss_curve
-    return plot_loss_curve(metrics_path, png_path)
+    from rnnlens.runs import read_metrics
+    return plot_loss_curve(read_metrics(metrics_path), png_path)
 
 
 # Core and inspection modules never import rendering; this facade, above every layer, plugs the two

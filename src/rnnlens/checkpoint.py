@@ -16,8 +16,6 @@ A run folder holds:
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +25,7 @@ from safetensors.torch import save_file
 
 from rnnlens.corpus import Vocab
 from rnnlens.errors import RnnlensError
-from rnnlens.fileio import atomic_write, make_folder, write_json_atomic  # noqa: F401 (re-exported)
+from rnnlens.fileio import atomic_write
 from rnnlens.model import CharRNN, ModelConfig
 
 FORMAT = "rnnlens-checkpoint"

@@ -28,13 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlens.checkpoint import make_folder
 from rnnlens.errors import RnnlensError
+from rnnlens.fileio import atomic_write, make_folder
 from rnnlens.names import LAYER_ACTIVATIONS, layer_names
-from rnnlens.render.html import write_atomically
+from rnnlens.runs import fits_in_memory
 
 STAND_INS = {" ": "\u2423", "\n": "\u21b5", "\t": "\u21e5"}
-IN_MEMORY_BYTES = 512 << 20
 ROWS_PER_COPY = 65536
 
 
@@ -111,7 +110,7 @@ def export_lstmvis(lm, text: str, out: str | Path, *, names=None, unknown: str =
     project = project or f"rnnlens {run}"
 
     with tempfile.TemporaryDirectory(prefix="rnnlens-lstmvis-") as folder:
-        big = len(text) * cfg.size * len(names) * 4 > IN_MEMORY_BYTES
+        big = not fits_in_memory(len(text) * cfg.size * len(names) * 4)
         trace = lm.trace(text, names=names, unknown=unknown, replacement=replacement,
                          out=Path(folder) / "trace.safetensors" if big else None)
         T = len(trace)
@@ -130,13 +129,13 @@ def export_lstmvis(lm, text: str, out: str | Path, *, names=None, unknown: str =
                 f.create_dataset("word_ids", data=(np.asarray(trace.ids, dtype=np.int64) + 1).astype(np.int32))
                 f["words"] = f["word_ids"]  # a hard link: the name LSTMVis's preprocessing uses, no extra space
 
-        states = write_atomically(out / "states.h5", write_states)
-        words = write_atomically(out / "train.h5", write_words)
+        states = atomic_write(out / "states.h5", write_states)
+        words = atomic_write(out / "train.h5", write_words)
     dict_text = "".join(f"{tok} {i + 1}\n" for i, tok in enumerate(tokens(lm.vocab.chars)))
-    dict_path = write_atomically(out / "words.dict", lambda tmp: tmp.write_text(dict_text, encoding="utf-8"))
+    dict_path = atomic_write(out / "words.dict", lambda tmp: tmp.write_text(dict_text, encoding="utf-8"))
     description = (f"{cfg.cell.upper()} {cfg.layers}x{cfg.size} from {lm.path}, over {source} ({T:,} characters); "
                    "one word = one character, word id = rnnlens id + 1")
-    yml = write_atomically(out / "lstm.yml", lambda tmp: tmp.write_text(lstm_yml(project, description, names),
+    yml = atomic_write(out / "lstm.yml", lambda tmp: tmp.write_text(lstm_yml(project, description, names),
                                                                          encoding="utf-8"))
     return {"states": states, "word_ids": words, "dict": dict_path, "config": yml, "chars": T,
             "datasets": {dataset_name(n): n for n in names}}

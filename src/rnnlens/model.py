@@ -18,8 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# check_choice, check_range and parse_count live in rnnlens.checks; re-exported here for old imports
-from rnnlens.checks import check_choice, check_range, parse_count  # noqa: F401
+from rnnlens.checks import check_choice, check_range
 from rnnlens.errors import RnnlensError
 
 CELLS = ("lstm", "gru", "rnn", "ffn")

@@ -477,7 +477,7 @@ class NGramModel:
         """Write the folder `path` (ngram.safetensors: arrays + JSON header; ngram.json: the same JSON)."""
         from safetensors.numpy import save_file
 
-        from rnnlens.checkpoint import atomic_write, make_folder, write_json_atomic
+        from rnnlens.fileio import atomic_write, make_folder, write_json_atomic
         folder = make_folder(path, "n-gram model")
         arrays = {}
         for j, lv in enumerate(self.levels, start=1):

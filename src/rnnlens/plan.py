@@ -13,9 +13,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from rnnlens import distributed
+from rnnlens.checks import parse_count
 from rnnlens.corpus import Corpus, load_corpus, parse_split
 from rnnlens.errors import RnnlensError
-from rnnlens.model import ModelConfig, count_parameters, parse_count, size_for_params
+from rnnlens.model import ModelConfig, count_parameters, size_for_params
 from rnnlens.train import RESUMABLE_OPTIONS, TrainConfig, Trainer, parse_duration
 
 # ModelConfig's fields a user sets (the cell type is `model`, the vocabulary comes from the corpus)

@@ -11,9 +11,8 @@ Row t (0 <= t < T-1) is the distribution over `chars` of text[t+1] given text[:t
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 

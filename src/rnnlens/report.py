@@ -18,7 +18,6 @@ corpus the model was trained on (the validation split when the test split is emp
 
 from __future__ import annotations
 
-import json
 import math
 import tempfile
 from dataclasses import dataclass
@@ -27,11 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
+from rnnlens.api import LanguageModel
 from rnnlens.errors import RnnlensError
+from rnnlens.runs import fits_in_memory, model_label, read_json, read_metrics, run_folder, training_corpus
+from rnnlens.workflows.inspect import load_rnn
 
 DEFAULT_MAX_CHARS = 20_000
 TEMPERATURES = (0.5, 0.8, 1.0)
-IN_MEMORY_TRACE_BYTES = 1 << 30  # larger traces go to a temporary file, read memory-mapped
 
 
 @dataclass
@@ -105,7 +106,6 @@ class ReportContext:
 
     @property
     def run_name(self) -> str:
-        from rnnlens.analysis.gradients import model_label
         return model_label(self.checkpoint)
 
     def trace_names(self) -> list[str]:
@@ -127,7 +127,7 @@ class ReportContext:
         cfg = self.config
         per_char = sum(len(self.lm.vocab) if n == "probs" else 1 if n == "loss" else cfg.size for n in names) * 4
         options = {"names": names, "unknown": self.options.unknown, "replacement": self.options.replacement}
-        if len(self.text) * per_char <= IN_MEMORY_TRACE_BYTES:
+        if fits_in_memory(len(self.text) * per_char):
             return self.lm.trace(self.text, **options)
         self._tmp = tempfile.TemporaryDirectory(prefix="rnnlens-report-")
         return self.lm.trace(self.text, out=Path(self._tmp.name) / "trace.safetensors", **options)
@@ -144,7 +144,6 @@ class ReportContext:
     @cached_property
     def metrics(self) -> list[dict]:
         """The rows of the run's metrics.jsonl ([] when there is none)."""
-        from rnnlens.render.plots import read_metrics
         path = self.metrics_path
         return read_metrics(path) if path else []
 
@@ -155,12 +154,12 @@ class ReportContext:
 
     @cached_property
     def run_info(self) -> dict:
-        return _read_json(self.run_dir / "run.json") if self.run_dir else {}
+        return read_json(self.run_dir / "run.json") if self.run_dir else {}
 
     @cached_property
     def eval_info(self) -> dict:
         """eval.json of the run folder (`rnnlens demo` writes one: the loss over the whole test split)."""
-        return _read_json(self.run_dir / "eval.json") if self.run_dir else {}
+        return read_json(self.run_dir / "eval.json") if self.run_dir else {}
 
     @cached_property
     def model_card(self) -> dict:
@@ -186,15 +185,10 @@ class ReportContext:
         order = self.options.ngram_order
         if not order:
             raise RnnlensError("no n-gram baseline: the report was made with --ngram-order 0")
-        train = self.lm.meta.get("train") or {}
-        if not train.get("data"):
-            raise RnnlensError("the checkpoint does not say which corpus it was trained on, so no n-gram can be "
-                               "fitted; pass --ngram NGRAM_FOLDER")
         try:
-            return train_ngram(train["data"], order, glob=train.get("glob"), split=train.get("split"),
-                               encoding_errors=train.get("encoding_errors", "strict"))
+            return train_ngram(corpus=self.corpus, order=order)
         except RnnlensError as e:
-            raise RnnlensError(f"cannot fit the {order}-gram baseline on {train['data']!r}: {e}") from None
+            raise RnnlensError(f"cannot fit the {order}-gram baseline: {e}; pass --ngram NGRAM_FOLDER") from None
 
     @cached_property
     def ngram_predictions(self) -> dict:
@@ -205,18 +199,18 @@ class ReportContext:
         return {k: self.ngram.predict(text, order=k, unknown="replace") for k in orders}
 
     @cached_property
+    def corpus(self):
+        """The corpus the model was trained on (rnnlens.runs.training_corpus); RnnlensError when it cannot be
+        found (the sections that need it then say why they are missing)."""
+        return training_corpus(self.lm, data=self.options.data)
+
+    @cached_property
     def train_text(self) -> str | None:
         """The train split of the model's corpus (for the rare-word rule of the error taxonomy), or None."""
-        from rnnlens.corpus import load_corpus
-        train = self.lm.meta.get("train") or {}
-        if not train.get("data"):
-            return None
         try:
-            corpus = load_corpus(train["data"], glob=train.get("glob"), split=train.get("split"),
-                                 encoding_errors=train.get("encoding_errors", "strict"))
+            return self.corpus.text("train")
         except RnnlensError:
             return None
-        return corpus.text("train")
 
     @cached_property
     def cells(self):
@@ -318,23 +312,6 @@ class ReportContext:
         return studies, found
 
 
-def run_folder(checkpoint: Path | None) -> Path | None:
-    """The run folder a checkpoint lives in (None for a loose .safetensors file)."""
-    if checkpoint is None:
-        return None
-    folder = checkpoint.parent
-    return folder if (folder / "run.json").exists() or (folder / "metrics.jsonl").exists() else None
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        with open(path) as f:
-            value = json.load(f)
-        return value if isinstance(value, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
 # ---------------------------------------------------------------------------------------------
 # Plain data
 
@@ -393,36 +370,28 @@ def samples(lm, text: str, temperatures, length: int, seed: int) -> list[tuple[f
 # Choosing the text and building the report
 
 
-def default_text(lm, max_chars: int | None) -> tuple[str, str]:
+def default_text(lm, max_chars: int | None, data=None) -> tuple[str, str]:
     """(text, description): the first max_chars characters of the test split (else val) of the model's corpus."""
-    from rnnlens.corpus import load_corpus
-    train = lm.meta.get("train") or {}
-    data = train.get("data")
-    if not data:
-        raise RnnlensError(f"{lm.path} does not say which corpus it was trained on; pass --text FILE")
     try:
-        corpus = load_corpus(data, glob=train.get("glob"), split=train.get("split"),
-                             encoding_errors=train.get("encoding_errors", "strict"))
+        corpus = training_corpus(lm, data=data)
     except RnnlensError as e:
-        raise RnnlensError(f"cannot read the model's corpus {data!r} for the default text ({e}); "
-                           "pass --text FILE") from None
+        raise RnnlensError(f"{e} (or pass --text FILE)") from None
     for split in ("test", "val"):
         n = len(corpus.split(split))
         if n >= 2:
             end = n if max_chars is None else min(n, max_chars)
             return corpus.text(split, 0, end), f"the {split} split of {corpus.name}, characters 0\u2013{end:,} of {n:,}"
-    raise RnnlensError(f"the corpus {data!r} has no test or validation text; pass --text FILE")
+    raise RnnlensError(f"the corpus {corpus.name!r} has no test or validation text; pass --text FILE")
 
 
 def open_context(run, text: str | None = None, *, text_source: str | None = None, device: str = "cpu",
                  options: ReportOptions | None = None) -> ReportContext:
     """Load the model of `run` (a run folder, a checkpoint, or a LanguageModel) and choose the text."""
-    import rnnlens
     options = options or ReportOptions()
     options.check()
-    lm = run if hasattr(run, "trace") and hasattr(run, "vocab") else rnnlens.load(run, device=device)
+    lm = run if isinstance(run, LanguageModel) else load_rnn(run, device, "the report")
     if text is None:
-        text, text_source = default_text(lm, options.max_chars)
+        text, text_source = default_text(lm, options.max_chars, options.data)
     else:
         if options.max_chars is not None:
             text = text[:options.max_chars]

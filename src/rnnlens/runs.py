@@ -16,9 +16,9 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from rnnlens.checks import check_range
 from rnnlens.corpus import Corpus, open_run_corpus, read_text_file
 from rnnlens.errors import RnnlensError
-from rnnlens.model import check_range
 
 # Arrays larger than this go to a temporary file and are read back memory-mapped (float32 either way,
 # so that no value moves across a threshold by rounding).

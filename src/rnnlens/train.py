@@ -21,11 +21,12 @@ import torch.nn.functional as F
 
 from rnnlens import distributed
 from rnnlens.batches import StreamBatches
-from rnnlens.checkpoint import BEST, LAST, read_checkpoint, save_checkpoint, write_json_atomic
+from rnnlens.checkpoint import BEST, LAST, read_checkpoint, save_checkpoint
 from rnnlens.checks import check_choice, check_range
 from rnnlens.corpus import Corpus, _validate_split, load_corpus, open_run_corpus
 from rnnlens.errors import RnnlensError
 from rnnlens.evaluate import evaluate
+from rnnlens.fileio import write_json_atomic
 from rnnlens.model import CharRNN, ModelConfig, detach_state, state_from_tensors, state_tensors
 
 OPTIMIZERS = ("rmsprop", "adam", "adamw", "sgd")
@@ -174,8 +175,8 @@ class Trainer:
     """Train a CharRNN on a corpus into a run folder. Use `Trainer.start(...)` or `Trainer.resume(run)`."""
 
     # plot_loss(metrics_path, png_path) draws loss.png at the end of a run; None: no picture. The trainer is
-    # core and must not import rendering, so the caller passes it (plot_loss=rnnlens.render.plots.plot_loss_curve);
-    # until every caller does, the package facade (rnnlens/__init__.py) sets this class-wide default.
+    # core and must not import rendering, so the package facade (rnnlens/__init__.py), which every entry point
+    # imports first, sets this class-wide default; a caller may pass its own.
     plot_loss = None
 
     def __init__(self, run_dir: Path, corpus: Corpus, model_cfg: ModelConfig, cfg: TrainConfig,

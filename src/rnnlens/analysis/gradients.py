@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -43,6 +42,7 @@ from rnnlens.errors import RnnlensError
 from rnnlens.model import CharRNN
 from rnnlens.names import name as activation_name
 from rnnlens.recurrence import input_projection, layer_weights
+from rnnlens.runs import model_label
 
 QUANTILES = (0.1, 0.5, 0.9)
 SUMMARY_LAGS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500)
@@ -166,14 +166,6 @@ def gradient_flow_ids(model: CharRNN, ids, *, max_lag: int = 100, positions: int
     return GradientFlow(label=label, cell=cfg.cell, layers=cfg.layers, size=cfg.size, lags=np.arange(K + 1),
                         positions=chosen, norms={n: np.concatenate(v) for n, v in parts.items()},
                         weight_scale=float(weight_scale), chars=T)
-
-
-def model_label(path) -> str:
-    """A short name for a checkpoint: its run folder's name, or the file's stem."""
-    if path is None:
-        return "model"
-    path = Path(path)
-    return path.parent.name if path.name in ("best.safetensors", "last.safetensors") else path.stem
 
 
 @torch.no_grad()

@@ -195,6 +195,6 @@ def write_csv(studies: list[LongRange], path: str | Path) -> Path:
 
 
 def write_json(studies: list[LongRange], path: str | Path) -> Path:
-    from rnnlens.checkpoint import write_json_atomic
+    from rnnlens.fileio import write_json_atomic
     write_json_atomic(path, {"studies": [s.to_dict() for s in studies]})
     return Path(path)

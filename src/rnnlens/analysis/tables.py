@@ -8,7 +8,7 @@ from pathlib import Path
 
 def write_csv(path: str | Path, rows: list[dict], fieldnames: list[str] | None = None) -> Path:
     """Write `rows` (dicts) to `path` as CSV with a header; None becomes an empty cell."""
-    from rnnlens.checkpoint import atomic_write
+    from rnnlens.fileio import atomic_write
     path = Path(path)
     fields = fieldnames or (list(rows[0]) if rows else [])
 

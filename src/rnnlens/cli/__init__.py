@@ -18,7 +18,7 @@ FAMILIES = (train, inspect, compare, apps, grid)
 
 
 def build_parser() -> Parser:
-    from rnnlens import __version__
+    from rnnlens._version import __version__
     parser = Parser(prog="rnnlens", description="Train character-level RNN, LSTM and GRU language models, "
                     "sample from them, and see inside them.")
     parser.add_argument("--version", action="version", version=f"rnnlens {__version__}")

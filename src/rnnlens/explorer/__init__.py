@@ -11,9 +11,9 @@ def open_explorer(runs, *, text: str | None = None, text_name: str | None = None
                   max_text_bytes: int = 1_000_000, log=None):
     """The Explorer over one or two RNN runs, starting on `text` (cut to max_text_bytes) or on a sample of
     the first model. An n-gram folder is refused here, before anything is served: it has no units."""
+    from rnnlens.checks import check_range
     from rnnlens.errors import RnnlensError
     from rnnlens.explorer.engine import Explorer
-    from rnnlens.model import check_range
     from rnnlens.workflows.inspect import load_rnn
     runs = [str(r) for r in runs]
     if len(runs) > 2:

@@ -3,7 +3,7 @@
 One Explorer holds the models (by key) and small caches:
 
 * traces, by (model, text hash): the last few texts each model read. A trace that fits in
-  IN_MEMORY_BYTES holds every activation and the predictions, so that one forward pass answers
+  rnnlens.runs.fits_in_memory holds every activation and the predictions, so that one forward pass answers
   every later question about the text (the batch-1 forward is the slow part); a larger one holds
   the activations asked for so far (another one traces the text again with the union of names)
   and lives in a temporary file, read memory-mapped;
@@ -33,13 +33,13 @@ from rnnlens.names import LAYER_ACTIVATIONS, activation_names, layer_names, reso
 from rnnlens.names import name as activation_name
 from rnnlens.render.colours import display_for, unit_label
 from rnnlens.render.html import LEVEL_CODES, SCALE_CLASSES
+from rnnlens.runs import fits_in_memory
 
 MAX_TEXT_BYTES = 1_000_000
 MAX_SAMPLE_LENGTH = 2000
 MAX_TEMPERATURE = 5.0
 TRACE_CACHE = 4          # traces kept (model, text) pairs
 RANKING_CACHE = 8
-IN_MEMORY_BYTES = 256 << 20  # larger traces go to a temporary file
 RANKED_PER_FEATURE = 3
 STRIP_TOP = 5
 
@@ -153,13 +153,13 @@ class Explorer:
             if entry is None or not names <= entry.names:
                 every = activation_names(lm.config.cell, lm.config.layers)
                 cfg = lm.config
-                if len(text) * (cfg.size * (len(every) - 2) + len(lm.vocab) + 1) * 4 <= IN_MEMORY_BYTES:
+                if fits_in_memory(len(text) * (cfg.size * (len(every) - 2) + len(lm.vocab) + 1) * 4):
                     wanted = set(every)  # one forward pass answers every later question about this text
                 else:
                     wanted = names | (entry.names if entry else set())
                 ordered = [n for n in every if n in wanted]
                 out = None
-                if len(text) * lm.config.size * len(ordered) * 4 > IN_MEMORY_BYTES:
+                if not fits_in_memory(len(text) * lm.config.size * len(ordered) * 4):
                     if self._folder is None:
                         self._folder = Path(tempfile.mkdtemp(prefix="rnnlens-explorer-"))
                     out = self._folder / f"{key}-{cache_key[1][:16]}-{len(wanted)}.safetensors"

@@ -47,10 +47,8 @@ from pathlib import Path
 import numpy as np
 
 from rnnlens.checkpoint import BEST, LAST
-from rnnlens.fileio import write_json_atomic
-from rnnlens.runs import read_json
-from rnnlens.train import RESUMABLE_OPTIONS
 from rnnlens.errors import RnnlensError
+from rnnlens.fileio import atomic_write, write_json_atomic
 from rnnlens.model import (
     CELLS,
     ModelConfig,
@@ -58,6 +56,8 @@ from rnnlens.model import (
     count_parameters,
     size_for_params,
 )
+from rnnlens.runs import read_json
+from rnnlens.train import RESUMABLE_OPTIONS
 
 FORMAT = "rnnlens-grid"
 DEFAULT_TYPES = ("lstm", "gru", "rnn")
@@ -244,8 +244,8 @@ def worker_env(slot: int, threads: int, gpus: list[str], base: dict | None = Non
 class GridResult:
     out: Path
     manifest: dict
-    table: object = None        # rnnlens.analysis.grid.GridTable
-    map: object = None          # rnnlens.analysis.grid.ModelMap, None when no model finished
+    table: object = None        # rnnlens.analysis.grid_results.GridTable
+    map: object = None          # rnnlens.analysis.grid_results.ModelMap, None when no model finished
     files: dict = field(default_factory=dict)
     failed: list[str] = field(default_factory=list)
     interrupted: list[str] = field(default_factory=list)
@@ -311,7 +311,7 @@ def run_grid(data: str, out: str | Path, *, types=DEFAULT_TYPES, layers=DEFAULT_
     options: `rnnlens train`'s options as keywords (max_steps, time_budget, batch_size, lr, dropout,
     device, ...), given to every cell. ngram_order=None skips the n-gram baseline.
     """
-    from rnnlens.analysis.grid import MAP_METHODS
+    from rnnlens.analysis.grid_results import MAP_METHODS
     from rnnlens.plan import train_config
     log = log or (lambda msg: print(msg, flush=True))
     model_options, train_options = _split_options(options)
@@ -640,9 +640,8 @@ class _Runner:
         return {**info, "logp": logp}
 
     def write_outputs(self, ngram: dict | None, map_method: str):
-        from rnnlens.analysis.grid import grid_table, model_map_from_features
-        from rnnlens.render.grid import table_html, table_markdown
-        from rnnlens.render.html import write_atomically
+        from rnnlens.analysis.grid_results import grid_table, model_map_from_features
+        from rnnlens.render.grid_table import table_html, table_markdown
         from rnnlens.render.plots import plot_model_map
         records = [{**self.manifest.data["cells"][c.name], **c.to_dict()} for c in self.cells]
         test_chars = next((r.get("test_chars") for r in records if r.get("test_chars")), None)
@@ -651,10 +650,10 @@ class _Runner:
                            ngram_order=ngram["order"] if ngram else None,
                            ngram_loss=ngram["test_loss"] if ngram else None)
         files = {}
-        files["table.md"] = write_atomically(self.out / "table.md", lambda p: p.write_text(table_markdown(table)))
-        files["table.csv"] = write_atomically(self.out / "table.csv", table.write_csv)
-        files["results.csv"] = write_atomically(self.out / "results.csv", table.write_long_csv)
-        files["table.html"] = write_atomically(
+        files["table.md"] = atomic_write(self.out / "table.md", lambda p: p.write_text(table_markdown(table)))
+        files["table.csv"] = atomic_write(self.out / "table.csv", table.write_csv)
+        files["results.csv"] = atomic_write(self.out / "results.csv", table.write_long_csv)
+        files["table.html"] = atomic_write(
             self.out / "table.html", lambda p: p.write_text(table_html(table, f"Experiment grid: {self.corpus.name}")))
         feats, info = [], []
         for c in self.cells:

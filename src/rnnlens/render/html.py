@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import base64
 import html
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from rnnlens.errors import RnnlensError
+from rnnlens.fileio import atomic_write
 from rnnlens.render.colours import (
     DIVERGING,
     GATE,
@@ -368,19 +369,7 @@ def gallery_page(trace: Trace, items: Iterable[GalleryItem], title: str = "Inter
 
 def write_html(path: str | Path, html_text: str) -> Path:
     """Write a page atomically (a temporary file in the same folder, then a rename)."""
-    return write_atomically(path, lambda tmp: tmp.write_text(html_text, encoding="utf-8"))
-
-
-def write_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:
-    """Call write(temporary path) in the target's folder, then rename it to `path`: a reader never
-    sees half a file. A folder that cannot be written is a one-line RnnlensError."""
-    from rnnlens.checkpoint import atomic_write
-    path = Path(path)
-    try:
-        atomic_write(path, write)
-    except OSError as e:
-        raise RnnlensError(f"cannot write {path}: {e.strerror or e}; choose a folder you can write to") from None
-    return path
+    return atomic_write(path, lambda tmp: tmp.write_text(html_text, encoding="utf-8"))
 
 
 class UnitView:

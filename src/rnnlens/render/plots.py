@@ -2,33 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 from rnnlens.names import name as activation_name
 
 
-def read_metrics(path: str | Path) -> list[dict]:
-    rows = []
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if line:
-                try:
-                    rows.append(json.loads(line))
-                except ValueError:
-                    continue  # a line cut short by a crash: skip it, keep the rest
-    return rows
-
-
-def plot_loss_curve(metrics_path: str | Path, out_path: str | Path) -> Path:
-    """Training and validation loss (nats/char) against step, with bits/char on the right axis."""
+def plot_loss_curve(rows: list[dict], out_path: str | Path) -> Path:
+    """Training and validation loss (nats/char) against step, with bits/char on the right axis; `rows` are a
+    run's metrics.jsonl records (rnnlens.runs.read_metrics)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = read_metrics(metrics_path)
     train = [(r["step"], r["train_loss"]) for r in rows if "train_loss" in r]
     val = [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)

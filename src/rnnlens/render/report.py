@@ -221,7 +221,7 @@ def training_section(ctx) -> Section:
                        "this checkpoint (it is written in the run folder by rnnlens train)")
     from rnnlens.render.plots import plot_loss_curve
     return Section("training", "Training curves", why,
-                   figure(lambda p: plot_loss_curve(ctx.metrics_path, p), "training and validation loss by step"))
+                   figure(lambda p: plot_loss_curve(ctx.metrics, p), "training and validation loss by step"))
 
 
 def samples_section(ctx) -> Section:
@@ -471,7 +471,7 @@ SECTIONS: list[Callable] = [model_card_section, training_section, samples_sectio
 
 def render_report(ctx, sections: list[Callable] | None = None, progress: bool | None = None) -> Report:
     """Run every builder on the context and put the sections together (in RAM; .save() writes the file)."""
-    from rnnlens import __version__
+    from rnnlens._version import __version__
     progress = sys.stderr.isatty() if progress is None else progress
     start = time.perf_counter()
     if progress:

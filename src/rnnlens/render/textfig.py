@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from rnnlens.errors import RnnlensError
+from rnnlens.fileio import atomic_write
 from rnnlens.render.colours import check_span, unit_label, unit_values
-from rnnlens.render.html import write_atomically
 from rnnlens.trace import Trace
 
 PNG_LIMIT = 20_000  # characters: beyond this a PNG gets too tall to read; use HTML
@@ -99,6 +99,6 @@ def plot_unit_text(trace: Trace, name: str, unit: int, start: int = 0, end: int 
     colourbar.ax.tick_params(labelsize=8)
     colourbar.set_label(display.label, fontsize=8)
     try:
-        return write_atomically(path, lambda tmp: fig.savefig(tmp, format="png"))
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     finally:
         plt.close(fig)

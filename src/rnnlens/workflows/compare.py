@@ -9,9 +9,9 @@ from rnnlens.analysis.classes import LossByClass, loss_by_class
 from rnnlens.analysis.longrange import LongRange, closing_study, newline_study, parse_bins, parse_pair
 from rnnlens.analysis.longrange import write_csv as write_longrange_csv
 from rnnlens.analysis.longrange import write_json as write_longrange_json
+from rnnlens.checks import check_range
 from rnnlens.errors import RnnlensError
 from rnnlens.fileio import make_folder, write_text_atomic
-from rnnlens.model import check_range
 from rnnlens.runs import score_texts
 
 DEFAULT_PAIRS = ("{}",)

@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from rnnlens.checks import check_range
 from rnnlens.errors import RnnlensError
 from rnnlens.fileio import make_folder
-from rnnlens.model import check_range
+from rnnlens.names import layer_names
 from rnnlens.runs import load_model, model_label, trace_for_analysis
 
 
@@ -91,9 +92,10 @@ def find_cells(run, text: str, *, features=None, kinds=None, top: int = 3, raw_c
     if len(text) < 2:
         raise RnnlensError(f"{text_name} has {len(text)} character; scoring units needs at least 2")
     kind_list = kinds_for(cfg.cell, kinds)
-    names = [f"layer{i}.{k}" for i in range(cfg.layers) for k in kind_list]
+    trace_names = layer_names(cfg.layers, kind_list)
     page = None
-    with trace_for_analysis(lm, text, names, unknown=unknown, replacement=replacement, progress=progress) as trace:
+    with trace_for_analysis(lm, text, trace_names, unknown=unknown, replacement=replacement,
+                            progress=progress) as trace:
         scores = discover(trace, resolved, kind_list, cells="raw" if raw_cells else "tanh",
                           exact_top=max(EXACT_TOP, top), progress=progress)
         if gallery:
@@ -224,8 +226,7 @@ class GradientFlows:
         width = max(32, *(len(gradient_flow_label(f)) + 1 for f in flows))
         for flow in flows:
             lines.append(f"{gradient_flow_label(flow):{width}s}" + "".join(f"{'lag ' + str(k):>11s}" for k in lags))
-            for series in ["input"] + [f"layer{i}.{w}" for i in range(flow.layers) for w in ("hidden", "cell")
-                                       if f"layer{i}.{w}" in flow.norms]:
+            for series in ["input"] + [n for n in layer_names(flow.layers, ("hidden", "cell")) if n in flow.norms]:
                 m = flow.mean(series)
                 decay = flow.decay_per_lag(series)
                 lines.append(f"  {series:{width - 2}s}" + "".join(f"{m[k]:11.3g}" for k in lags)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from rnnlens.analysis.resemblance import FLOOR, Resemblance, list_snapshots, resemblance_over_training
 from rnnlens.checkpoint import read_checkpoint
+from rnnlens.checks import check_range
 from rnnlens.errors import RnnlensError
 from rnnlens.fileio import make_folder, write_json_atomic
-from rnnlens.model import check_range
 from rnnlens.runs import load_model, model_label, training_corpus
 
 

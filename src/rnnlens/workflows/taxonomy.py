@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from rnnlens.analysis.errors import (
+from rnnlens.analysis.taxonomy import (
     check_settings,
     compare_taxonomies,
     ngram_oracle,
     taxonomy,
     word_counts,
 )
-from rnnlens.analysis.errors import write_csv as write_errors_csv
+from rnnlens.analysis.taxonomy import write_csv as write_errors_csv
 from rnnlens.errors import RnnlensError
 from rnnlens.fileio import make_folder, write_json_atomic
 from rnnlens.runs import load_model, score_texts, training_corpus

@@ -5,20 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from rnnlens import names
 from rnnlens.errors import RnnlensError
 from rnnlens.workflows.inspect import load_rnn
-
-
-def resolve_activation(what: str | None, cell: str) -> str:
-    """'forget' and 'gate.forget' both mean gate.forget; None: the cell of an LSTM, else the hidden state."""
-    from rnnlens.trace import LAYER_ACTIVATIONS
-    valid = LAYER_ACTIVATIONS[cell]
-    if what is None:
-        return "cell" if cell == "lstm" else "hidden"
-    for name in (what, f"gate.{what}"):
-        if name in valid:
-            return name
-    raise RnnlensError(f"--what {what} is not an activation of this {cell.upper()}; choose from {', '.join(valid)}")
 
 
 @dataclass
@@ -36,11 +25,10 @@ def unit_picture(run, text: str, unit: str, *, what: str | None = None, start: i
     from rnnlens.render.colours import display_for, unit_label
     from rnnlens.render.html import unit_page, write_html
     from rnnlens.render.textfig import plot_unit_text
-    from rnnlens.trace import parse_unit
     lm = load_rnn(run, device, "drawing a unit")
     cfg = lm.config
-    layer, index = parse_unit(unit, cfg.layers, cfg.size)
-    activation = resolve_activation(what, cfg.cell)
+    layer, index = names.parse_unit(unit, cfg.layers, cfg.size)
+    activation = names.resolve_activation(what, cfg.cell)
     run_name = Path(str(run)).name.removesuffix(".safetensors")
     out = Path(out or f"{run_name}-{layer}-{index}-{activation.removeprefix('gate.')}{'-strip' if strip else ''}.html")
     png = out.suffix.lower() == ".png"
@@ -59,7 +47,7 @@ def unit_picture(run, text: str, unit: str, *, what: str | None = None, start: i
         raise RnnlensError(f"--start {start} is outside {text_name}, which has {len(text):,} characters")
     end = min(len(text), start + length)
     # only the arrays the picture needs are kept, and the model stops at the span's end
-    name = f"layer{layer}.{activation}"
+    name = names.name(layer, activation)
     trace = lm.trace(text[:end], names=[name, "probs"] if strip else [name], unknown=unknown,
                      replacement=replacement)
     # With --unknown drop the trace is shorter than the text: the span is its last characters.
