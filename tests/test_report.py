@@ -215,8 +215,8 @@ def test_options_are_checked(runs):
 
 
 def test_context_closes_its_temporary_trace(runs, monkeypatch):
-    import rnnlens.report as report_module
-    monkeypatch.setattr(report_module, "IN_MEMORY_TRACE_BYTES", 0)  # force the file-backed trace
+    import rnnlens.runs
+    monkeypatch.setattr(rnnlens.runs, "IN_MEMORY_BYTES", 0)  # force the file-backed trace
     lm = rnnlens.load(runs["lstm"])
     with open_context(lm, make_text(20)) as ctx:
         assert isinstance(ctx, ReportContext)

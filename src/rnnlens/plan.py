@@ -70,8 +70,9 @@ def plan_run(data: str | Path = "pystdlib", *, model: str = "lstm", params: int 
     if corpus is None:
         ctx = distributed.current()
         with ctx.local_main_first():  # one rank per machine prepares the corpus, the others find it cached
+            # the preparation's bars are transient: on a terminal only, never in a log
             corpus = load_corpus(cfg.data, glob=cfg.glob, split=cfg.split, encoding_errors=cfg.encoding_errors,
-                                 progress=progress and ctx.is_main)
+                                 progress=progress and ctx.is_main and sys.stderr.isatty())
     model_cfg = ModelConfig(vocab_size=len(corpus.vocab), cell=model, **model_options)
     if params is not None:
         model_cfg.size = size_for_params(model_cfg, parse_count(params) if isinstance(params, str) else params)
