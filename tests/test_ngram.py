@@ -152,6 +152,27 @@ def test_tuning_never_worsens_the_held_out_loss_and_sums_to_one(tmp_path):
         fit(3, discounts="tuned")
 
 
+def test_fit_on_train_and_val_keeps_the_discounts_chosen_on_val(tmp_path):
+    data = tmp_path / "input.txt"
+    data.write_text(make_text(300))
+    alone = train_ngram(str(data), 5)
+    both = train_ngram(str(data), 5, fit_on="train+val")
+    corpus = load_corpus(str(data))
+    n_train, n_val = len(corpus.split("train")), len(corpus.split("val"))
+    assert alone.meta["train"]["train_chars"] == n_train and alone.meta["train"]["fit_on"] == "train"
+    assert both.meta["train"]["train_chars"] == n_train + n_val and both.meta["train"]["fit_on"] == "train+val"
+    assert alone.tuned and both.tuned
+    for a, b in zip(alone.levels, both.levels):           # the discounts chosen on val, with train counts
+        for x, y in ((a.t_raw, b.t_raw), (a.t_cont, b.t_cont)):
+            assert (x is None and y is None) or np.array_equal(x, y)
+    ids = corpus.vocab.encode(corpus.text("val") + corpus.text("test"))
+    assert both.entries > alone.entries and int(both.levels[0].raw.sum()) == n_train + n_val
+    probs = both.probs(ids[:200]).astype(np.float64)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    with pytest.raises(RnnlensError, match="fit_on must be"):
+        train_ngram(str(data), 3, fit_on="all")
+
+
 @pytest.mark.parametrize("order", [1, 3])
 def test_add_k_matches_the_reference(order):
     model = fit(order, smoothing="addk", k=0.5)

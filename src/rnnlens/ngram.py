@@ -805,11 +805,15 @@ def fit_ngram(ids: np.ndarray, vocab: Vocab, order: int, *, smoothing: str = "kn
 
 def train_ngram(data: str, order: int, out=None, *, smoothing: str = "kn", k: float = 1.0, glob: str | None = None,
                 split=None, encoding_errors: str = "strict", progress: bool = False,
-                discounts: str = "tuned") -> NGramModel:
+                discounts: str = "tuned", fit_on: str = "train") -> NGramModel:
     """Fit an n-gram model on the train split of a corpus (a file, a folder with `glob`, or a named
     corpus, as `rnnlens train --data` takes) and save it into `out` when given. Kneser-Ney discounts
     are tuned on the val split by default (discounts="closed": the closed-form estimate; an empty val
-    split also falls back to it)."""
+    split also falls back to it).
+
+    fit_on="train+val": choose the discounts on val with the train counts as above, then count train and
+    val together and keep those discounts (tuned tables, or the closed form of the train+val counts).
+    Test is still unseen, but val is then training text: its loss no longer measures anything."""
     from rnnlens.corpus import load_corpus, parse_split
     order = check_order(order)
     smoothing, k = check_smoothing(smoothing, k)
@@ -821,16 +825,27 @@ def train_ngram(data: str, order: int, out=None, *, smoothing: str = "kn", k: fl
         raise RnnlensError(f"the train split of {corpus.name} is empty; give a larger corpus or a larger "
                            "train fraction in --split")
     discounts = check_discounts(discounts)
+    if fit_on not in ("train", "train+val"):
+        raise RnnlensError(f"fit_on must be 'train' or 'train+val', got {fit_on!r}")
     val = corpus.split("val")
     if discounts == "tuned" and len(val) < order + 1:
         discounts = "closed"                      # nothing to tune on
     t0 = time.perf_counter()
     model = fit_ngram(train, corpus.vocab, order, smoothing=smoothing, k=k, discounts=discounts, val_ids=val)
+    if fit_on == "train+val":
+        tables = [(lv.t_raw, lv.t_cont) for lv in model.levels]
+        tuning = getattr(model, "tuning", None)
+        train = np.concatenate([np.asarray(train), np.asarray(val)])
+        model = NGramModel(count_levels(train, len(corpus.vocab), order), corpus.vocab, smoothing=smoothing, k=k)
+        for lv, (t_raw, t_cont) in zip(model.levels, tables):
+            lv.t_raw, lv.t_cont = t_raw, t_cont
+        if tuning is not None:
+            model.tuning = tuning
     seconds = time.perf_counter() - t0
     model.meta = {"train": {"data": str(data), "glob": glob, "split": list(corpus.split_fractions),
                             "corpus": corpus.name, "content_hash": corpus.content_hash,
                             "train_chars": int(len(train)), "seconds": round(seconds, 3),
-                            "discounts": "tuned on val" if model.tuned else "closed form"}}
+                            "discounts": "tuned on val" if model.tuned else "closed form", "fit_on": fit_on}}
     if out is not None:
         model.save(out)
     return model
