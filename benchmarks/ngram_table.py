@@ -77,7 +77,7 @@ def main() -> None:
     orders = [int(x) for x in args.orders.split(",")]
 
     from rnnlens.corpus import load_corpus
-    from rnnlens.ngram import count_levels, NGramModel, tune_discounts
+    from rnnlens.ngram import NGramModel, count_levels, tune_discounts
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

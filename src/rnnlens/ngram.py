@@ -759,7 +759,7 @@ def tune_discounts(model: NGramModel, val_ids: np.ndarray, iterations: int = TUN
     finally:
         torch.set_num_threads(threads)
     d = discounts().detach().numpy()
-    del feats
+    feats.clear()                                 # free the features before scoring val again
     for j in range(order):
         if j == order - 1:
             model.levels[j].t_raw = d[j].copy()
