@@ -286,3 +286,46 @@ def test_load_corpus_by_name(tmp_path, monkeypatch):
     c = load_corpus("pystdlib", cache_dir=tmp_path / "c")
     assert c.name == "pystdlib" and len(c) == 5_000
     assert c.split_fractions == (0.9, 0.05, 0.05) and c.splits["val"] == (4500, 4750)
+
+
+# ----------------------------------------------------------------------------- war and peace: line ends
+
+def test_warandpeace_lf_copy_becomes_crlf_with_a_note(monkeypatch, tmp_path, capsys):
+    """The public copy of War and Peace has LF ends; the paper's has CRLF. A copy with LF ends is
+    written with CRLF ends; a known copy (by the hash of the file as given) whose length differs from
+    the paper's is accepted with a one-line note saying by how much; an unknown one is refused."""
+    lf = "Well, Prince, so Genoa\nand Lucca are now\n\nfamily estates. Caf\u00e9.\n".encode()
+    crlf = lf.replace(b"\n", b"\r\n")
+    src = tmp_path / "warpeace_input.txt"
+    src.write_bytes(lf)
+    patch_entry(monkeypatch, "warandpeace", chars=len(crlf) + 4, vocab=len(set(crlf)) + 3)
+    with pytest.raises(RnnlensError, match=f"has {len(crlf.decode()):,} characters, but warandpeace has"):
+        datasets.fetch("warandpeace", source=src)            # not a known copy: refused
+    monkeypatch.setitem(datasets.KNOWN_COPIES, "warandpeace", {hashlib.sha256(lf).hexdigest()})
+    path = datasets.fetch("warandpeace", source=src)
+    assert path.read_bytes() == crlf and src.read_bytes() == lf
+    note = capsys.readouterr().err.strip()
+    assert note == (f"note: this copy of warandpeace converted to CRLF line ends has {len(crlf.decode()):,} "
+                    f"characters ({len(crlf):,} bytes), vocabulary {len(set(crlf.decode()))} ({len(set(crlf))} "
+                    f"bytes); the paper's has {len(crlf) + 4:,} bytes, {len(set(crlf)) + 3} distinct: "
+                    "4 bytes fewer than the paper's")
+    side = json.loads((path.parent / "warandpeace.json").read_text())
+    assert side["sha256"] == hashlib.sha256(crlf).hexdigest() and side["note"] == note
+    assert not list(path.parent.glob(".*part"))              # no temporary file left behind
+    # later uses: verified against the pinned hash of the CRLF form, no note
+    assert datasets.fetch("warandpeace") == path and capsys.readouterr().err == ""
+
+
+def test_warandpeace_lf_copy_of_the_papers_length_needs_no_note(monkeypatch, tmp_path, capsys,
+                                                                datasets_server):
+    lf = b"one\ntwo\nthree\n"
+    crlf = lf.replace(b"\n", b"\r\n")
+    patch_entry(monkeypatch, "warandpeace", chars=len(crlf))
+    src = tmp_path / "w.txt"
+    src.write_bytes(lf)
+    assert datasets.fetch("warandpeace", source=src).read_bytes() == crlf
+    assert capsys.readouterr().err == ""
+    # a copy already in CRLF is taken as it is
+    (tmp_path / "cache2").mkdir()
+    src.write_bytes(crlf)
+    assert datasets.fetch("warandpeace", source=src, cache_dir=tmp_path / "cache2").read_bytes() == crlf

@@ -24,8 +24,10 @@ class ReferenceKN:
     of counts with the fallbacks 0.5 and clipping to [0.05, r], uniform base over V, the
     order-(t+2) model at row t when fewer than n-1 characters precede)."""
 
-    def __init__(self, text, chars, order, smoothing="kn", k=1.0):
+    def __init__(self, text, chars, order, smoothing="kn", k=1.0, tables=None):
+        # tables: {(j, "raw" or "cont"): [[D1, D2, D3+] for c(h.) = 1, 2, 3-4, 5-9, >= 10]} (tuned discounts)
         self.chars, self.order, self.smoothing, self.k = chars, order, smoothing, k
+        self.tables = tables or {}
         self.V = len(chars)
         self.raw = {j: Counter(tuple(text[i:i + j]) for i in range(len(text) - j + 1)) for j in range(1, order + 1)}
         self.cont = {}
@@ -59,6 +61,9 @@ class ReferenceKN:
         if total == 0:
             return self.p_level(w, hist, j - 1, "cont")
         d1, d2, d3 = self.disc[(j, kind)]
+        if (j, kind) in self.tables:
+            bucket = 0 if total == 1 else 1 if total == 2 else 2 if total <= 4 else 3 if total <= 9 else 4
+            d1, d2, d3 = self.tables[(j, kind)][bucket]
         d = lambda c: d1 if c == 1 else d2 if c == 2 else d3  # noqa: E731
         gamma = sum(d(c) for c in succ.values()) / total
         c = succ.get(w, 0)
@@ -101,6 +106,70 @@ def test_kneser_ney_matches_the_reference(order):
     # the discounts the model reports are the reference's
     for j in range(1, order + 1):
         np.testing.assert_allclose(model.discounts()["raw"][j - 1], ref.disc[(j, "raw")])
+
+
+def tuned(order):
+    """A model whose discounts are tuned on held-out text (SCORE, twice, and more of the same source)."""
+    v = vocab()
+    held_out = v.encode(make_text(30, seed=7) + SCORE)
+    model = fit_ngram(v.encode(TRAIN), v, order, discounts="tuned", val_ids=held_out)
+    return model, held_out
+
+
+@pytest.mark.parametrize("order", [1, 2, 4])
+def test_tuned_discounts_match_the_reference_with_the_same_tables(order):
+    model, _ = tuned(order)
+    assert model.tuned
+    tables = {(j, "raw" if j == order else "cont"): np.asarray(lv.t_raw if j == order else lv.t_cont).tolist()
+              for j, lv in enumerate(model.levels, start=1)}
+    assert all(np.asarray(t).shape == (5, 3) for t in tables.values())
+    ref = ReferenceKN(TRAIN, model.chars, order, tables=tables)
+    np.testing.assert_allclose(model.predict(SCORE).probs, ref.table(SCORE), atol=1e-6, rtol=0)
+
+
+def test_tuning_never_worsens_the_held_out_loss_and_sums_to_one(tmp_path):
+    for order in (2, 5, 8):
+        model, held_out = tuned(order)
+        closed = fit(order)
+        assert model.tuning["kept"] == model.tuned
+        assert model.losses(held_out).mean() <= closed.losses(held_out).mean() + 1e-12
+        assert model.tuning["val_closed"] == pytest.approx(closed.losses(held_out).mean(), abs=1e-12)
+    assert model.tuned and model.tuning["val_tuned"] < model.tuning["val_closed"]   # order 8: a real gain
+    text = "Zqq# the dog ##" + SCORE
+    for k in (8, 3, 1):                         # lower orders inside the tuned model are distributions too
+        probs = model.predict(text, order=k).probs.astype(np.float64)
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+        assert (probs > 0).all()
+    # the tables are saved and loaded; "tuned" in the repr and the JSON
+    loaded = NGramModel.load(model.save(tmp_path / "t"))
+    np.testing.assert_array_equal(loaded.predict(SCORE).probs, model.predict(SCORE).probs)
+    assert "discounts tuned on held-out text" in repr(loaded) and "closed-form discounts" in repr(closed)
+    assert "tuned" in json.loads((tmp_path / "t" / "ngram.json").read_text())["discounts"]
+    with pytest.raises(RnnlensError, match="--discounts must be one of tuned, closed"):
+        fit(3, discounts="best")
+    with pytest.raises(RnnlensError, match="need held-out text"):
+        fit(3, discounts="tuned")
+
+
+def test_fit_on_train_and_val_keeps_the_discounts_chosen_on_val(tmp_path):
+    data = tmp_path / "input.txt"
+    data.write_text(make_text(300))
+    alone = train_ngram(str(data), 5)
+    both = train_ngram(str(data), 5, fit_on="train+val")
+    corpus = load_corpus(str(data))
+    n_train, n_val = len(corpus.split("train")), len(corpus.split("val"))
+    assert alone.meta["train"]["train_chars"] == n_train and alone.meta["train"]["fit_on"] == "train"
+    assert both.meta["train"]["train_chars"] == n_train + n_val and both.meta["train"]["fit_on"] == "train+val"
+    assert alone.tuned and both.tuned
+    for a, b in zip(alone.levels, both.levels):           # the discounts chosen on val, with train counts
+        for x, y in ((a.t_raw, b.t_raw), (a.t_cont, b.t_cont)):
+            assert (x is None and y is None) or np.array_equal(x, y)
+    ids = corpus.vocab.encode(corpus.text("val") + corpus.text("test"))
+    assert both.entries > alone.entries and int(both.levels[0].raw.sum()) == n_train + n_val
+    probs = both.probs(ids[:200]).astype(np.float64)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    with pytest.raises(RnnlensError, match="fit_on must be"):
+        train_ngram(str(data), 3, fit_on="all")
 
 
 @pytest.mark.parametrize("order", [1, 3])
@@ -282,6 +351,7 @@ def test_cli_ngram_and_eval(tmp_path, capsys):
     code, stdout, err = run_cli(capsys, "ngram", "--data", data, "--order", 5, "--out", out)
     assert code == 0, err
     assert "5-gram" in stdout and "interpolated modified Kneser-Ney" in stdout
+    assert json.loads((out / "ngram.json").read_text())["meta"]["train"]["discounts"] == "tuned on val"
     val = [line for line in stdout.splitlines() if line.startswith("val:")]
     test = [line for line in stdout.splitlines() if line.startswith("test:")]
     assert len(val) == 1 and len(test) == 1 and "bits/char" in test[0]

@@ -22,7 +22,13 @@ The corpora
   registry has none: the file is accepted when it has exactly 3,258,246 characters (or
   bytes: char-rnn, which the paper used, counts bytes; the two agree for ASCII), and its
   sha256 is then pinned in the sidecar (trust on first use) and checked on every later use.
-  A copy with another hash is refused until the sidecar is deleted.
+  A copy with another hash is refused until the sidecar is deleted. A copy with LF line ends
+  (the public GitHub copy, and ../shared's) is rewritten with CRLF ends, the paper's form, before
+  these checks. A copy in ``KNOWN_COPIES`` (by the sha256 of the file as given) is accepted
+  whatever its length, with a one-line note on stderr (also kept in the sidecar) saying how it
+  differs: the GitHub copy in CRLF form has 3,258,242 bytes (3,258,225 characters: 17 accented
+  letters take 2 bytes), vocabulary 83 (84 distinct bytes), 4 bytes fewer than the paper's
+  3,258,246 bytes with 87 distinct (char-rnn counts bytes).
 * ``linux``: the paper's recipe. All regular ``.c`` and ``.h`` files of a kernel source tree
   (paths relative to the tree's top folder), sorted, shuffled with
   ``random.Random(SHUFFLE_SEED)``, concatenated and cut to 6,206,996 characters; split
@@ -71,6 +77,12 @@ LINUX_URL = "https://cdn.kernel.org/pub/linux/kernel/v4.x/linux-4.0.tar.xz"
 # Published in kernel.org's sha256sums and repeated in distribution build recipes.
 LINUX_SHA256 = "0f2f7d44979bc8f71c4fc5d3308c03499c26a824dd311fdf6eef4dee0d7d5991"
 _READ = 1 << 20
+#: Copies known to differ from the paper's file, by the sha256 of the file as given (before any line-end
+#: conversion): accepted, with a note saying how they differ. The public GitHub copy of
+#: warpeace_input.txt has LF line ends and lacks 4 bytes of the paper's (3 of its distinct bytes).
+KNOWN_COPIES: dict[str, set[str]] = {
+    "warandpeace": {"b0fc81c399971eaf738c8be89809e6a0d95c151749112b04f06b6af648d8a39f"},
+}
 
 
 @dataclass(frozen=True)
@@ -84,6 +96,8 @@ class NamedCorpus:
     sha256: str | None
     split: tuple[float, float, float]
     chars: int | None
+    newline: str | None = None   # line ends of the paper's file: a copy with other line ends is converted
+    vocab: int | None = None     # distinct characters (bytes, as char-rnn counts) of the paper's file
 
 
 _REGISTRY: dict[str, NamedCorpus] = {c.name: c for c in [
@@ -102,7 +116,7 @@ _REGISTRY: dict[str, NamedCorpus] = {c.name: c for c in [
         "War and Peace, the paper's copy (3.3M characters, CRLF; hash pinned on first download)",
         "https://cs.stanford.edu/people/karpathy/char-rnn/warpeace_input.txt",
         None,  # no published sha256 found: the character count is checked and the hash pinned
-        (0.8, 0.1, 0.1), 3_258_246),
+        (0.8, 0.1, 0.1), 3_258_246, "\r\n", 87),
     NamedCorpus(
         "linux",
         "Linux kernel .c/.h files, shuffled and concatenated, the paper's recipe (6.2M characters)",
@@ -223,6 +237,37 @@ def _keep_aside(tmp: Path, folder: Path, name: str, digest: str) -> Path:
 
 # ----------------------------------------------------------------------------- downloaded corpora
 
+def _paper_form(nc: NamedCorpus, path: Path, folder: Path) -> tuple[Path, str | None, bool]:
+    """(file in the paper's line ends, a one-line note on how it differs from the paper's file or None,
+    whether it is a known copy). A copy with bare LF ends is rewritten with nc.newline into a temporary
+    file in `folder` (the caller removes it); one that already has CR LF ends is used as it is."""
+    if nc.newline is None:
+        return path, None, False
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise RnnlensError(f"cannot read {path}: {e.strerror or e}; check the path and its permissions") from None
+    known = hashlib.sha256(data).hexdigest() in KNOWN_COPIES.get(nc.name, set())
+    out, converted = path, False
+    if nc.newline == "\r\n" and b"\n" in data and b"\r" not in data:
+        data = data.replace(b"\n", b"\r\n")
+        out, converted = _tmp_path(folder, nc.name + ".crlf"), True
+        out.write_bytes(data)
+    if len(data) == nc.chars:
+        note = None
+    else:
+        try:
+            text = data.decode("utf-8")
+            chars = f"{len(text):,} characters ({len(data):,} bytes), vocabulary {len(set(text))} ({len(set(data))} bytes)"
+        except UnicodeDecodeError:
+            chars = f"{len(data):,} bytes ({len(set(data))} distinct)"
+        delta = nc.chars - len(data)
+        note = (f"note: this copy of {nc.name}{' converted to CRLF line ends' if converted else ''} has {chars}; "
+                f"the paper's has {nc.chars:,} bytes, {nc.vocab} distinct: {abs(delta):,} bytes "
+                f"{'fewer' if delta > 0 else 'more'} than the paper's")
+    return out, note, known
+
+
 def _fetch_file(nc: NamedCorpus, folder: Path, source, url, progress: bool) -> Path:
     """tinyshakespeare / warandpeace: verified download or verified local copy."""
     target, side_path = folder / f"{nc.name}.txt", folder / f"{nc.name}.json"
@@ -230,15 +275,15 @@ def _fetch_file(nc: NamedCorpus, folder: Path, source, url, progress: bool) -> P
     expected = nc.sha256 or side.get("sha256")  # the registry's hash, else the pinned one
     how = "published" if nc.sha256 else f"pinned at first download in {side_path}"
 
-    def accept(path: Path, digest: str, what: str, kept: Callable[[], Path] | None) -> None:
-        """Raise unless path is the right file."""
+    def accept(path: Path, digest: str, what: str, kept: Callable[[], Path] | None, known: bool = False) -> None:
+        """Raise unless path is the right file (a known copy, KNOWN_COPIES, passes the length check)."""
         if expected and digest != expected:
             where = f"; the file is kept at {kept()}" if kept else ""
             fix = ("delete the pinned hash file if you trust this copy" if not nc.sha256
                    else "get the right file")
             raise RnnlensError(f"{what} is not the expected {nc.name}: its sha256 is {digest}, expected "
                                f"{expected} ({how}){where}; {fix}")
-        if not expected and nc.chars is not None:
+        if not expected and nc.chars is not None and not known:
             n = _count_chars(path)
             # char-rnn (the paper's tool) counts bytes; for an ASCII file bytes = characters
             if n != nc.chars and path.stat().st_size != nc.chars:
@@ -247,22 +292,32 @@ def _fetch_file(nc: NamedCorpus, folder: Path, source, url, progress: bool) -> P
                 raise RnnlensError(f"{what} {got}, but {nc.name} has {nc.chars:,}{where}; "
                                    "get the right file")
 
-    def record(digest: str, origin: str) -> None:
+    def record(digest: str, origin: str, note: str | None = None) -> None:
         _write_sidecar(side_path, {"name": nc.name, "sha256": digest, "chars": nc.chars,
-                                   "origin": origin, "pinned": nc.sha256 is None})
+                                   "origin": origin, "pinned": nc.sha256 is None,
+                                   **({"note": note} if note else {})})
+        if note:
+            print(note, file=sys.stderr)
 
     if source is not None:
         src = Path(source).expanduser()
         if not src.is_file():
             raise RnnlensError(f"no such file: {src}; give the path of a downloaded copy of {nc.name}")
-        digest = _sha256_file(src)
-        accept(src, digest, str(src), None)
-        if src.resolve() != target.resolve():
-            def copy(f):
-                with open(src, "rb") as s:
-                    shutil.copyfileobj(s, f, _READ)
-            _write_atomic(target, copy)
-        record(digest, str(src))
+        form, note, known = _paper_form(nc, src, folder)
+        try:
+            digest = _sha256_file(form)
+            accept(form, digest, str(src), None, known)
+            if form != src:
+                os.replace(form, target)
+            elif src.resolve() != target.resolve():
+                def copy(f):
+                    with open(src, "rb") as s:
+                        shutil.copyfileobj(s, f, _READ)
+                _write_atomic(target, copy)
+        finally:
+            if form != src and form.exists():
+                form.unlink()
+        record(digest, str(src), note)
         return target
 
     if target.is_file():
@@ -276,14 +331,19 @@ def _fetch_file(nc: NamedCorpus, folder: Path, source, url, progress: bool) -> P
 
     src_url = url or nc.url
     tmp, digest = _download(nc.name, src_url, folder, progress)
+    form = tmp
     try:
-        accept(tmp, digest, f"the file downloaded from {src_url}",
-               lambda: _keep_aside(tmp, folder, nc.name, digest))
-        os.replace(tmp, target)
+        form, note, known = _paper_form(nc, tmp, folder)
+        if form != tmp:
+            digest = _sha256_file(form)
+        accept(form, digest, f"the file downloaded from {src_url}",
+               lambda: _keep_aside(tmp, folder, nc.name, digest), known)
+        os.replace(form, target)
     finally:
-        if tmp.exists():
-            tmp.unlink()
-    record(digest, src_url)
+        for f in {tmp, form}:
+            if f.exists():
+                f.unlink()
+    record(digest, src_url, note)
     return target
 
 

@@ -61,6 +61,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--smoothing", default="kn", choices=["kn", "addk"],
                    help="kn: interpolated modified Kneser-Ney (default); addk: (count + k) / (total + k V)")
     p.add_argument("--k", type=float, default=1.0, help="with --smoothing addk: the k (default 1)")
+    p.add_argument("--discounts", default="tuned", choices=["tuned", "closed"],
+                   help="kn: tuned on the val split per order and context-total bucket (default), or the "
+                   "closed-form estimate from counts of counts (docs/baselines.md)")
     p.add_argument("--out", required=True, help="folder to write the model into")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -123,7 +126,8 @@ def run_ngram(args) -> int:
     check_order(args.order)
     check_smoothing(args.smoothing, args.k)
     model = train_ngram(args.data, args.order, args.out, smoothing=args.smoothing, k=args.k, glob=args.glob,
-                        split=args.split, encoding_errors=args.encoding_errors, progress=progress_shown(args))
+                        split=args.split, encoding_errors=args.encoding_errors, discounts=args.discounts,
+                        progress=progress_shown(args))
     fit, corpus = model.meta["train"], model.meta["corpus"]
     scores = {}
     for split in ("val", "test"):
