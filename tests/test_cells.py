@@ -12,6 +12,7 @@ from conftest import run_cli
 
 from rnnlens.analysis.cells import (
     CellScores,
+    describe,
     discover,
     exact_aucs,
     find_excerpt,
@@ -19,6 +20,7 @@ from rnnlens.analysis.cells import (
     kinds_for,
     resolve_kinds,
 )
+from rnnlens.analysis import features
 from rnnlens.analysis.features import bracket_depth, callable_feature, in_double_quotes
 from rnnlens.errors import RnnlensError
 from rnnlens.trace import Trace
@@ -381,3 +383,51 @@ def test_the_docs_python_example_runs(tiny_run, code_file, capsys):
     exec(compile(code, "docs/cells.md", "exec"), {})
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 4 and out[0].startswith("0:") and " auc " in out[0] and out[-1] == "(2, 16)"
+
+
+# ---------------------------------------------------------------------------------------------
+# Visible units (contrast on the displayed scale)
+
+
+def test_a_unit_that_flips_outranks_a_saturated_one_and_its_excerpt_shows_both_states():
+    rng = np.random.default_rng(0)
+    parts = []
+    for _ in range(60):  # prose with quotes every so often
+        parts.append("he said " + ("\"" + "x" * int(rng.integers(5, 30)) + "\"" if rng.random() < 0.5 else "no") + ". ")
+    text = "".join(parts)
+    inside = features.in_double_quotes(text)
+    T = len(text)
+    cells = np.empty((T, 3), dtype=np.float32)
+    cells[:, 0] = np.where(inside, 6.0, 5.0) + rng.normal(0, 0.01, T)  # tanh(c) ~ 0.99998 vs 0.9999: invisible
+    cells[:, 1] = np.where(inside, 1.2, -1.2) + rng.normal(0, 0.6, T)  # flips, with noise: AUC below unit 0's
+    cells[:, 2] = rng.normal(0, 1, T)
+    trace = make_trace(text, {"layer0.cell": cells, "layer0.hidden": np.tanh(cells)})
+    scores = discover(trace, ["in_double_quotes"], kinds=["cell"], excerpts=1)
+    by_auc = np.argsort(-scores.strength("in_double_quotes")[0])
+    assert by_auc[0] == 0  # the saturated unit separates best...
+    best = scores.best("in_double_quotes", 2)
+    assert [u.unit for u in best] == [1, 0]  # ...but the one that flips ranks first
+    assert best[0].visible and best[0].contrast > 1.0 and best[0].strength < best[1].strength
+    assert not best[1].visible and best[1].contrast < 1e-3
+    assert [u.unit for u in scores.best("in_double_quotes", 3, faint=True)] == [0, 2]
+    start, end = best[0].excerpt
+    shown = np.tanh(cells[start:end, 1])
+    assert shown.min() < -0.5 and shown.max() > 0.5  # both colours in view
+    assert inside[start:end].any() and not inside[start:end].all()
+    share = {row["activation"]: row for row in scores.interpretable()}
+    assert share["layer0.cell"]["tracking"] == 1 and share["layer0.cell"]["share"] == pytest.approx(1 / 3)
+    report = scores.to_dict(2)["features"][0]
+    assert report["best"][0]["contrast"] > 1.0 and report["faint"][0]["unit"] == 0
+    assert "too small a shift to see" in describe(best[1], "inside quotes")
+
+
+def test_numeric_contrast_is_the_change_across_the_typical_range():
+    text = "".join("a" * n + "\n" for n in range(1, 60)) * 3
+    position = features.line_position(text).astype(np.float64)
+    T = len(text)
+    hidden = (0.02 * position - 0.5).astype(np.float32)[:, None]  # a straight line in the line position
+    trace = make_trace(text, {"layer0.hidden": np.repeat(hidden, 2, axis=1) * np.array([1, 0.01], np.float32)})
+    scores = discover(trace, ["line_position"], kinds=["hidden"], excerpts=0)
+    typical = np.percentile(position, 95) - np.percentile(position, 5)
+    np.testing.assert_allclose(scores.contrast("line_position")[0], [0.02 * typical, 0.0002 * typical], rtol=1e-4)
+    assert [u.unit for u in scores.best("line_position", 2)] == [0, 1] and T > 0

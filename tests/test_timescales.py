@@ -57,7 +57,7 @@ def test_gru_two_layers_float16_memmap(tmp_path):
     trace = gate_trace(layers, cell="gru").save(tmp_path / "t.safetensors")
     assert isinstance(trace["layer1.gate.update"], np.memmap)
     ts = memory_timescales(trace)
-    assert ts.gate == "update" and ts.layers == 2
+    assert ts.gate == "1-z" and ts.layers == 2  # the keep fraction, with z the paper's update gate
     for i, a in enumerate(layers):
         a = a.astype(np.float64)
         np.testing.assert_allclose(ts.mean[i], a.mean(axis=0), rtol=1e-12)
@@ -111,7 +111,7 @@ def test_cli_timescales(runs, capsys, tmp_path):
                              "--out", tmp_path, "--json")
     assert code == 0, err
     info = json.loads(out)
-    assert info["cell"] == "gru" and info["gate"] == "update" and info["layers"] == 2 and info["chars"] == 2000
+    assert info["cell"] == "gru" and info["gate"] == "1-z" and info["layers"] == 2 and info["chars"] == 2000
     lm = rnnlens.load(runs["gru"])
     z = lm.trace(runs["text"].read_text()[:2000], names=["layer1.gate.update"])["layer1.gate.update"]
     np.testing.assert_allclose(info["mean"][1], z.astype(np.float64).mean(axis=0), rtol=1e-6)
@@ -121,7 +121,7 @@ def test_cli_timescales(runs, capsys, tmp_path):
 
     code, out, err = run_cli(capsys, "timescales", runs["gru"], "--text", runs["text"], "--out", tmp_path / "h")
     assert code == 0, err
-    assert "layer 1" in out and "mean update" in out and "half-life median" in out
+    assert "layer 1" in out and "mean 1-z" in out and "half-life median" in out
 
 
 def test_cli_timescales_errors(runs, capsys, tmp_path):

@@ -228,7 +228,7 @@ class ReportContext:
         best = [u for f in scores.features for u in scores.best(f.name, k) if u.excerpt is not None]
         entries = gallery_entries(scores, top=k)
         assert len(best) == len(entries)  # same order: features, then their best units with an excerpt
-        return sorted(zip(best, entries), key=lambda pair: -pair[0].strength)
+        return sorted(zip(best, entries), key=lambda pair: (not pair[0].visible, -pair[0].strength))
 
     @cached_property
     def saturation(self):

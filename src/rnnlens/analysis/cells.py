@@ -69,6 +69,9 @@ AUC_BINS = 1024
 BLOCK_VALUES = 1 << 24   # activation values per block of rows: 64 MB of float32
 COLUMN_GROUP = 32        # columns per bincount / gather: keeps their tables in cache
 EXCERPT_WIDTH = 300
+# A unit is visible when its displayed value (tanh(c) for cells, h, gate values) moves by at least this much
+# with the feature: the paper's pictures colour -1..+1, so 0.3 is a shift a reader sees (docs/cells.md)
+MIN_CONTRAST = 0.3
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,8 @@ class UnitScore:
     unit: int
     exact: bool = True  # False for an AUC from the binned screening only (see the module docstring)
     excerpt: tuple[int, int] | None = None  # [start, end) of a window of the text that shows it
+    contrast: float = float("nan")  # how far the displayed value moves with the feature, in its direction
+    visible: bool = True  # contrast >= the scores' min_contrast: the picture shows the switch
 
     @property
     def activation(self) -> str:
@@ -116,6 +121,7 @@ class UnitScore:
         d = asdict(self)
         d["activation"] = self.activation
         d["excerpt"] = list(self.excerpt) if self.excerpt else None
+        d["contrast"] = _finite_or_none(self.contrast)
         return d
 
 
@@ -139,6 +145,10 @@ class CellScores:
     auc_bins: int
     cells: str = "tanh"  # LSTM cells scored as tanh(c) ('tanh') or c ('raw')
     excerpts: dict[tuple[str, str, int], tuple[int, int]] = field(default_factory=dict)
+    # contrasts[f, a, i]: on/off features: mean displayed value where on - where off; numeric: the least-squares
+    # change of the displayed value across the feature's 5th..95th percentile. Displayed: tanh(c), h, gates.
+    contrasts: np.ndarray | None = None  # [F, A, H] float64
+    min_contrast: float = MIN_CONTRAST
 
     def feature(self, name: str) -> FeatureSummary:
         for f in self.features:
@@ -155,19 +165,42 @@ class CellScores:
         s = self.scores(name)
         return np.abs(s) if self.feature(name).metric == "r" else 2 * np.abs(s - 0.5)
 
-    def best(self, name: str, n: int = 3) -> list[UnitScore]:
-        """The n units that track feature `name` best, strongest first (none if it is not present)."""
+    def contrast(self, name: str) -> np.ndarray:
+        """[A, H] contrast of every unit for feature `name`, in the direction of its score (see `contrasts`)."""
+        f = [f.name for f in self.features].index(self.feature(name).name)
+        if self.contrasts is None:
+            return np.full(self.values.shape[1:], np.nan)
+        raw = self.scores(name)
+        sign = np.where(raw >= (0 if self.features[f].metric == "r" else 0.5), 1.0, -1.0)
+        return sign * self.contrasts[f]
+
+    def visible(self, name: str) -> np.ndarray:
+        """[A, H] bool: the unit's picture shows the feature (contrast >= min_contrast); all True when the
+        contrasts were not computed."""
+        if self.contrasts is None:
+            return np.ones(self.values.shape[1:], dtype=bool)
+        return np.nan_to_num(self.contrast(name), nan=-1.0) >= self.min_contrast
+
+    def best(self, name: str, n: int = 3, *, faint: bool = False) -> list[UnitScore]:
+        """The n units that track feature `name` best (none if it is not present): units that both predict
+        the feature and visibly move with it first, by score strength, then the faint ones (a saturated unit
+        that separates the feature by a shift too small to see). faint=True: only those, strongest first."""
         info = self.feature(name)
         if not info.present:
             return []
         strength = np.nan_to_num(self.strength(name).ravel(), nan=-1.0)
-        order = np.argsort(-strength, kind="stable")[:max(0, n)]
+        visible = self.visible(name).ravel()
+        if faint:
+            order = np.flatnonzero(~visible)
+            order = order[np.argsort(-strength[order], kind="stable")]
+        else:
+            order = np.lexsort((-strength, ~visible))  # visible first, then by strength
+        order = order[strength[order] >= 0][:max(0, n)]
         raw = self.scores(name).ravel()
+        contrast = self.contrast(name).ravel()
         exact = self.exact[[f.name for f in self.features].index(name)].ravel()
         out = []
         for flat in order:
-            if strength[flat] < 0:
-                break
             a, unit = divmod(int(flat), self.size)
             layer, kind = _split_name(self.activations[a])
             value = float(raw[flat])
@@ -176,15 +209,34 @@ class CellScores:
             else:
                 score, sign = max(value, 1 - value), (1 if value >= 0.5 else -1)
             out.append(UnitScore(name, info.metric, score, sign, layer, kind, unit, bool(exact[flat]),
-                                 self.excerpts.get((name, self.activations[a], unit))))
+                                 self.excerpts.get((name, self.activations[a], unit)), float(contrast[flat]),
+                                 bool(visible[flat])))
+        return out
+
+    def interpretable(self, min_strength: float = 0.3) -> list[dict]:
+        """Per activation (layer and kind): how many units track some present feature, i.e. score at least
+        `min_strength` (|r| or 2|AUC - 0.5|) and visibly move with it (contrast >= min_contrast)."""
+        tracking = np.zeros(self.values.shape[1:], dtype=bool)  # [A, H]
+        for f in self.features:
+            if f.present:
+                tracking |= (np.nan_to_num(self.strength(f.name), nan=0.0) >= min_strength) & self.visible(f.name)
+        out = []
+        for a, activation in enumerate(self.activations):
+            layer, kind = _split_name(activation)
+            n = int(tracking[a].sum())
+            out.append({"activation": activation, "layer": layer, "kind": kind, "units": self.size,
+                        "tracking": n, "share": n / self.size})
         return out
 
     def to_dict(self, top: int = 3) -> dict:
         """Plain JSON-ready data: each feature with its best `top` units."""
         return {"chars": self.chars, "activations": self.activations, "size": self.size,
-                "auc_bins": self.auc_bins, "cells": self.cells,
+                "auc_bins": self.auc_bins, "cells": self.cells, "min_contrast": self.min_contrast,
+                "interpretable": self.interpretable(),
                 "features": [{**asdict(f), "mean": _finite_or_none(f.mean),
-                              "best": [u.to_dict() for u in self.best(f.name, top)]} for f in self.features]}
+                              "best": [u.to_dict() for u in self.best(f.name, top)],
+                              "faint": [u.to_dict() for u in self.best(f.name, top, faint=True)]}
+                             for f in self.features]}
 
 
 def _finite_or_none(x: float):
@@ -252,14 +304,16 @@ def scored_values(kind: str, block: np.ndarray, cells: str = "tanh") -> np.ndarr
 def discover(trace: Trace, features: Iterable[str | Feature] | None = None,
              kinds: Iterable[str] | str | None = None, *, excerpts: int = 3, excerpt_width: int = EXCERPT_WIDTH,
              exact_top: int = EXACT_TOP, auc_bins: int = AUC_BINS, cells: str = "tanh",
-             block_values: int = BLOCK_VALUES, progress: bool = False) -> CellScores:
+             min_contrast: float = MIN_CONTRAST, block_values: int = BLOCK_VALUES,
+             progress: bool = False) -> CellScores:
     """Score every unit of `trace` against every feature of its text (see the module docstring).
 
     features: names of built-ins and Feature objects (default: all built-ins);
     kinds: activation kinds (see resolve_kinds); excerpts: for how many of the best units of each
     feature to choose a window of the text (0: none); exact_top: how many of the best units of each
     on/off feature get their exact AUC (0: binned AUC only); auc_bins: the binned AUC's resolution;
-    cells: compute r on LSTM cells as tanh(c) ('tanh') or c ('raw').
+    cells: compute r on LSTM cells as tanh(c) ('tanh') or c ('raw'); min_contrast: how far a unit's
+    displayed value must move with a feature to rank among the visible units (see CellScores.best).
     """
     if not isinstance(auc_bins, int) or auc_bins < 2:
         raise RnnlensError(f"auc_bins must be an integer >= 2; got {auc_bins!r}")
@@ -280,14 +334,18 @@ def discover(trace: Trace, features: Iterable[str | Feature] | None = None,
     reader = _BlockReader(trace, names, cells, block_values, progress,
                           passes=1 + 2 * bool(binary) + bool(excerpts or (exact_top and binary)))
     try:
-        r, lo, hi = _correlations(reader, [values[n] for n in numeric])
+        r, lo, hi, numeric_contrast, binary_contrast = _correlations(reader, [values[n] for n in numeric],
+                                                                     [values[n] for n in binary])
         auc = _binned_aucs(reader, [values[n] for n in binary], lo, hi, auc_bins) if binary else []
         rows = {**dict(zip(numeric, r)), **dict(zip(binary, auc))}
-        table = np.stack([rows[f.name] if f.present else np.full(reader.columns, np.nan) for f in summaries])
+        moves = {**dict(zip(numeric, numeric_contrast)), **dict(zip(binary, binary_contrast))}
+        nothing = np.full(reader.columns, np.nan)
+        table = np.stack([rows[f.name] if f.present else nothing for f in summaries])
+        contrasts = np.stack([moves[f.name] if f.present else nothing for f in summaries])
         exact = np.array([[f.metric == "r"] * reader.columns for f in summaries])
         shape = (len(summaries), len(names), trace.size)
         scores = CellScores(summaries, names, trace.size, table.reshape(shape), exact.reshape(shape), T,
-                            auc_bins, cells)
+                            auc_bins, cells, contrasts=contrasts.reshape(shape), min_contrast=min_contrast)
         if excerpts or exact_top:
             _rescore_and_excerpt(scores, reader, values, exact_top, excerpts, excerpt_width)
     finally:
@@ -337,6 +395,12 @@ class _BlockReader:
             if self.bar is not None:
                 self.bar.update(e - s)
 
+    def display(self, block: np.ndarray) -> np.ndarray:
+        """In place: the values the pictures colour (tanh(c) for cells, everything else as stored)."""
+        for a, kind in enumerate(self.kinds):
+            scored_values(kind, block[:, a * self.H:(a + 1) * self.H], "tanh")
+        return block
+
     def score(self, block: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
         """In place: what r is computed on (tanh(c) for cells), for a block of all or of chosen columns."""
         if columns is None:
@@ -352,25 +416,39 @@ class _BlockReader:
             self.bar.close()
 
 
-def _correlations(reader: _BlockReader, numeric: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pass 1: Pearson r [F, U] of each numeric feature with each column (on scored values), and
-    each column's min and max (of the stored values, for the AUC's bins)."""
+def _correlations(reader: _BlockReader, numeric: list[np.ndarray], binary: list[np.ndarray]):
+    """Pass 1: Pearson r [Fn, U] of each numeric feature with each column (on scored values), each column's min
+    and max (of the stored values, for the AUC's bins), and the contrasts on the displayed values (tanh(c),
+    h, gates): for each numeric feature the least-squares change across its 5th..95th percentile [Fn, U], for
+    each on/off feature the mean where on minus the mean where off [Fb, U]."""
     T, U = reader.T, reader.columns
     F = len(numeric)
     y = np.stack(numeric, axis=1).astype(np.float64) if F else np.zeros((T, 0))  # [T, F]
     y_centred = (y - y.mean(axis=0)).astype(np.float32)
     y_ss = (y_centred.astype(np.float64) ** 2).sum(axis=0)
+    masks = np.stack(binary, axis=1).astype(np.float32) if binary else np.zeros((T, 0), dtype=np.float32)
+    raw_cells = reader.cells == "raw" and "cell" in reader.kinds  # then the scored cells are not the displayed
     shift = None
     x_sum = np.zeros(U)
     x_ss = np.zeros(U)
     cross = np.zeros((U, F))
+    on_sum = np.zeros((masks.shape[1], U))  # displayed values summed where each on/off feature is on
+    d_sum = np.zeros(U)
+    d_cross = np.zeros((U, F)) if raw_cells else None
     lo = np.full(U, np.inf, dtype=np.float32)
     hi = np.full(U, -np.inf, dtype=np.float32)
     y_sum = y_centred.sum(axis=0, dtype=np.float64)
     for s, block in reader.blocks():
         np.minimum(lo, block.min(axis=0), out=lo)
         np.maximum(hi, block.max(axis=0), out=hi)
+        display = reader.display(block.copy()) if raw_cells else None
         reader.score(block)
+        if display is None:
+            display = block  # scored = displayed: read before the shift below
+        on_sum += masks[s:s + len(block)].T @ display
+        d_sum += display.sum(axis=0, dtype=np.float64)
+        if raw_cells and F:
+            d_cross += display.T @ y_centred[s:s + len(block)]
         if shift is None:
             shift = block.mean(axis=0, dtype=np.float64).astype(np.float32)
         block -= shift
@@ -383,8 +461,14 @@ def _correlations(reader: _BlockReader, numeric: list[np.ndarray]) -> tuple[np.n
     cov = cross / T - np.outer(x_mean, y_sum / T)  # [U, F]
     with np.errstate(divide="ignore", invalid="ignore"):
         r = cov / np.sqrt(np.outer(np.maximum(x_var, 0), y_ss / T))
+        # the displayed value's least-squares slope on each numeric feature, times the feature's typical range
+        d_cov = (d_cross / T - np.outer(d_sum / T, y_sum / T)) if raw_cells else cov
+        typical = np.percentile(y, 95, axis=0) - np.percentile(y, 5, axis=0) if F else np.zeros(0)
+        numeric_contrast = (d_cov / (y_ss / T) * typical).T  # [F, U]
+        on = masks.sum(axis=0, dtype=np.float64)[:, None]    # [Fb, 1]
+        binary_contrast = on_sum / on - (d_sum - on_sum) / (T - on)
     r[(hi - lo) <= 0] = np.nan  # a constant unit: no correlation to speak of
-    return np.clip(r.T, -1, 1), lo, hi
+    return np.clip(r.T, -1, 1), lo, hi, numeric_contrast, binary_contrast
 
 
 def _bin_keys(block: np.ndarray, lo: np.ndarray, scale: np.ndarray, bins: int, offsets: np.ndarray) -> np.ndarray:
@@ -438,13 +522,17 @@ def _binned_aucs(reader: _BlockReader, binary: list[np.ndarray], lo: np.ndarray,
 
 def find_excerpt(text: str, feature: np.ndarray, unit: np.ndarray, sign: int = 1,
                  width: int = EXCERPT_WIDTH) -> tuple[int, int]:
-    """A window [start, end) of about `width` characters where the feature changes and the unit follows.
+    """A window [start, end) of about `width` characters where the feature turns on and off (or varies) and
+    the unit visibly follows, so that both of its states are in view.
 
-    Every window start is scored at once with cumulative sums: the correlation of feature and unit
-    inside the window, times `sign`. Eligible windows are those where the feature varies (numeric:
-    its standard deviation is at least half its global one; on/off: at least 10% of the window is on
-    and 10% off); failing any, any window where it varies at all. The start is moved back to the
-    beginning of its line when one starts within the window's first fifth.
+    `unit` holds the displayed values (tanh(c), h, a gate). Every window start is scored at once with
+    cumulative sums: the correlation of feature and unit inside the window, times `sign`, times how much of
+    the unit's whole swing the window shows (on/off features: the difference of the unit's means inside and
+    outside the feature within the window; numeric: the unit's spread there), against the same over the
+    text, capped at 1. Eligible windows are those where the feature varies (numeric: its standard deviation
+    is at least half its global one; on/off: at least 10% of the window is on and 10% off); failing any, any
+    window where it varies at all. The start is moved back to the beginning of its line when one starts
+    within the window's first fifth.
     """
     T = len(text)
     width = max(2, min(int(width), T))
@@ -458,18 +546,28 @@ def find_excerpt(text: str, feature: np.ndarray, unit: np.ndarray, sign: int = 1
     sx, sy, sxx, syy, sxy = (window_sums(v) for v in (x, y, x * x, y * y, x * y))
     var_x = sxx / width - (sx / width) ** 2
     var_y = syy / width - (sy / width) ** 2
+    binary = feature.dtype == np.bool_
     with np.errstate(divide="ignore", invalid="ignore"):
         r = (sxy / width - sx * sy / width ** 2) / np.sqrt(var_x * var_y)
+        if binary:  # the unit's mean where the feature is on minus where it is off, in the window and overall
+            swing = sign * (sxy / sy - (sx - sxy) / (width - sy))
+            on = y.astype(bool)
+            whole = abs(x[on].mean() - x[~on].mean()) if on.any() and not on.all() else 0.0
+        else:
+            swing = np.sqrt(np.maximum(var_x, 0))
+            whole = x.std()
+        shown = np.clip(np.nan_to_num(swing / whole, nan=0.0) if whole > 0 else np.ones(n), 0, 1)
     r = np.nan_to_num(sign * r, nan=-2.0)
+    score = np.where(r > 0, r * shown, r)
     varies = var_y > 1e-12
-    if feature.dtype == np.bool_:
+    if binary:
         share = sy / width
         eligible = varies & (share >= 0.1) & (share <= 0.9)
     else:
         eligible = varies & (np.sqrt(np.maximum(var_y, 0)) >= 0.5 * y.std())
     if not eligible.any():
         eligible = varies
-    start = int(np.argmax(np.where(eligible, r, -3.0))) if eligible.any() else 0
+    start = int(np.argmax(np.where(eligible, score, -3.0))) if eligible.any() else 0
     line_start = text.rfind("\n", start, start + width // 5)
     if line_start >= 0 and line_start + 1 < T:
         start = line_start + 1
@@ -519,9 +617,9 @@ def _rescore_and_excerpt(scores: CellScores, reader: _BlockReader, values: dict[
             col = column(u)
             if col not in index:  # ranked up only by the exact rescoring: its column was not read
                 continue
-            unit_values = reader.score(data[:, [index[col]]].astype(np.float32), np.array([col]))[:, 0]
+            shown = scored_values(reader.kinds[col // reader.H], data[:, index[col]].astype(np.float32), "tanh")
             scores.excerpts[(f.name, u.activation, u.unit)] = find_excerpt(reader.trace.text, values[f.name],
-                                                                           unit_values, u.sign, width)
+                                                                           shown, u.sign, width)
 
 
 @dataclass(frozen=True)
@@ -538,12 +636,20 @@ class GalleryEntry:
 
 
 def describe(score: UnitScore, description: str) -> str:
-    """One sentence on what a unit's score says, e.g. 'r = +0.83 with open brackets ...: rises with it'."""
+    """One sentence on what a unit's score says, e.g. 'r = +0.83 with open brackets ...: rises with it, by
+    0.92 across the feature's typical range'."""
     if score.metric == "r":
         how = "rises with it" if score.sign > 0 else "falls as it rises"
-        return f"r = {score.score:+.2f} with {description}: the unit {how}"
-    where = "high" if score.sign > 0 else "low"
-    return f"AUC {score.score:.3f} for {description}: the unit is {where} inside"
+        moves = f", by {score.contrast:.2f} across its typical range" if math.isfinite(score.contrast) else ""
+        said = f"r = {score.score:+.2f} with {description}: the unit {how}{moves}"
+    else:
+        where = "high" if score.sign > 0 else "low"
+        by = (f" ({score.contrast:.2f} {'higher' if score.sign > 0 else 'lower'} than outside)"
+              if math.isfinite(score.contrast) else "")
+        said = f"AUC {score.score:.3f} for {description}: the unit is {where} inside{by}"
+    if not score.visible:
+        said += " (too small a shift to see on its colour scale: saturated but separable)"
+    return said
 
 
 def gallery_entries(scores: CellScores, top: int = 1) -> list[GalleryEntry]:

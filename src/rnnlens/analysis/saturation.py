@@ -16,6 +16,11 @@ type of the trace (float16, float32, float64): an activation equal to a threshol
 saturated. LSTM gates: input, forget, output (the candidate g is a tanh, not a gate); GRU:
 reset, update. The arrays are read a block of rows at a time, so a memory-mapped trace of a
 million characters is never loaded whole.
+
+The GRU's update gate is counted in the paper's convention: h = (1 - z) h_prev + z h~, z the weight
+of the new candidate. The trace stores torch's gate, the weight of the previous state (see
+docs/trace.md), so z = 1 - stored: a left-saturated update gate (z < low) keeps its state, a
+right-saturated one (z > high) replaces it.
 """
 
 from __future__ import annotations
@@ -120,11 +125,19 @@ def gate_saturation(trace: Trace, low: float = 0.1, high: float = 0.9) -> Satura
             check_gate_array(name, array, T, H)
             below, above = strict_bounds(low, high, array.dtype)
             for block in row_blocks(array):
+                if paper_update(trace.cell, gate):
+                    block = 1.0 - block.astype(np.float64)  # torch's z -> the paper's: the candidate's weight
+                    below, above = low, high
                 counts_left[layer, g] += np.count_nonzero(block < below, axis=0)
                 counts_right[layer, g] += np.count_nonzero(block > above, axis=0)
     return Saturation(cell=trace.cell, gates=tuple(gate.removeprefix("gate.") for gate in gates),
                       left=counts_left / T, right=counts_right / T, low=float(low), high=float(high), chars=T,
                       source=trace.source)
+
+
+def paper_update(cell: str, gate: str) -> bool:
+    """Whether this gate is stored in torch's convention but read in the paper's (the GRU update gate)."""
+    return cell == "gru" and gate == "gate.update"
 
 
 def saturation_names(cell: str, layers: int) -> list[str]:

@@ -7,8 +7,10 @@ after ten characters), and the half-life, the n at which half is left, is
 
     half_life = ln(0.5) / ln(f)            (characters; f = 0.5 -> 1, f = 0.9 -> 6.6, f = 0.99 -> 69)
 
-A GRU keeps the fraction z_t of its state: h_t = (1 - z_t) * n_t + z_t * h_{t-1}, so its update
-gate plays the forget gate's part, with the same formula.
+A GRU keeps the fraction 1 - z_t of its state, in the paper's convention h_t = (1 - z_t) h_{t-1} +
+z_t h~_t (z the weight of the new candidate): 1 - z plays the forget gate's part, with the same
+formula. The trace stores torch's gate, which is that keep fraction 1 - z itself (docs/trace.md), so
+it is read as it is and labelled '1-z'.
 
 Per unit, over the T characters of a trace:
 
@@ -143,7 +145,8 @@ def memory_timescales(trace: Trace) -> Timescales:
             total[layer] += block.sum(axis=0)
             with np.errstate(divide="ignore"):
                 log_total[layer] += np.log(np.clip(block, 0.0, 1.0)).sum(axis=0)
-    return Timescales(cell=trace.cell, gate=gate.removeprefix("gate."), mean=np.clip(total / T, 0.0, 1.0),
+    label = "1-z" if trace.cell == "gru" else gate.removeprefix("gate.")  # the paper's update gate is z
+    return Timescales(cell=trace.cell, gate=label, mean=np.clip(total / T, 0.0, 1.0),
                       geometric_mean=np.exp(log_total / T), chars=T, source=trace.source)
 
 

@@ -233,7 +233,7 @@ class Explorer:
             trace, _ = self.trace(key, text, layer_names(cfg.layers, kinds))
             scores = discover(trace, kinds=kinds, excerpts=0, exact_top=max(top, 3))
             best = [(u, f) for f in scores.features for u in scores.best(f.name, top)]
-            best.sort(key=lambda uf: -uf[0].strength)
+            best.sort(key=lambda uf: (not uf[0].visible, -uf[0].strength))  # units that visibly switch first
             seen, units = set(), []
             for u, f in best:
                 if (u.activation, u.unit) in seen:
@@ -241,10 +241,12 @@ class Explorer:
                 seen.add((u.activation, u.unit))
                 units.append({"name": u.activation, "unit": u.unit, "layer": u.layer, "kind": u.kind,
                               "feature": f.name, "metric": u.metric, "score": round(u.score, 4), "sign": u.sign,
-                              "strength": round(u.strength, 4), "why": describe(u, f.description)})
+                              "strength": round(u.strength, 4), "contrast": _rounded(u.contrast),
+                              "visible": u.visible, "why": describe(u, f.description)})
             answer = {"model": key, "units": units,
-                      "note": f"ranked over {len(text):,} characters by Pearson r (numeric features) or "
-                              "ROC AUC (on/off features); see docs/cells.md"}
+                      "note": f"ranked over {len(text):,} characters: units that visibly move with a feature "
+                              "(contrast >= 0.3 on the colour scale) first, each by Pearson r (numeric features) "
+                              "or ROC AUC (on/off features); see docs/cells.md"}
             self._rankings[cache_key] = answer
             while len(self._rankings) > RANKING_CACHE:
                 self._rankings.popitem(last=False)
@@ -322,3 +324,9 @@ class Explorer:
             out = lm.sample(length, prime or None, temperature=float(temperature), seed=seed, unknown="replace")
         return {"model": key, "prime": prime, "temperature": temperature, "length": length, "seed": seed,
                 "text": out, "replaced": lm.vocab.unknown_chars(prime)}
+
+
+def _rounded(x: float, digits: int = 4):
+    """A float for JSON: rounded, None when not finite."""
+    import math
+    return round(x, digits) if math.isfinite(x) else None

@@ -282,17 +282,27 @@ def units_section(ctx) -> Section:
             continue
         u = best[0]
         score = f"r {u.score:+.2f}" if u.metric == "r" else f"AUC {u.score:.3f} {'on' if u.sign > 0 else 'off'}"
-        shown = next((n for n, (s, _) in enumerate(pairs) if s == u and s.strength >= min_strength), None)
-        label = f"<a href='#unit-{shown}'>{escape(u.label)}</a>" if shown is not None else escape(u.label) + \
-            " <span class=rlr-small>(weak)</span>"
-        rows.append([escape(f.name), label, score, escape(f.description)])
-    table = _table(["feature", "best unit (layer:index kind)", "score", "what the feature is"], rows)
+        shown = next((n for n, (s, _) in enumerate(pairs) if s == u and s.strength >= min_strength and s.visible),
+                     None)
+        why_not = "" if shown is not None else " <span class=rlr-small>(weak)</span>" if u.visible else \
+            " <span class=rlr-small>(no visible unit: the best one shifts too little to see)</span>"
+        label = f"<a href='#unit-{shown}'>{escape(u.label)}</a>" if shown is not None else escape(u.label) + why_not
+        rows.append([escape(f.name), label, score, _num(u.contrast, 2), escape(f.description)])
+    table = _table(["feature", "best unit (layer:index kind)", "score", "contrast", "what the feature is"], rows,
+                   numeric={3})
+    share = ", ".join(f"layer {row['layer']} {row['kind']}: {row['tracking']} of {row['units']} "
+                      f"({100 * row['share']:.0f}%)" for row in scores.interpretable(min_strength))
+    table += (f"<p class=rlr-small>Contrast: how far the unit's colour moves with the feature (the mean inside minus "
+              f"outside, or the change across the feature's typical range, on the \u22121..+1 scale); units that "
+              f"move less than {scores.min_contrast:g} are ranked after those that visibly switch. Units that "
+              f"track some feature (score \u2265 {min_strength:g} and contrast \u2265 {scores.min_contrast:g}): "
+              f"{escape(share)}.</p>")
     if absent:
         table += f"<p class=rlr-small>Not in this text (never changes over it): {escape(', '.join(absent))}.</p>"
     panels = []
     strip_chars = ctx.options.strip_chars
     for n, (score, entry) in enumerate(pairs):
-        if score.strength < min_strength:
+        if score.strength < min_strength or not score.visible:
             continue
         strip_end = min(entry.end, entry.start + strip_chars)
         panels.append(

@@ -53,7 +53,8 @@ class CellSearch:
         return {"run": self.run, "text": self.text_name, "model": self.model, **self.scores.to_dict(self.top)}
 
     def summary(self) -> str:
-        """Per feature, its best units as L:I kind score."""
+        """Per feature, its best units as L:I kind score (contrast); then the faint ones and the share of
+        units that track some feature."""
         scores = self.scores
         kinds = sorted({a.split(".", 1)[1] for a in scores.activations})
         cell_values = "tanh(c)" if scores.cells == "tanh" else "c"
@@ -61,18 +62,35 @@ class CellSearch:
         lines = [(f"{m['cell']} {m['layers']}x{m['size']} over {self.text_name}: {scores.chars:,} characters, "
                   f"{len(scores.activations) * scores.size:,} units ({', '.join(kinds)}"
                   f"{'; cells as ' + cell_values if 'cell' in kinds else ''})"),
-                 f"{'feature':18s} {'metric':6s} best units (layer:unit kind score)"]
+                 f"{'feature':18s} {'metric':6s} best units (layer:unit kind score, contrast)"]
+        faint = []
         for f in scores.features:
             best = scores.best(f.name, self.top)
             if not best:
                 shown = "not present in the text"
             elif f.metric == "r":
-                shown = "   ".join(f"{u.label} {u.score:+.2f}" for u in best)
+                shown = "   ".join(f"{u.label} {u.score:+.2f} ({_contrast(u)})" for u in best)
             else:
-                shown = "   ".join(f"{u.label} {u.score:.3f} {'on' if u.sign > 0 else 'off'}" for u in best)
+                shown = "   ".join(f"{u.label} {u.score:.3f} {'on' if u.sign > 0 else 'off'} ({_contrast(u)})"
+                                   for u in best)
+            if best and not best[0].visible:
+                shown += "   [no visible unit]"
             lines.append(f"{f.name:18s} {f.metric:6s} {shown}")
-        lines.append("r: Pearson correlation; auc: ROC AUC, 'on' = the unit is high inside, 'off' = low inside")
+            faint += [(f.name, u) for u in scores.best(f.name, 1, faint=True) if u.strength >= 0.6]
+        lines.append("r: Pearson correlation; auc: ROC AUC, 'on' = the unit is high inside, 'off' = low inside; "
+                     f"contrast: how far the displayed value (tanh(c), h, gate) moves with the feature; units "
+                     f"moving less than {scores.min_contrast:g} rank after those that visibly switch")
+        if faint:
+            lines.append("saturated but separable (a strong score, too small a shift to see): "
+                         + ", ".join(f"{name} {u.label} ({_contrast(u)})" for name, u in faint))
+        lines.append("units that track some feature (score >= 0.3, contrast >= "
+                     f"{scores.min_contrast:g}): " + ", ".join(f"layer {row['layer']} {row['kind']} {row['tracking']}/"
+                                                              f"{row['units']}" for row in scores.interpretable()))
         return "\n".join(lines)
+
+
+def _contrast(u) -> str:
+    return f"{u.contrast:+.2f}" if u.contrast == u.contrast else "n/a"
 
 
 def find_cells(run, text: str, *, features=None, kinds=None, top: int = 3, raw_cells: bool = False,
@@ -174,7 +192,7 @@ class TimescalesResult:
         def fmt(v):
             return "inf" if v is None else f"{v:.3g}"
         lines = [f"{self.title.split(':')[0]}: {ts.cell.upper()} {ts.layers}x{ts.size} over {ts.chars:,} characters; "
-                 f"half-life = ln(0.5)/ln({ts.gate} gate) in characters, from its mean (geometric mean in brackets)"]
+                 f"half-life = ln(0.5)/ln({ts.gate}) in characters, from its mean (geometric mean in brackets)"]
         for row in ts.summary():
             a, g = row["half_life"], row["half_life_geometric"]
             over = "  ".join(f"> {n}: {a[f'over_{n}']:>3d} ({g[f'over_{n}']})" for n in LONG)
