@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
+from rnnlens.analysis import features
 from rnnlens.analysis.cells import (
     CellScores,
     describe,
@@ -20,7 +21,6 @@ from rnnlens.analysis.cells import (
     kinds_for,
     resolve_kinds,
 )
-from rnnlens.analysis import features
 from rnnlens.analysis.features import bracket_depth, callable_feature, in_double_quotes
 from rnnlens.errors import RnnlensError
 from rnnlens.trace import Trace

@@ -139,7 +139,7 @@ def test_errors():
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    return train_tiny_runs(tmp_path_factory.mktemp("saturation-runs"), ("lstm", "rnn"), layers=1)
+    return train_tiny_runs(tmp_path_factory.mktemp("saturation-runs"), ("lstm", "rnn", "gru"), layers=1)
 
 
 
@@ -192,3 +192,18 @@ def test_cli_saturation_errors(runs, capsys, tmp_path):
     code, out, err = run_cli(capsys, "saturation", runs["lstm"], "--text", odd, "--unknown", "drop", "--json",
                              "--out", tmp_path)
     assert code == 0 and json.loads(out)["chars"] == len("the cat  sat")
+
+
+def test_gru_update_gate_in_the_papers_convention_on_a_real_trace(runs):
+    lm = rnnlens.load(runs["gru"])
+    trace = lm.trace(runs["text"].read_text()[:600])
+    stored = np.asarray(trace["layer0.gate.update"], dtype=np.float64)
+    z = 1.0 - stored  # the paper's z: h = (1 - z) h_prev + z h~
+    h = np.asarray(trace["layer0.hidden"], dtype=np.float64)
+    cand = np.asarray(trace["layer0.gate.candidate"], dtype=np.float64)
+    h_prev = np.vstack([np.zeros((1, h.shape[1])), h[:-1]])
+    np.testing.assert_allclose(h, (1 - z) * h_prev + z * cand, atol=1e-5)
+    sat = gate_saturation(trace)
+    update = list(sat.gates).index("update")
+    np.testing.assert_array_equal(sat.left[0, update], (z < 0.1).mean(axis=0))
+    np.testing.assert_array_equal(sat.right[0, update], (z > 0.9).mean(axis=0))

@@ -67,7 +67,8 @@ def plot_saturation(sat, out_path: str | Path, title: str | None = None) -> Path
         ax.plot([0, 1], [1, 0], color="0.6", linewidth=1, linestyle="--", zorder=0)
         for g, gate in enumerate(sat.gates):
             ax.scatter(sat.left[layer, g], sat.right[layer, g], s=14, alpha=0.55, linewidths=0,
-                       color=GATE_COLOURS.get(gate), label=gate)
+                       color=GATE_COLOURS.get(gate),
+                       label="update z (paper's)" if sat.cell == "gru" and gate == "update" else gate)
         ax.set_xlim(-0.02, 1.02)
         ax.set_ylim(-0.02, 1.02)
         ax.set_aspect("equal")

@@ -339,6 +339,9 @@ def saturation_section(ctx) -> Section:
         return Section("saturation", "Gate saturation", why, note=note)
     from rnnlens.render.plots import plot_saturation
     sat = ctx.saturation
+    if sat.cell == "gru":
+        why += (" For a GRU the update gate is drawn as the paper's z, the weight of the new candidate "
+                "(h = (1 \u2212 z) h_prev + z h~): mostly open means the unit mostly rewrites itself.")
     rows = [[str(r["layer"]), escape(r["gate"]), _num(r["mean_left"]), _num(r["mean_right"]),
              f"{r['mostly_left']}/{r['units']}", f"{r['mostly_right']}/{r['units']}"] for r in sat.summary()]
     table = _table(["layer", "gate", "time shut (mean)", "time open (mean)", "units mostly shut",
@@ -359,14 +362,17 @@ def timescales_section(ctx) -> Section:
     from rnnlens.render.plots import plot_half_lives
     ts = ctx.timescales
     if ts.cell == "gru":
-        why = why.replace("an LSTM cell", "a GRU unit").replace("its forget gate", "its update gate")
+        why = why.replace("an LSTM cell", "a GRU unit").replace(
+            "the fraction f of its memory that its forget gate says", "the fraction 1 \u2212 z of its memory, z being "
+            "its update gate in the paper's convention (h = (1 \u2212 z) h_prev + z h~)").replace("a gate at 0.9",
+                                                                                            "a keep fraction of 0.9")
     rows = []
     for r in ts.summary():
         a, g = r["half_life"], r["half_life_geometric"]
         fmt = (lambda v: "\u221e" if v is None else f"{v:.3g}")
         rows.append([str(r["layer"]), _num(r["mean_gate"]), fmt(a["median"]), fmt(g["median"]),
                      f"{a['over_10']}/{r['units']}", f"{a['over_100']}/{r['units']}"])
-    table = _table(["layer", f"mean {ts.gate} gate", "median half-life (chars)", "same, from the geometric mean",
+    table = _table(["layer", f"mean {ts.gate}" + (" (keep fraction)" if ts.cell == "gru" else " gate"), "median half-life (chars)", "same, from the geometric mean",
                     "units over 10 chars", "over 100"], rows, numeric={1, 2, 3, 4, 5})
     fig = figure(lambda p: plot_half_lives(ts, p, title=f"memory half-lives over {ts.chars:,} characters"),
                  "histogram of memory half-lives per layer")
