@@ -68,7 +68,7 @@ class TrainConfig:
     # stopping
     max_epochs: float | None = None
     max_steps: int | None = None
-    time_budget: float | None = None    # seconds of training (validation time not counted)
+    time_budget: float | None = None    # wall-clock seconds of the run: validations and checkpoints included
     patience: int | None = None         # validations without improvement before stopping
     # bookkeeping
     eval_every: int = 500               # steps between validations (and at every epoch end)
@@ -220,6 +220,10 @@ class Trainer:
         self._stop_signal = None
         self._agreed_stop = None  # distributed: a stop signal every rank knows of (see run)
         self._last_eval_step = None
+        self._final_cost = 0.0  # seconds: the last validation's, kept free at the end of a time budget
+        self._save_cost = 0.0   # seconds the last save_last took
+        self._plot_cost = 0.0   # seconds the last loss.png took
+        self._last_plot = None  # perf_counter() of the last loss.png
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -348,6 +352,7 @@ class Trainer:
 
     # ---------------------------------------------------------------- checkpoints
     def save_last(self) -> None:
+        t0 = time.perf_counter()
         extra = {}
         for idx, entry in self.optimizer.state_dict()["state"].items():
             for k, v in entry.items():
@@ -361,6 +366,7 @@ class Trainer:
         if self.dist.is_main:  # every rank holds the same weights and optimizer state
             save_checkpoint(self.run_dir / LAST, self.model, self.corpus.vocab, meta, extra)
         self.dist.barrier()  # the others wait until the file is complete
+        self._save_cost = time.perf_counter() - t0
 
     def save_best(self, val_loss: float | None) -> None:
         if not self.dist.is_main:
@@ -452,7 +458,7 @@ class Trainer:
             return f"reached --max-steps {cfg.max_steps}"
         if cfg.max_epochs and s.epoch + s.window / len(self.batches) >= cfg.max_epochs - 1e-9:
             return f"reached --max-epochs {cfg.max_epochs:g}"
-        if cfg.time_budget and s.elapsed >= cfg.time_budget:
+        if cfg.time_budget and s.elapsed + self._final_cost >= cfg.time_budget:
             return f"used the --time-budget of {cfg.time_budget:g} s"
         if cfg.patience and s.bad_evals >= cfg.patience:
             return f"validation loss did not improve for {cfg.patience} validations (--patience)"
@@ -481,6 +487,7 @@ class Trainer:
         old_handlers = self._install_signal_handlers()
         loss_sum, loss_n, window_t0, window_steps = 0.0, 0, time.perf_counter(), 0
         smooth = None
+        clock = time.perf_counter()  # the time budget is wall time: steps, validations and checkpoints
         try:
             while (reason := self.should_stop()) is None:
                 lr = self.current_lr()
@@ -493,9 +500,9 @@ class Trainer:
                     x, y = x.pin_memory(), y.pin_memory()
                 x = x.to(self.device, non_blocking=True)
                 y = y.to(self.device, non_blocking=True)
-                t0 = time.perf_counter()
                 loss, grad_norm = self.train_step(x, y)
-                dt = time.perf_counter() - t0
+                now = time.perf_counter()
+                dt, clock = now - clock, now  # since the last step: this one and whatever ran in between
                 if self.dist.active:  # one decision for all ranks: the global loss, one clock, any stop
                     loss, dt, stop = self.dist.agree(loss, dt, self._stop_signal is not None)
                     if stop and not self._agreed_stop:
@@ -573,23 +580,29 @@ class Trainer:
     def _validate_and_track(self, metrics, bar) -> None:
         s = self.state
         self._last_eval_step = s.step
+        t0 = time.perf_counter()
         val = self.validate()
+        seconds = time.perf_counter() - t0
         if val is None:
             self.save_best(None)
             s.best_step = s.step
-            return
-        improved = s.best_val is None or val < s.best_val
-        if improved:
-            s.best_val, s.best_step, s.bad_evals = val, s.step, 0
-            self.save_best(val)
         else:
-            s.bad_evals += 1
-        row = {"step": s.step, "epoch": round(s.epoch + s.window / len(self.batches), 4),
-               "val_loss": val, "val_bpc": val / math.log(2), "elapsed_s": s.elapsed}
-        self._write_metrics(metrics, row)
-        if bar is not None:
-            bar.write(f"step {s.step}: val {val:.4f} nats/char ({val / math.log(2):.3f} bits/char)"
-                      + (" *best*" if improved else ""))
+            improved = s.best_val is None or val < s.best_val
+            if improved:
+                s.best_val, s.best_step, s.bad_evals = val, s.step, 0
+                self.save_best(val)
+            else:
+                s.bad_evals += 1
+            row = {"step": s.step, "epoch": round(s.epoch + s.window / len(self.batches), 4),
+                   "val_loss": val, "val_bpc": val / math.log(2), "elapsed_s": s.elapsed}
+            self._write_metrics(metrics, row)
+            if bar is not None:
+                bar.write(f"step {s.step}: val {val:.4f} nats/char ({val / math.log(2):.3f} bits/char)"
+                          + (" *best*" if improved else ""))
+        self._plot_now_and_then()
+        # what the final validation, checkpoint and picture will cost: a run with a time budget stops early
+        # enough to fit them inside it
+        self._final_cost = 1.5 * seconds + self._save_cost + self._plot_cost
 
     def _write_metrics(self, metrics, row: dict) -> None:
         if not self.dist.is_main:
@@ -658,13 +671,23 @@ class Trainer:
     def _plot(self) -> None:
         if not self.dist.is_main or self.plot_loss is None:
             return
+        t0 = time.perf_counter()
         try:
             self.plot_loss(self.run_dir / "metrics.jsonl", self.run_dir / "loss.png")
         except Exception as e:  # noqa: BLE001  a figure must never cost a finished run
             self.log(f"note: could not draw loss.png ({e})")
+        self._plot_cost = time.perf_counter() - t0
+        self._last_plot = time.perf_counter()
+
+    def _plot_now_and_then(self) -> None:
+        """loss.png during the run, at most once a minute: it follows a long run, and the first drawing (which
+        imports the plotting library) falls inside the time budget instead of after it."""
+        if self._last_plot is None or time.perf_counter() - self._last_plot >= PLOT_EVERY_S:
+            self._plot()
 
 
 SNAPSHOTS = "snapshots"
+PLOT_EVERY_S = 60.0
 
 
 def _check_tensorboard() -> None:
