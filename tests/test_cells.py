@@ -19,6 +19,7 @@ from rnnlens.analysis.cells import (
     find_excerpt,
     gallery_entries,
     kinds_for,
+    paper_cells,
     resolve_kinds,
 )
 from rnnlens.analysis.features import bracket_depth, callable_feature, in_double_quotes
@@ -419,6 +420,8 @@ def test_a_unit_that_flips_outranks_a_saturated_one_and_its_excerpt_shows_both_s
     report = scores.to_dict(2)["features"][0]
     assert report["best"][0]["contrast"] > 1.0 and report["faint"][0]["unit"] == 0
     assert "too small a shift to see" in describe(best[1], "inside quotes")
+    found = dict(paper_cells(scores))
+    assert found["quotes"].unit == 1 and found["line length"] is None  # the paper's quote cell, never the faint one
 
 
 def test_numeric_contrast_is_the_change_across_the_typical_range():

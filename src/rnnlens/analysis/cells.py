@@ -666,3 +666,24 @@ def gallery_entries(scores: CellScores, top: int = 1) -> list[GalleryEntry]:
                 caption=f"{describe(u, f.description)} (scored on {value}).",
                 start=u.excerpt[0], end=u.excerpt[1]))
     return entries
+
+
+# The paper's Figure 2 shows four kinds of cell; each is found among these features (the first present one
+# whose best unit visibly switches wins): prose and code models differ in which of them they have.
+PAPER_CELLS = (
+    ("line length", ("chars_to_newline", "line_position")),
+    ("quotes", ("in_double_quotes", "in_single_quotes")),
+    ("brackets and if-conditions", ("bracket_depth", "in_py_condition", "in_c_condition", "paren_depth")),
+    ("comments and strings", ("in_comment", "in_string")),
+)
+
+
+def paper_cells(scores: CellScores) -> list[tuple[str, UnitScore | None]]:
+    """For each of the paper's four kinds of cell, the strongest visible unit among its features' best (or
+    None when no feature of the kind is present or no unit of it visibly switches)."""
+    out = []
+    for kind, names in PAPER_CELLS:
+        candidates = [u for n in names if n in {f.name for f in scores.features}
+                      for u in scores.best(n, 1) if u.visible and u.excerpt is not None]
+        out.append((kind, max(candidates, key=lambda u: u.strength) if candidates else None))
+    return out

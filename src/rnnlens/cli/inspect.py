@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rnnlens.cli.common import (
     add_text_arguments,
     command,
@@ -88,6 +90,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--raw-cells", action="store_true", help="correlate LSTM cells as c itself, not tanh(c)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", help="also write a gallery page (HTML) of the best unit of each feature")
+    p.add_argument("--paper-figure", metavar="DIR", help="also draw the paper's Figure 2 on this text into DIR: a "
+                   "PNG of the best visible line-length, quote, bracket/if and comment/string cell, and their table")
 
     p = command(sub, "saturation", "Gate saturation, the paper's figure: the fraction of characters each gate unit "
                 "spends below --low (left-saturated) and above --high (right-saturated).", run_saturation,
@@ -149,16 +153,21 @@ def run_cells(args) -> int:
         from rnnlens.analysis.features import FEATURES
         features = (features if features is not None else list(FEATURES)) + list(args.feature)
     result = find_cells(args.run, text_of(args), features=features, kinds=parse_names(args.kinds), top=args.top,
-                        raw_cells=args.raw_cells, gallery=bool(args.out), text_name=args.text, device=args.device,
+                        raw_cells=args.raw_cells, gallery=bool(args.out), paper_figure=bool(args.paper_figure),
+                        text_name=args.text, device=args.device,
                         progress=progress_shown(args), **unknown_options(args))
     if args.out:
         result.write(args.out)
+    if args.paper_figure:
+        result.write_paper_figure(args.paper_figure)
     if args.json:
         print_json({**result.to_dict(), **({"gallery": str(args.out)} if args.out else {})})
         return 0
     print(result.summary())
     if args.out:
         print(f"gallery: {args.out}")
+    if args.paper_figure:
+        print(f"the paper's cells: {Path(args.paper_figure) / 'paper_cells.md'} and their PNGs")
     return 0
 
 

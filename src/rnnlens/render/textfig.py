@@ -15,7 +15,7 @@ import numpy as np
 
 from rnnlens.errors import RnnlensError
 from rnnlens.fileio import atomic_write
-from rnnlens.render.colours import check_span, unit_label, unit_values
+from rnnlens.render.colours import check_span, display_for, unit_label, unit_values
 from rnnlens.trace import Trace
 
 PNG_LIMIT = 20_000  # characters: beyond this a PNG gets too tall to read; use HTML
@@ -49,27 +49,35 @@ def plot_unit_text(trace: Trace, name: str, unit: int, start: int = 0, end: int 
                    path: str | Path = "unit.png", *, width: int = 100, title: str | None = None,
                    font_size: float = 9.0, dpi: int = 150) -> Path:
     """Draw trace.text[start:end] coloured by one unit (cell as tanh(c)) into a PNG at `path`."""
+    start, end = check_span(trace, start, end)
+    display, raw = unit_values(trace, name, unit, start, end)
+    return plot_text_values(trace.text[start:end], raw, name, path, width=width,
+                            title=title or unit_label(name, unit, display), font_size=font_size, dpi=dpi)
+
+
+def plot_text_values(text: str, raw: np.ndarray, name: str, path: str | Path = "unit.png", *, width: int = 100,
+                     title: str = "", font_size: float = 9.0, dpi: int = 150) -> Path:
+    """Draw `text` with each character on the colour of one unit's stored value `raw` (shown as activation
+    `name` is: tanh(c) for a cell) into a PNG at `path`."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
 
-    start, end = check_span(trace, start, end)
-    if end - start > PNG_LIMIT:
-        raise RnnlensError(f"a PNG shows at most {PNG_LIMIT:,} characters ({end - start:,} asked); "
+    if len(text) > PNG_LIMIT:
+        raise RnnlensError(f"a PNG shows at most {PNG_LIMIT:,} characters ({len(text):,} asked); "
                            "show fewer (--length) or write HTML (--out page.html)")
     if width < 1:
         raise RnnlensError(f"width must be >= 1 column; got {width}")
-    display, raw = unit_values(trace, name, unit, start, end)
-    text = trace.text[start:end]
+    display = display_for(name)
     cells = layout(text, width)
     rows = cells[-1][0] + 1
     cols = max(c for _, c in cells) + 1
 
     image = np.ones((rows, cols, 3))
     r_idx, c_idx = np.array(cells).T
-    image[r_idx, c_idx] = display.scale.rgb(display.transform(raw))
+    image[r_idx, c_idx] = display.scale.rgb(display.transform(np.asarray(raw, dtype=np.float32)))
     lines = [[" "] * cols for _ in range(rows)]
     for (r, c), ch in zip(cells, text):
         lines[r][c] = ch.translate(_SHOWN)
@@ -89,8 +97,7 @@ def plot_unit_text(trace: Trace, name: str, unit: int, start: int = 0, end: int 
     ax.set_xlim(0, cols)
     ax.set_ylim(rows, 0)
     ax.axis("off")
-    fig.text(margin / fig_w, 1 - 0.28 / fig_h, title or unit_label(name, unit, display), fontsize=11,
-             fontweight="bold", va="center")
+    fig.text(margin / fig_w, 1 - 0.28 / fig_h, title, fontsize=11, fontweight="bold", va="center")
     bar = fig.add_axes((margin / fig_w, 0.45 / fig_h, min(3.0, fig_w - 2 * margin) / fig_w, 0.12 / fig_h))
     scale = display.scale
     colourbar = fig.colorbar(ScalarMappable(Normalize(scale.lo, scale.hi), scale.matplotlib_cmap()), cax=bar,

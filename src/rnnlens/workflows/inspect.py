@@ -6,8 +6,10 @@ whose `.write(folder)` draws it (rnnlens.render.*) and `.summary()` says it in w
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from rnnlens.checks import check_range
 from rnnlens.errors import RnnlensError
@@ -41,6 +43,7 @@ class CellSearch:
     text_name: str
     top: int = 3
     gallery_html: str | None = None
+    paper: list = field(default_factory=list)  # PaperPanel of the paper's four kinds of cell, when asked for
 
     def write(self, page) -> dict[str, Path]:
         """The gallery page of the best unit of each feature (one HTML file)."""
@@ -49,8 +52,34 @@ class CellSearch:
             raise RnnlensError("this cell search kept no gallery; call find_cells(..., gallery=True)")
         return {"gallery": Path(write_html(page, self.gallery_html))}
 
+    def write_paper_figure(self, folder) -> dict[str, Path]:
+        """The paper's Figure 2 on this text: one PNG per kind of cell found (line length, quotes, brackets,
+        comments), and paper_cells.md, their table."""
+        from rnnlens.fileio import write_text_atomic
+        from rnnlens.render.textfig import plot_text_values
+        if not self.paper:
+            raise RnnlensError("this cell search kept no paper figure; call find_cells(..., paper_figure=True)")
+        folder = make_folder(folder)
+        files, rows = {}, ["| kind of cell | feature | unit | score | contrast | excerpt |", "|---|---|---|---|---|---|"]
+        for p in self.paper:
+            if p.unit is None:
+                rows.append(f"| {p.kind} | - | none visible | | | |")
+                continue
+            u = p.unit
+            png = folder / (p.kind.split()[0] + ".png")
+            files[p.kind] = Path(plot_text_values(p.text, p.values, u.activation, png, width=80,
+                                                  title=f"{p.kind}: {u.feature}, unit {u.label} "
+                                                        f"({_score(u)}, contrast {u.contrast:+.2f})"))
+            rows.append(f"| {p.kind} | {u.feature} | {u.label} | {_score(u)} | {u.contrast:+.2f} | "
+                        f"[{png.name}]({png.name}) |")
+        files["paper_cells.md"] = write_text_atomic(folder / "paper_cells.md", "\n".join(rows) + "\n")
+        return files
+
     def to_dict(self) -> dict:
-        return {"run": self.run, "text": self.text_name, "model": self.model, **self.scores.to_dict(self.top)}
+        out = {"run": self.run, "text": self.text_name, "model": self.model, **self.scores.to_dict(self.top)}
+        if self.paper:
+            out["paper_cells"] = [{"kind": p.kind, "unit": p.unit.to_dict() if p.unit else None} for p in self.paper]
+        return out
 
     def summary(self) -> str:
         """Per feature, its best units as L:I kind score (contrast); then the faint ones and the share of
@@ -89,12 +118,27 @@ class CellSearch:
         return "\n".join(lines)
 
 
+@dataclass
+class PaperPanel:
+    """One kind of cell of the paper's Figure 2: the unit found (None: no visible one), its excerpt and the
+    unit's stored values over it."""
+
+    kind: str
+    unit: object
+    text: str = ""
+    values: object = None
+
+
+def _score(u) -> str:
+    return f"r {u.score:+.2f}" if u.metric == "r" else f"AUC {u.score:.3f}"
+
+
 def _contrast(u) -> str:
     return f"{u.contrast:+.2f}" if u.contrast == u.contrast else "n/a"
 
 
 def find_cells(run, text: str, *, features=None, kinds=None, top: int = 3, raw_cells: bool = False,
-               gallery: bool = False, text_name: str = "the text", unknown: str = "error",
+               gallery: bool = False, paper_figure: bool = False, text_name: str = "the text", unknown: str = "error",
                replacement: str | None = None, device: str = "cpu", progress: bool = False) -> CellSearch:
     """Score every unit of `run` over `text` against features (built-in names, Feature objects, or
     'name=regex' specs; default all built-in ones)."""
@@ -120,8 +164,18 @@ def find_cells(run, text: str, *, features=None, kinds=None, top: int = 3, raw_c
             from rnnlens.render.html import GalleryItem, gallery_page
             items = [GalleryItem(**asdict(e)) for e in gallery_entries(scores)]
             page = gallery_page(trace, items, title=f"Interpretable cells: {run} on {text_name}")
+        paper = []
+        if paper_figure:
+            from rnnlens.analysis.cells import paper_cells
+            for kind, u in paper_cells(scores):
+                if u is None:
+                    paper.append(PaperPanel(kind, None))
+                    continue
+                start, end = u.excerpt
+                paper.append(PaperPanel(kind, u, trace.text[start:end],
+                                        np.array(trace[u.activation][start:end, u.unit], dtype=np.float32)))
     return CellSearch(scores, {"cell": cfg.cell, "layers": cfg.layers, "size": cfg.size}, str(run), text_name, top,
-                      page)
+                      page, paper)
 
 
 # --------------------------------------------------------------------------------------------- saturation
