@@ -26,7 +26,8 @@ from rnnlens.render.comparison import comparison_page, position_losses
 
 
 @pytest.mark.parametrize("chars, cls", [
-    ("aZ\u00e9\u4e2d\u03a9", "letters"), (" \t\f\u00a0", "whitespace"), ("\n\r", "newline"),
+    ("a\u00e9\u4e2d\u03c9", "letters"), ("Z\u00c9\u03a9", "capitals"), (" ", "space"), ("\t\f\u00a0", "whitespace"),
+    ("\n", "newline"), ("\r", "carriage return"),
     (".,;:!?-_/\\@#$%^&*+=<>|~", "punctuation"), ("09\u0663", "digits"), ("()[]{}", "brackets"),
     ("'\"`\u2018\u2019\u201c\u201d\u00ab\u00bb", "quotes"), ("\x00\x7f\u0301", "other"),
 ])
@@ -36,17 +37,17 @@ def test_char_class(chars, cls):
 
 
 def test_loss_by_class_values():
-    text = "xa b.\nc"  # predicted: a b ' ' b . \n c -> letters a,b,c; whitespace ' '; punctuation '.'; newline
+    text = "xa b.\nc"  # predicted: a ' ' b . \n c -> letters a,b,c; space ' '; punctuation '.'; newline
     pa = preds_with(text, [0.5, 0.25, 0.5, 1.0, 0.1, 0.5], name="A")
     pb = preds_with(text, [0.5] * 6, name="B")
     r = loss_by_class(pa, pb)
     c = {name: i for i, name in enumerate(r.classes)}
-    assert r.counts[c["letters"]] == 3 and r.counts[c["whitespace"]] == 1 and r.counts[c["newline"]] == 1
+    assert r.counts[c["letters"]] == 3 and r.counts[c["space"]] == 1 and r.counts[c["newline"]] == 1
     assert r.counts[c["punctuation"]] == 1 and r.counts[c["digits"]] == 0 and r.chars == 6
     la = -np.log([0.5, 0.25, 0.5, 1.0, 0.1, 0.5])
     # letters are rows 0 (a), 2 (b), 5 (c)
     assert r.mean_loss[0, c["letters"]] == pytest.approx((la[0] + la[2] + la[5]) / 3, rel=1e-6)
-    assert r.mean_loss[0, c["whitespace"]] == pytest.approx(la[1], rel=1e-6)
+    assert r.mean_loss[0, c["space"]] == pytest.approx(la[1], rel=1e-6)
     assert r.mean_loss[0, c["punctuation"]] == pytest.approx(0.0, abs=1e-6)
     assert r.mean_loss[0, c["newline"]] == pytest.approx(la[4], rel=1e-6)
     assert math.isnan(r.mean_loss[0, c["digits"]])

@@ -3,11 +3,15 @@
 Every predicted character (the TRUE next character, text[t+1] for prediction row t) falls in
 exactly one class, tested in this order (the first that matches wins):
 
-    newline      '\\n' or '\\r'
-    whitespace   any other character for which str.isspace() is true (space, tab, form feed, ...)
+    carriage return  '\\r' (War and Peace as the paper had it ends its lines with '\\r\\n': the seed
+                 slides single this class out)
+    newline      '\\n'
+    space        ' '
+    whitespace   any other character for which str.isspace() is true (tab, form feed, ...)
     quotes       ' " ` and the typographic quotes \u2018 \u2019 \u201a \u201b \u201c \u201d \u201e \u201f \u00ab \u00bb
     brackets     ( ) [ ] { }          (< and > are operators in code: they are punctuation)
-    letters      str.isalpha(): any Unicode letter
+    capitals     str.isupper() letters: A-Z and the other cased capitals
+    letters      any other str.isalpha() character: lowercase and uncased letters
     digits       str.isdecimal(): 0-9 and the other Unicode decimal digits
     punctuation  any other character of Unicode category P* (punctuation) or S* (symbols):
                  . , ; : ! ? - _ / \\ @ # $ % ^ & * + = < > | ~ ...
@@ -30,16 +34,20 @@ from rnnlens.analysis.tables import write_csv as write_rows
 from rnnlens.errors import RnnlensError
 from rnnlens.predictions import Predictions, check_same_text
 
-CLASSES = ("letters", "whitespace", "newline", "punctuation", "digits", "brackets", "quotes", "other")
-NEWLINES = frozenset("\n\r")
+CLASSES = ("letters", "capitals", "space", "whitespace", "newline", "carriage return", "punctuation", "digits",
+           "brackets", "quotes", "other")
 QUOTES = frozenset("'\"`\u2018\u2019\u201a\u201b\u201c\u201d\u201e\u201f\u00ab\u00bb")
 BRACKETS = frozenset("()[]{}")
 
 
 def char_class(ch: str) -> str:
     """The class of one character (see the module docstring for the exact rules and their order)."""
-    if ch in NEWLINES:
+    if ch == "\r":
+        return "carriage return"
+    if ch == "\n":
         return "newline"
+    if ch == " ":
+        return "space"
     if ch.isspace():
         return "whitespace"
     if ch in QUOTES:
@@ -47,7 +55,7 @@ def char_class(ch: str) -> str:
     if ch in BRACKETS:
         return "brackets"
     if ch.isalpha():
-        return "letters"
+        return "capitals" if ch.isupper() else "letters"
     if ch.isdecimal():
         return "digits"
     if unicodedata.category(ch)[0] in "PS":
