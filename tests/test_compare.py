@@ -183,6 +183,9 @@ def test_cli_compare_end_to_end(runs, tmp_path, capsys):
     assert studies[1]["occurrences"] == body.count("o") == 60 and studies[0]["occurrences"] == 0
     page = (out / "compare.html").read_text()
     assert "https://" not in page and "lstm against gru" in page
+    overlap = (out / "overlap.html").read_text()
+    assert "only lstm fails" in overlap and "errors (p(true char) &lt; 0.5)" in overlap
+    assert "errors (p(true char) < 0.5) over" in stdout
 
 
 def test_cli_compare_json_and_log_bins(runs, tmp_path, capsys):
@@ -195,6 +198,8 @@ def test_cli_compare_json_and_log_bins(runs, tmp_path, capsys):
     assert result["classes"]["models"] == ["lstm", "gru"]
     newline = result["longrange"][-1]
     assert newline["edges"][:3] == [1, 2, 4] and sum(newline["counts"]) == 29  # every line has 6 characters
+    o = result["overlap"]
+    assert o["chars"] == 30 * 7 - 1 and o["both"] + o["only"]["lstm"] == o["errors"]["lstm"]
 
 
 @pytest.mark.parametrize("args, message", [
@@ -242,3 +247,22 @@ def test_comparison_page_hover_in_a_browser(page, tmp_path):
     pb_shown = float(re.search(r"ngram: p = ([\d.]+)%", tip).group(1))
     assert pa_shown == pytest.approx(10, rel=0.01) and pb_shown == pytest.approx(90, rel=0.01)
     assert re.search(r"loss ngram \u2212 lstm = -2\.19\d nats", tip)
+
+
+def test_error_overlap_counts_and_page():
+    from rnnlens.analysis.overlap import BOTH, NEITHER, ONLY_A, ONLY_B, error_overlap
+    from rnnlens.render.comparison import overlap_page
+    text = "abcdefg"  # six predictions
+    a = preds_with(text, [0.9, 0.1, 0.2, 0.8, 0.4, 0.6], name="lstm")
+    b = preds_with(text, [0.9, 0.3, 0.7, 0.1, 0.45, 0.5], name="20-gram")
+    o = error_overlap(a, b)
+    assert o.groups.tolist() == [NEITHER, BOTH, ONLY_A, ONLY_B, BOTH, NEITHER]
+    d = o.to_dict()
+    assert d["errors"] == {"lstm": 3, "20-gram": 3} and d["both"] == 2 and d["only"] == {"lstm": 1, "20-gram": 1}
+    assert d["neither"] == 2 and d["shared_share"] == pytest.approx(0.5)
+    assert "both 2, only lstm 1, only 20-gram 1" in o.table()
+    page = overlap_page(o, text)
+    assert page.count("background:#c7b6e0") == 2 + 1  # the two 'both' runs and the legend
+    assert "only lstm fails" in page
+    with pytest.raises(RnnlensError, match="threshold"):
+        error_overlap(a, b, threshold=0)

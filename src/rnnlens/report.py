@@ -286,6 +286,12 @@ class ReportContext:
         return loss_by_class(*preds)
 
     @cached_property
+    def error_overlap(self):
+        """rnnlens.analysis.overlap.ErrorOverlap of the model and the best n-gram (None without an n-gram)."""
+        from rnnlens.analysis.overlap import error_overlap
+        return error_overlap(self.predictions, self.best_ngram_predictions) if self.ngram_note is None else None
+
+    @cached_property
     def error_taxonomy(self) -> tuple:
         """(rnnlens.analysis.taxonomy.Taxonomy, why there is no n-gram oracle or None)."""
         from rnnlens.analysis.taxonomy import ngram_oracle, taxonomy

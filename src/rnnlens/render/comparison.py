@@ -112,3 +112,41 @@ def comparison_page(pa: Predictions, pb: Predictions, start: int = 0, end: int |
              f"see both probabilities.</p>")
     body = guide + comparison_fragment(pa, pb, start, end, scale=scale) + f"<script>{COMPARE_SCRIPT}</script>"
     return html_document(title or f"{pa.name} against {pb.name}", body, subtitle=subtitle)
+
+
+OVERLAP_COLOURS = {1: "#f4a6a0", 2: "#9cc3f5", 3: "#c7b6e0"}  # only A fails (red), only B (blue), both (violet)
+
+
+def overlap_fragment(overlap, text: str, start: int = 0, end: int | None = None) -> str:
+    """text[start:end] with each character on the colour of who fails to predict it (rnnlens.analysis.overlap):
+    red where only A errs, blue where only B does, violet where both do, white where neither."""
+    end = len(text) if end is None else min(end, len(text))
+    if not 0 <= start < end:
+        raise RnnlensError(f"the span {start}..{end} is not inside the text's 0..{len(text)} characters")
+    groups = np.concatenate([[0], overlap.groups])[start:end]  # the first character has no prediction
+    pieces, i = [], 0
+    while i < len(groups):
+        j = i
+        while j < len(groups) and groups[j] == groups[i]:
+            j += 1
+        chunk = escape(text[start + i:start + j])
+        colour = OVERLAP_COLOURS.get(int(groups[i]))
+        pieces.append(f"<span style='background:{colour}'>{chunk}</span>" if colour else chunk)
+        i = j
+    a, b = overlap.models
+    legend = "".join(f"<span style='background:{c};padding:0 .4em;margin-right:.6em'>{escape(w)}</span>"
+                     for c, w in ((OVERLAP_COLOURS[1], f"only {a} fails"), (OVERLAP_COLOURS[2], f"only {b} fails"),
+                                  (OVERLAP_COLOURS[3], "both fail")))
+    return (f"<div class=rl><div class=rl-head>{legend}<span class=rl-note>characters {start:,}\u2013{end:,} of "
+            f"{len(text):,}</span></div><p class=cap>{escape(overlap.table())}</p>"
+            f"<div class=rl-text style='white-space:pre-wrap'>{''.join(pieces)}</div></div>")
+
+
+def overlap_page(overlap, text: str, start: int = 0, end: int | None = None, *, title: str | None = None,
+                 subtitle: str | None = None) -> str:
+    a, b = overlap.models
+    guide = (f"<p class=cap>A character is an error of a model when the model gave it a probability below "
+             f"{overlap.threshold:g} (the paper's rule). Where do {escape(a)} and {escape(b)} fail together, and where "
+             f"does only one of them fail?</p>")
+    return html_document(title or f"errors of {a} and {b}", guide + overlap_fragment(overlap, text, start, end),
+                         subtitle=subtitle)

@@ -463,6 +463,13 @@ def errors_section(ctx) -> Section:
     notes = [n for n in (f"no n-gram oracle: {note}" if note else None,
                          None if ctx.train_text is not None else "no training text, so no rare-word category")
              if n]
+    overlap = ctx.error_overlap
+    if overlap is not None:
+        from rnnlens.render.comparison import overlap_fragment
+        summary += (f"<p class=rlr-small>Beside the n-gram baseline: {escape(overlap.table())}. The excerpt shows "
+                    "where each fails (the seeds: the two share many errors, but fail differently on distinct "
+                    "segments).</p>" + overlap_fragment(overlap, ctx.predictions.text, 0,
+                                                        min(len(ctx.predictions.text), 1500)))
     return Section("errors", "Error taxonomy", why, fig + summary + table, note="; ".join(notes) or None)
 
 

@@ -9,6 +9,7 @@ from rnnlens.analysis.classes import LossByClass, loss_by_class
 from rnnlens.analysis.longrange import LongRange, closing_study, newline_study, parse_bins, parse_pair
 from rnnlens.analysis.longrange import write_csv as write_longrange_csv
 from rnnlens.analysis.longrange import write_json as write_longrange_json
+from rnnlens.analysis.overlap import ErrorOverlap, error_overlap
 from rnnlens.checks import check_range
 from rnnlens.errors import RnnlensError
 from rnnlens.fileio import make_folder, write_text_atomic
@@ -30,9 +31,10 @@ class Comparison:
     html_end: int = 0
     scale: float = 2.0
     runs: list[str] = field(default_factory=list)
+    overlap: ErrorOverlap | None = None  # the first two models' errors (p(true char) < 0.5), side by side
 
     def write(self, folder) -> dict[str, Path]:
-        from rnnlens.render.comparison import comparison_page
+        from rnnlens.render.comparison import comparison_page, overlap_page
         from rnnlens.render.html import write_html
         from rnnlens.render.plots import plot_long_range, plot_loss_by_class
         folder = make_folder(folder)
@@ -48,11 +50,14 @@ class Comparison:
         files["compare.html"] = write_html(folder / "compare.html", comparison_page(
             self.predictions[0], self.predictions[1], self.html_start, self.html_end, scale=self.scale,
             subtitle=f"{self.text_name}: characters {self.html_start:,}\u2013{self.html_end:,} of {total:,}"))
+        files["overlap.html"] = write_html(folder / "overlap.html", overlap_page(
+            self.overlap, self.predictions[0].text, self.html_start, self.html_end,
+            subtitle=f"{self.text_name}: characters {self.html_start:,}\u2013{self.html_end:,} of {total:,}"))
         return {k: Path(v) for k, v in files.items()}
 
     def to_dict(self) -> dict:
         return {"runs": self.runs, "text": self.text_name, "classes": self.classes.to_dict(),
-                "longrange": [s.to_dict() for s in self.studies]}
+                "longrange": [s.to_dict() for s in self.studies], "overlap": self.overlap.to_dict()}
 
     def summary(self) -> str:
         lines = [f"loss by class of the true next character over {self.classes.chars:,} characters of "
@@ -65,6 +70,7 @@ class Comparison:
                 continue
             means = ", ".join(f"{m} {p.mean():.3f}" for m, p in zip(s.models, s.probs))
             lines.append(f"{what}: {len(s.positions):,} occurrences; mean p: {means}")
+        lines.append(self.overlap.table())
         return "\n".join(lines)
 
 
@@ -88,4 +94,4 @@ def compare(runs, text: str, *, text_name: str = "the text", pairs=DEFAULT_PAIRS
     preds = score_texts(runs, text, device)
     studies = [closing_study(*preds, pair=pair, bins=edges) for pair in pairs] + [newline_study(*preds, bins=edges)]
     return Comparison(preds, loss_by_class(*preds), studies, text_name, html_start,
-                      min(len(text), html_start + html_length), scale, runs)
+                      min(len(text), html_start + html_length), scale, runs, error_overlap(preds[0], preds[1]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from rnnlens.analysis.overlap import error_overlap
 from rnnlens.analysis.taxonomy import (
     check_settings,
     compare_taxonomies,
@@ -27,6 +28,7 @@ class TaxonomyResult:
     runs: list[str]
     text_name: str
     train_name: str
+    overlap: object | None = None  # with two models: which errors both make, and which only one
 
     def write(self, folder) -> dict[str, Path]:
         from rnnlens.render.plots import plot_error_taxonomy
@@ -39,7 +41,8 @@ class TaxonomyResult:
     def to_dict(self) -> dict:
         return {"runs": self.runs, "text": self.text_name, "train": self.train_name,
                 "models": [t.to_dict() for t in self.taxonomies],
-                "comparison": self.comparison.to_dict() if self.comparison else None}
+                "comparison": self.comparison.to_dict() if self.comparison else None,
+                "overlap": self.overlap.to_dict() if self.overlap else None}
 
     def summary(self) -> str:
         lines = [t.table() for t in self.taxonomies]
@@ -47,6 +50,8 @@ class TaxonomyResult:
             lines.append("(--no-oracle: the n-gram oracle category is empty)")
         if self.comparison:
             lines.append(self.comparison.table())
+        if self.overlap:
+            lines.append(self.overlap.table())
         return "\n".join(lines)
 
 
@@ -91,4 +96,6 @@ def error_taxonomy(run, text: str, *, larger=None, data=None, glob=None, split_f
     taxonomies = [taxonomy(p, oracle=oracle_best, train_counts=counts, threshold=threshold, memory=memory,
                            rare=rare) for p in preds]
     comparison = compare_taxonomies(*taxonomies) if len(taxonomies) == 2 else None
-    return TaxonomyResult(taxonomies, comparison, runs, text_name, str(data if data is not None else corpus.name))
+    overlap = error_overlap(*preds, threshold=threshold) if len(preds) == 2 else None
+    return TaxonomyResult(taxonomies, comparison, runs, text_name, str(data if data is not None else corpus.name),
+                          overlap)
