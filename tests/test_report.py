@@ -150,7 +150,7 @@ def test_other_cells(runs, cell):
         assert "an RNN 1\u00d716" in page
     else:
         assert sat.note is None and "data:image/svg+xml" in sat.body and "update" in sat.body
-        assert "mean update gate" in ts.body and "GRU unit" in ts.explanation
+        assert "mean 1-z (keep fraction)" in ts.body and "GRU unit" in ts.explanation and "paper" in ts.explanation
         assert "a GRU 1\u00d716" in page
 
 
