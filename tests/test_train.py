@@ -258,3 +258,19 @@ def test_run_folder_holding_another_run_is_refused(tmp_path, text_file):
     with pytest.raises(RnnlensError, match="--resume"):
         rnnlens.train(data=str(text_file), out=tmp_path / "run", max_steps=2, progress=False, **SMALL)
     rnnlens.train(data=str(text_file), out=tmp_path / "run", max_steps=2, progress=False, force=True, **SMALL)
+
+
+def test_presets_set_char_rnns_and_the_papers_settings_under_the_flags_given(text_file):
+    from rnnlens.plan import PRESETS, plan_run
+    plan = plan_run(str(text_file), preset="char-rnn", max_steps=3)
+    m, t = plan.model, plan.train
+    assert (m.cell, m.layers, m.size, m.input, m.dropout) == ("lstm", 2, 128, "onehot", 0.0)
+    assert (t.batch_size, t.seq_len, t.optimizer, t.lr, t.rmsprop_alpha) == (50, 50, "rmsprop", 2e-3, 0.95)
+    assert (t.lr_schedule, t.lr_decay, t.lr_decay_after, t.grad_clip, t.clip_mode) == ("step", 0.97, 10, 5.0, "value")
+    assert t.max_steps == 3 and t.max_epochs == 50 and t.split == (0.95, 0.05, 0.0)
+    plan = plan_run(str(text_file), preset="paper", model="gru", size=32, lr=1e-3)  # flags win over the preset
+    assert plan.model.cell == "gru" and plan.model.size == 32 and plan.train.lr == 1e-3
+    assert plan.train.batch_size == 100 and plan.train.lr_decay == 0.95 and plan.train.patience == 3
+    assert set(PRESETS["paper"]) <= set(PRESETS["char-rnn"]) | {"patience"}
+    with pytest.raises(RnnlensError, match="unknown --preset 'torch-rnn'; choose from char-rnn, paper"):
+        plan_run(str(text_file), preset="torch-rnn", max_steps=1)

@@ -25,6 +25,35 @@ TRAIN_OPTIONS = tuple(f.name for f in fields(TrainConfig))
 # What shapes the network rather than its training: fixed once a run exists
 ARCHITECTURE_OPTIONS = ("model", "params") + MODEL_OPTIONS
 
+# Named sets of settings; any option given beside a preset wins over it (docs/training.md, "Presets").
+PRESETS = {
+    # char-rnn's train.lua defaults, exactly
+    "char-rnn": {"model": "lstm", "layers": 2, "size": 128, "input": "onehot", "dropout": 0.0, "init": "uniform",
+                 "init_range": 0.08, "batch_size": 50, "seq_len": 50, "optimizer": "rmsprop", "lr": 2e-3,
+                 "rmsprop_alpha": 0.95, "lr_schedule": "step", "lr_decay": 0.97, "lr_decay_after": 10,
+                 "grad_clip": 5.0, "clip_mode": "value", "max_epochs": 50, "eval_every": 1000,
+                 "split": (0.95, 0.05, 0.0)},
+    # Karpathy et al. 2015 as far as it is known (RMSProp 2e-3, decay 0.95, batch 100, 100 steps, 50 epochs,
+    # x0.95 per epoch after 10, early stopping); the model size is the grid's, the split the corpus's own.
+    # Our choices where the paper is silent: one-hot input and char-rnn's clipping (its code base), dropout 0,
+    # validation at every epoch end, stop after 3 validations without improvement.
+    "paper": {"input": "onehot", "init": "uniform", "init_range": 0.08, "dropout": 0.0, "batch_size": 100,
+              "seq_len": 100, "optimizer": "rmsprop", "lr": 2e-3, "rmsprop_alpha": 0.95, "lr_schedule": "step",
+              "lr_decay": 0.95, "lr_decay_after": 10, "grad_clip": 5.0, "clip_mode": "value", "max_epochs": 50,
+              "eval_every": 0, "patience": 3},
+}
+
+
+def apply_preset(preset: str | None, options: dict, skip=()) -> dict:
+    """`options` over the preset's settings (less those named in `skip`): what the user gave wins."""
+    if preset is None:
+        return dict(options)
+    if preset not in PRESETS:
+        raise RnnlensError(f"unknown --preset {preset!r}; choose from {', '.join(PRESETS)}")
+    given = {k: v for k, v in options.items() if v is not None}
+    skip = set(skip) | ({"size"} if "params" in given else set())  # a parameter budget replaces the width
+    return {**{k: v for k, v in PRESETS[preset].items() if k not in skip}, **given}
+
 
 @dataclass
 class RunPlan:
@@ -55,9 +84,12 @@ def train_config(options: dict) -> TrainConfig:
     return TrainConfig(**options)
 
 
-def plan_run(data: str | Path = "pystdlib", *, model: str = "lstm", params: int | str | None = None,
-             corpus: Corpus | None = None, progress: bool = False, **options) -> RunPlan:
-    """Check every option, read the corpus and size the model. Raises RnnlensError naming a bad option."""
+def plan_run(data: str | Path = "pystdlib", *, model: str | None = None, params: int | str | None = None,
+             corpus: Corpus | None = None, progress: bool = False, preset: str | None = None, **options) -> RunPlan:
+    """Check every option, read the corpus and size the model. Raises RnnlensError naming a bad option.
+    preset: 'char-rnn' or 'paper' (PRESETS), under the options given."""
+    options = apply_preset(preset, {"model": model, "params": params, **options})
+    model, params = options.pop("model", None) or "lstm", options.pop("params", None)
     model_options = {k: options.pop(k) for k in list(options) if k in MODEL_OPTIONS and options[k] is not None}
     cfg = train_config({"data": data, **options})
     if model != "ffn" and "context" in model_options:
@@ -94,8 +126,8 @@ def resume_run(run: str | Path, *, progress: bool = True, log=None, **options) -
     """Continue a run from its last checkpoint; only RESUMABLE_OPTIONS (and `data`, where its text is now) may
     be given, and a new stopping rule replaces the old one."""
     given = {k: v for k, v in options.items() if v is not None}
-    fixed = [k for k in given if k in ARCHITECTURE_OPTIONS or (k in TRAIN_OPTIONS and k not in RESUMABLE_OPTIONS
-                                                                and k != "data")]
+    fixed = [k for k in given if k in ARCHITECTURE_OPTIONS + ("preset",)
+             or (k in TRAIN_OPTIONS and k not in RESUMABLE_OPTIONS and k != "data")]
     if fixed:
         raise RnnlensError(f"--resume continues a run as it was; drop --{fixed[0].replace('_', '-')} (only "
                            + ", ".join("--" + a.replace("_", "-") for a in RESUMABLE_OPTIONS) + " may change)")

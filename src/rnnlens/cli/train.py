@@ -96,6 +96,9 @@ def add_train_arguments(p) -> None:
     g.add_argument("--split", help="train,val,test fractions cut by position (default 0.9,0.05,0.05)")
     g.add_argument("--encoding-errors", choices=["strict", "replace", "ignore"],
                    help="invalid UTF-8: stop with an error (default), or replace / ignore the bad bytes")
+    g.add_argument("--preset", choices=["char-rnn", "paper"],
+                   help="a named set of settings under the flags given: char-rnn's defaults exactly, or the paper's "
+                   "training (RMSProp, truncated BPTT, 50 epochs, early stopping; docs/training.md)")
     g = p.add_argument_group("model")
     g.add_argument("--model", choices=["lstm", "gru", "rnn", "ffn"],
                    help="cell type (default lstm); ffn: the n-NN baseline, a feed-forward net on the last "
@@ -161,7 +164,7 @@ def training_options(args, keys) -> dict:
 
 def run_train(args) -> int:
     from rnnlens import plan
-    options = training_options(args, plan.TRAIN_OPTIONS + plan.ARCHITECTURE_OPTIONS)
+    options = training_options(args, plan.TRAIN_OPTIONS + plan.ARCHITECTURE_OPTIONS + ("preset",))
     if args.nproc is not None and args.nproc != 1:
         return plan.launch_ranks(args.nproc, args.argv, resume=args.resume, out=args.out,
                                  batch_size=args.batch_size)

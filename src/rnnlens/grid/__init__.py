@@ -294,7 +294,8 @@ def plan_grid(data: str, *, types=DEFAULT_TYPES, layers=DEFAULT_LAYERS, sizes=DE
               **options) -> tuple[list[GridCell], object]:
     """The cells of a grid and the prepared corpus (whose vocabulary sets the parameter counts)."""
     from rnnlens.corpus import load_corpus
-    model_options, _ = _split_options(options)
+    from rnnlens.plan import apply_preset
+    model_options, _ = _split_options(apply_preset(options.pop("preset", None), options, CELL_OPTIONS))
     corpus = load_corpus(data, glob=glob, split=split, encoding_errors=encoding_errors)
     cells = plan_cells(types, layers, sizes, vocab_size=len(corpus.vocab), match_params=match_params,
                        **model_options)
@@ -314,7 +315,8 @@ def run_grid(data: str, out: str | Path, *, types=DEFAULT_TYPES, layers=DEFAULT_
     from rnnlens.analysis.grid_results import MAP_METHODS
     from rnnlens.plan import train_config
     log = log or (lambda msg: print(msg, flush=True))
-    model_options, train_options = _split_options(options)
+    from rnnlens.plan import apply_preset
+    model_options, train_options = _split_options(apply_preset(options.pop("preset", None), options, CELL_OPTIONS))
     cfg = train_config(dict(data=data, glob=glob, split=split, encoding_errors=encoding_errors, **train_options))
     if not any([cfg.max_steps, cfg.max_epochs, cfg.time_budget]):
         raise RnnlensError("give a stopping rule for every cell: --max-epochs, --max-steps or --time-budget")
