@@ -81,3 +81,17 @@ def say(msg: str) -> None:
 def parse_names(text: str | None) -> list[str] | None:
     """'a, b,c' -> ['a', 'b', 'c']; None stays None."""
     return [n.strip() for n in text.split(",") if n.strip()] if text is not None else None
+
+
+def finish(args, result, json_files: dict[str, str] | None = None) -> int:
+    """Write a workflow's result into --out, then print its summary and the files, or with --json one object:
+    the result's data plus `json_files` ({key: file name}) or else every file under "files"."""
+    files = result.write(args.out)
+    if args.json:
+        named = ({key: str(files[name]) for key, name in json_files.items()} if json_files
+                 else {"files": {k: str(v) for k, v in files.items()}})
+        print_json({**result.to_dict(), **named})
+    else:
+        print(result.summary())
+        print(f"wrote {', '.join(str(f) for f in files.values())}")
+    return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from rnnlens.cli.common import add_device_argument, command, print_json, progress_shown, say, text_of
+from rnnlens.cli.common import add_device_argument, command, finish, print_json, progress_shown, say, text_of
 from rnnlens.errors import RnnlensError
 
 NGRAM_EXAMPLES = """examples:
@@ -152,22 +152,9 @@ def run_ngram(args) -> int:
     return 0
 
 
-def _finish(args, result, json_files=None) -> int:
-    """Write the result into --out, then print its summary (or one JSON object, naming the files)."""
-    files = result.write(args.out)
-    if args.json:
-        named = {key: str(files[name]) for key, name in json_files.items()} if json_files else \
-            {"files": {k: str(v) for k, v in files.items()}}
-        print_json({**result.to_dict(), **named})
-    else:
-        print(result.summary())
-        print(f"wrote {', '.join(str(f) for f in files.values())}")
-    return 0
-
-
 def run_compare(args) -> int:
     from rnnlens.workflows.compare import compare
-    return _finish(args, compare(args.runs, text_of(args), text_name=args.text, pairs=args.pair, bins=args.bins,
+    return finish(args, compare(args.runs, text_of(args), text_name=args.text, pairs=args.pair, bins=args.bins,
                                  scale=args.scale, html_start=args.html_start, html_length=args.html_length,
                                  device=args.device))
 
@@ -176,7 +163,7 @@ def run_errors(args) -> int:
     from rnnlens.workflows.taxonomy import error_taxonomy
     if len(args.runs) > 2:
         raise RnnlensError("errors takes one model, or two (small then large): rnnlens errors RUN [RUN2] --text FILE")
-    return _finish(args, error_taxonomy(args.runs[0], text_of(args), larger=args.runs[1] if len(args.runs) > 1
+    return finish(args, error_taxonomy(args.runs[0], text_of(args), larger=args.runs[1] if len(args.runs) > 1
                                         else None, data=args.data, glob=args.glob,
                                         split_fractions=args.split_fractions, ngram=args.ngram,
                                         oracle=not args.no_oracle, threshold=args.threshold, memory=args.memory,

@@ -7,6 +7,7 @@ from pathlib import Path
 from rnnlens.cli.common import (
     add_text_arguments,
     command,
+    finish,
     parse_names,
     print_json,
     progress_shown,
@@ -171,27 +172,18 @@ def run_cells(args) -> int:
     return 0
 
 
-def _report(args, result) -> int:
-    files = result.write(args.out)
-    if args.json:
-        names = list(files.values())
-        print_json({**result.to_dict(), "figure": str(names[0]), "csv": str(names[1])})
-    else:
-        print(result.summary())
-        print(f"wrote {' and '.join(str(f) for f in files.values())}")
-    return 0
-
-
 def run_saturation(args) -> int:
     from rnnlens.workflows.inspect import saturation
-    return _report(args, saturation(args.run, text_of(args), low=args.low, high=args.high, text_name=args.text,
-                                    device=args.device, progress=progress_shown(args), **unknown_options(args)))
+    return finish(args, saturation(args.run, text_of(args), low=args.low, high=args.high, text_name=args.text,
+                                   device=args.device, progress=progress_shown(args), **unknown_options(args)),
+                  {"figure": "saturation.png", "csv": "saturation.csv"})
 
 
 def run_timescales(args) -> int:
     from rnnlens.workflows.inspect import timescales
-    return _report(args, timescales(args.run, text_of(args), text_name=args.text, device=args.device,
-                                    progress=progress_shown(args), **unknown_options(args)))
+    return finish(args, timescales(args.run, text_of(args), text_name=args.text, device=args.device,
+                                   progress=progress_shown(args), **unknown_options(args)),
+                  {"figure": "timescales.png", "csv": "timescales.csv"})
 
 
 def run_gradients(args) -> int:
