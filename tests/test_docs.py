@@ -45,7 +45,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from conftest import make_text
 
 ROOT = Path(__file__).resolve().parents[1]
