@@ -152,6 +152,18 @@ def test_comparison_page_colours_and_hover_data():
         comparison_page(pa, pb, scale=0)
 
 
+def test_comparison_page_cuts_an_end_past_the_text_like_a_slice():
+    text = "a<b&c"
+    pa = preds_with(text, [0.9, 0.1, 0.5, 0.5], name="lstm")
+    pb = preds_with(text, [0.1, 0.9, 0.5, 0.05], name="ngram")
+    page = comparison_page(pa, pb, 0, 20_000)
+    assert page == comparison_page(pa, pb, 0, len(text))
+    assert "characters 0\u20135 of 5" in page
+    for start, end in [(5, 20_000), (3, 2), (-1, 4)]:  # an empty or negative span is still an error
+        with pytest.raises(RnnlensError, match="not inside the text"):
+            comparison_page(pa, pb, start, end)
+
+
 # ------------------------------------------------------------------------------------------ CLI
 
 @pytest.fixture(scope="module")

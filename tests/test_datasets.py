@@ -329,3 +329,23 @@ def test_warandpeace_lf_copy_of_the_papers_length_needs_no_note(monkeypatch, tmp
     (tmp_path / "cache2").mkdir()
     src.write_bytes(crlf)
     assert datasets.fetch("warandpeace", source=src, cache_dir=tmp_path / "cache2").read_bytes() == crlf
+
+
+def test_linux_from_a_small_folder_says_how_it_differs_from_the_papers(tmp_path, capsys):
+    tree = tmp_path / "tiny"
+    (tree / "kernel").mkdir(parents=True)
+    (tree / "kernel" / "a.c").write_text("int a;\n")
+    (tree / "b.h").write_text("#define B 1\n")
+    path = datasets.fetch("linux", source=tree, cache_dir=tmp_path / "c")
+    assert len(path.read_text(encoding="utf-8")) == 19
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "has 19 characters, not the paper's 6,206,996" in err
+    datasets.fetch("linux", source=tree, cache_dir=tmp_path / "c")  # from the cache: said again
+    assert "has 19 characters" in capsys.readouterr().err
+
+
+def test_linux_of_full_length_says_nothing(tmp_path, capsys, monkeypatch):
+    patch_entry(monkeypatch, "linux", chars=50)
+    datasets.fetch("linux", source=make_tarball(tmp_path / "linux.tar.gz"), cache_dir=tmp_path / "c")
+    assert capsys.readouterr().err == ""

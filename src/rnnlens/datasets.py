@@ -539,13 +539,22 @@ def _fetch_linux(nc: NamedCorpus, folder: Path, source, url, progress: bool) -> 
                                      "seed": SHUFFLE_SEED}).encode()).hexdigest()
     hit = _cached_build(folder, nc.name, key)
     if hit:
+        _note_short_linux(_read_sidecar(folder / f"{nc.name}.json").get("chars"), cut, src)
         return hit
     text = _linux_from_folder(src, cut) if src.is_dir() else _linux_from_tar(src, cut, progress)
     target = folder / f"{nc.name}.txt"
     digest = _write_text(target, text)
     _write_sidecar(folder / f"{nc.name}.json", {"name": nc.name, "sha256": digest, "chars": len(text),
                                                  "origin": str(src), "key": key, "cut": cut})
+    _note_short_linux(len(text), cut, src)
     return target
+
+
+def _note_short_linux(chars: int | None, cut: int, src: Path) -> None:
+    """One line on stderr when a source gave less than the paper's corpus: the run is on another corpus."""
+    if chars is not None and chars < cut:
+        print(f"note: linux built from {src} has {chars:,} characters, not the paper's {cut:,} "
+              f"({chars / cut:.2%} of it): losses are not comparable with the paper's", file=sys.stderr)
 
 
 def fetch(name: str, *, source: str | Path | None = None, url: str | None = None,

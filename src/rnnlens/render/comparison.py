@@ -73,9 +73,10 @@ def position_losses(pa: Predictions, pb: Predictions) -> tuple[np.ndarray, np.nd
 
 def comparison_fragment(pa: Predictions, pb: Predictions, start: int = 0, end: int | None = None, *,
                         scale: float = DEFAULT_SCALE) -> str:
-    """pa.text[start:end] coloured by loss_B - loss_A (blue: A better, red: B better); hover: both probabilities."""
+    """pa.text[start:end] coloured by loss_B - loss_A (blue: A better, red: B better); hover: both probabilities.
+    An end past the text is cut to its length, as a slice would (`comparison_page(a, b, 0, 20_000)` on any text)."""
     text = check_same_text(pa, pb)
-    end = len(text) if end is None else end
+    end = len(text) if end is None else min(end, len(text))
     if not 0 <= start < end <= len(text):
         raise RnnlensError(f"the span {start}..{end} is not inside the text's 0..{len(text)} characters")
     colours = difference_scale(scale)
