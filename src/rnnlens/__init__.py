@@ -1,5 +1,11 @@
 """rnnlens: train character-level RNN, LSTM and GRU language models, sample from them, see inside them."""
 
+# Before anything imports torch: the MKL / OpenMP settings that make seeded CPU training
+# bit-reproducible (rnnlens/reproducibility.py; each one only a default the user can override).
+from rnnlens import reproducibility as _reproducibility  # noqa: E402  (imports no torch)
+
+_reproducibility.apply_env()
+
 __version__ = "0.1.0"
 
 from rnnlens.api import LanguageModel, load, resume, train  # noqa: E402

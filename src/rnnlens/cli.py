@@ -450,6 +450,9 @@ def add_train_arguments(p) -> None:
     g.add_argument("--eval-batch-size", type=int)
     g.add_argument("--seed", type=int)
     g.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    g.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
+                   help="bit-reproducible training: the same seed gives the same weights and --resume is exact, at "
+                        "the same thread count (default on; see docs/training.md)")
     g.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast (GPU)")
     g.add_argument("--compile", action="store_true", default=None, help="torch.compile the model (GPU)")
     g.add_argument("--tensorboard", action="store_true", default=None, help="also write TensorBoard events")
@@ -1405,6 +1408,8 @@ COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "ngram":
 
 
 def main(argv=None) -> int:
+    from rnnlens import reproducibility
+    reproducibility.apply_env()  # a no-op when `import rnnlens` already did it (the usual case)
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
