@@ -22,6 +22,13 @@ The peak is the better of two sgemm probes (numpy float32 2048^3), before and af
     python benchmarks/bench_train.py            # full: 12 configs, ~5 min on 2 cores
     python benchmarks/bench_train.py --quick    # 2 configs, < 1 min
     python benchmarks/bench_train.py --configs lstm:2x512:50 --device cuda
+    python benchmarks/bench_train.py --deterministic-cost --configs lstm:2x128:32 gru:2x256:16
+
+--deterministic-cost times the cost of reproducible training (issue #17): the same Trainer loop in
+two child processes started alternately, one with rnnlens's defaults (MKL_CBWR=AUTO,STRICT,
+MKL_DYNAMIC=FALSE, --deterministic) and one as before (MKL_CBWR unset, MKL_DYNAMIC=TRUE,
+--no-deterministic). The variables are read when torch loads, so this cannot run in one process;
+the ratio is taken per repeat between neighbouring children, and its median printed.
 """
 
 from __future__ import annotations
@@ -145,6 +152,58 @@ def bench_config(spec, args, corpus, train_ids, workdir: Path):
             "ratio": bu.median(ratios), "steps": n, "noise": bu.spread(ours_loop + bare_rate)}
 
 
+_CHILD = r"""
+import sys, time, json
+sys.path.insert(0, sys.argv[1])
+import benchutil as bu
+import rnnlens, torch
+from rnnlens.corpus import prepare_corpus
+from pathlib import Path
+cell, layers, size, batch, seq, steps, det, tmp = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), \
+    int(sys.argv[6]), int(sys.argv[7]), sys.argv[8] == "1", Path(sys.argv[9])
+corpus = prepare_corpus(tmp / "text.txt", cache_dir=tmp / "cache", split=(0.98, 0.02, 0.0))
+h = bu.TrainerHarness(tmp / f"run-{det}", corpus, bu.model_config(len(corpus.vocab), cell, layers, size),
+                      bu.train_config(data=str(tmp / "text.txt"), batch_size=batch, seq_len=seq, deterministic=det))
+h.steps(3)
+wall, inside = h.steps(steps)
+print(json.dumps({"rate": steps * batch * seq / wall}))
+"""
+
+
+def deterministic_cost(args, configs) -> int:
+    import json
+    import os
+    import subprocess
+    bu.print_header("bench_train --deterministic-cost: reproducible (default) vs the old fast settings")
+    peak0 = bu.sgemm_probe("before")
+    here = str(Path(__file__).resolve().parent)
+    base = {k: v for k, v in os.environ.items() if k not in ("MKL_CBWR", "MKL_DYNAMIC", "OMP_DYNAMIC")}
+    envs = {"deterministic": base, "fast": {**base, "MKL_CBWR": "", "MKL_DYNAMIC": "TRUE"}}
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="rnnlens-bench-") as tmp:
+        bu.write_generated_text(Path(tmp) / "text.txt", args.chars)
+        for cell, layers, size, batch in configs:
+            def child(kind, cell=cell, layers=layers, size=size, batch=batch):
+                out = subprocess.run([sys.executable, "-c", _CHILD, here, cell, str(layers), str(size), str(batch),
+                                      str(args.seq_len), str(args.steps), "1" if kind == "deterministic" else "0",
+                                      tmp], env=envs[kind], capture_output=True, text=True, check=True)
+                return json.loads(out.stdout.strip().splitlines()[-1])["rate"]
+            res = bu.interleave({k: (lambda k=k: child(k)) for k in envs}, args.repeats)
+            ratios = [d / f for d, f in zip(res["deterministic"], res["fast"])]
+            r = bu.median(ratios)
+            print(f"{cell} {layers}x{size} B{batch}: deterministic {bu.fmt_rate(bu.median(res['deterministic']))} "
+                  f"chars/s, fast {bu.fmt_rate(bu.median(res['fast']))}, ratio {r:.3f} "
+                  f"(per repeat {', '.join(f'{x:.3f}' for x in ratios)})", flush=True)
+            rows.append([f"{cell.upper()} {layers}x{size}", batch, bu.fmt_rate(bu.median(res["deterministic"])),
+                         bu.fmt_rate(bu.median(res["fast"])), f"{r:.3f}",
+                         bu.spread(res["deterministic"] + res["fast"])])
+    peak1 = bu.sgemm_probe("after")
+    print(f"\nseq {args.seq_len}, {args.steps} timed steps per child after 3 warm-up steps, {args.repeats} repeats; "
+          f"sgemm {peak0:.0f} / {peak1:.0f} GFLOP/s\n")
+    print(bu.markdown_table(["model", "batch", "deterministic chars/s", "fast chars/s", "det/fast", "spread"], rows))
+    return 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="2 small configs, short segments (< 1 min)")
@@ -157,12 +216,17 @@ def main(argv=None):
     ap.add_argument("--chars", type=int, default=2_000_000, help="length of the generated training text")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
+    ap.add_argument("--deterministic-cost", action="store_true",
+                    help="time reproducible training against the old fast settings, in child processes")
+    ap.add_argument("--steps", type=int, default=20, help="--deterministic-cost: timed steps per child")
     args = ap.parse_args(argv)
     args.seconds = args.seconds or (0.8 if args.quick else 1.5)
     args.repeats = args.repeats or (3 if args.quick else 4)
     configs = [parse_config(c) for c in (args.configs or (QUICK if args.quick else FULL))]
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.deterministic_cost:
+        return deterministic_cost(args, configs)
 
     from rnnlens.corpus import prepare_corpus
 

@@ -8,11 +8,17 @@ The workflows (compare, error_taxonomy, kl, find_cells, saturation, timescales, 
 load on first use, so `import rnnlens` stays light.
 """
 
-from rnnlens._version import __version__
-from rnnlens.api import LanguageModel, load, resume, train
-from rnnlens.errors import RnnlensError
-from rnnlens.trace import Trace
-from rnnlens.train import Trainer as _Trainer
+# Before anything imports torch: the MKL / OpenMP settings that make seeded CPU training
+# bit-reproducible (rnnlens/reproducibility.py; each one only a default the user can override).
+from rnnlens import reproducibility as _reproducibility  # imports no torch
+
+_reproducibility.apply_env()
+
+from rnnlens._version import __version__  # noqa: E402
+from rnnlens.api import LanguageModel, load, resume, train  # noqa: E402
+from rnnlens.errors import RnnlensError  # noqa: E402
+from rnnlens.trace import Trace  # noqa: E402
+from rnnlens.train import Trainer as _Trainer  # noqa: E402
 
 load_trace = Trace.load
 

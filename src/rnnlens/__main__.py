@@ -1,5 +1,9 @@
 import sys
 
-from rnnlens.cli import main
+from rnnlens import reproducibility  # (the package __init__ already applied it; kept explicit)
+
+reproducibility.apply_env()
+
+from rnnlens.cli import main  # noqa: E402
 
 sys.exit(main())

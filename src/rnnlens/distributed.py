@@ -288,6 +288,8 @@ def launch(nproc: int, argv: list[str], run_dir: str) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
+    from rnnlens import reproducibility
+    reproducibility.apply_env()  # the ranks inherit the reproducible MKL / OpenMP settings
     if not os.environ.get("OMP_NUM_THREADS"):  # each rank gets its share of the cores, not all of them
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
     args = parse_args(["--standalone", f"--nproc-per-node={nproc}", "--module", "rnnlens", *argv])

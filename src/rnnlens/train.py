@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from rnnlens import distributed
+from rnnlens import distributed, reproducibility
 from rnnlens.batches import StreamBatches
 from rnnlens.checkpoint import BEST, LAST, read_checkpoint, save_checkpoint
 from rnnlens.checks import check_choice, check_range
@@ -37,7 +37,7 @@ MAX_ROLLBACKS = 8
 STOPPING_OPTIONS = ("max_epochs", "max_steps", "time_budget")
 # What may change when a run resumes: when to stop, where to run, how often to write things down.
 RESUMABLE_OPTIONS = STOPPING_OPTIONS + ("patience", "device", "eval_every", "checkpoint_every", "snapshot_every",
-                                        "log_every", "tensorboard", "compile", "bf16")
+                                        "log_every", "tensorboard", "compile", "bf16", "deterministic")
 
 
 @dataclass
@@ -78,6 +78,7 @@ class TrainConfig:
     eval_batch_size: int | None = None
     seed: int = 0
     device: str = "auto"
+    deterministic: bool = True         # reproducible kernels (rnnlens/reproducibility.py)
     bf16: bool = False
     compile: bool = False
     tensorboard: bool = False
@@ -198,6 +199,8 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         if cfg.tensorboard:
             _check_tensorboard()
+        reproducibility.configure(cfg.deterministic, self.device.type)
+        self.log(reproducibility.start_line(cfg.deterministic, self.device.type, self.dist.world))
         train_start = corpus.splits["train"][0] * corpus.data.dtype.itemsize
         self.batches = StreamBatches(corpus.split("train"), cfg.batch_size, cfg.seq_len, "train",
                                      file=(corpus.directory / "data.bin", train_start),
@@ -315,6 +318,11 @@ class Trainer:
             trainer.log(f"note: this run was saved by {saved_by} rank(s) and resumes on {ctx.world}: the carried state "
                         f"of all {cfg.batch_size} streams is redistributed (exact); {rng}, so with dropout the masks "
                         "differ from an uninterrupted run")
+        note = reproducibility.resume_note(meta.get("reproducibility"),
+                                           reproducibility.mode(cfg.deterministic, trainer.device.type),
+                                           saved_by, ctx.world)
+        if note:
+            trainer.log(note)
         return trainer
 
     def load_training_tensors(self, ckpt) -> None:
@@ -362,7 +370,8 @@ class Trainer:
                 extra[f"state.{i}"] = t
         extra.update(self.dist.rng_tensors(self.device))  # 'rng.cpu' is rank 0's, 'rng.cpu.R' rank R's
         meta = {"kind": "training", "train": self.cfg.to_dict(), "state": asdict(self.state),
-                "corpus": self.corpus_info(), "world_size": self.dist.world}
+                "corpus": self.corpus_info(), "world_size": self.dist.world,
+                "reproducibility": reproducibility.mode(self.cfg.deterministic, self.device.type)}
         if self.dist.is_main:  # every rank holds the same weights and optimizer state
             save_checkpoint(self.run_dir / LAST, self.model, self.corpus.vocab, meta, extra)
         self.dist.barrier()  # the others wait until the file is complete

@@ -29,6 +29,8 @@ def build_parser() -> Parser:
 
 
 def main(argv=None) -> int:
+    from rnnlens import reproducibility
+    reproducibility.apply_env()  # a no-op when `import rnnlens` already did it (the usual case)
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args, extra = parser.parse_known_args(argv)

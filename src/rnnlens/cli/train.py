@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 import sys
 
@@ -143,6 +144,9 @@ def add_train_arguments(p) -> None:
     g.add_argument("--eval-batch-size", type=int)
     g.add_argument("--seed", type=int)
     g.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    g.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
+                   help="bit-reproducible training: the same seed gives the same weights and --resume is exact, at "
+                        "the same thread count (default on; see docs/training.md)")
     g.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast (GPU)")
     g.add_argument("--compile", action="store_true", default=None, help="torch.compile the model (GPU)")
     g.add_argument("--tensorboard", action="store_true", default=None, help="also write TensorBoard events")
