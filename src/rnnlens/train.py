@@ -200,7 +200,6 @@ class Trainer:
         if cfg.tensorboard:
             _check_tensorboard()
         reproducibility.configure(cfg.deterministic, self.device.type)
-        self.log(reproducibility.start_line(cfg.deterministic, self.device.type, self.dist.world))
         train_start = corpus.splits["train"][0] * corpus.data.dtype.itemsize
         self.batches = StreamBatches(corpus.split("train"), cfg.batch_size, cfg.seq_len, "train",
                                      file=(corpus.directory / "data.bin", train_start),
@@ -223,6 +222,7 @@ class Trainer:
         self._stop_signal = None
         self._agreed_stop = None  # distributed: a stop signal every rank knows of (see run)
         self._last_eval_step = None
+        self.log(reproducibility.start_line(cfg.deterministic, self.device.type, self.dist.world))
         self._final_cost = 0.0  # seconds: the last validation's, kept free at the end of a time budget
         self._save_cost = 0.0   # seconds the last save_last took
         self._plot_cost = 0.0   # seconds the last loss.png took
