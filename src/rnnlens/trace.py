@@ -329,6 +329,11 @@ def _single_layers(model: CharRNN) -> list[nn.Module]:
     """The fused stack as separate one-layer modules with the same weights (eval mode: no dropout
     between layers), so each layer's inputs and outputs can be seen."""
     rnn, cfg = model.rnn, model.cfg
+    # kept on the model (the explorer traces many short pieces): rebuilt when its weights are new tensors
+    key = tuple(p.data_ptr() for p in rnn.parameters())
+    cached = getattr(model, "_rnnlens_single_layers", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
     extra = {"nonlinearity": rnn.nonlinearity} if cfg.cell == "rnn" else {}
     layers = []
     for i in range(cfg.layers):
@@ -336,6 +341,7 @@ def _single_layers(model: CharRNN) -> list[nn.Module]:
         for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
             getattr(one, f"{kind}_l0").data = getattr(rnn, f"{kind}_l{i}").data
         layers.append(one.eval())
+    model._rnnlens_single_layers = (key, layers)
     return layers
 
 

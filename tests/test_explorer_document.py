@@ -1,0 +1,63 @@
+"""The explorer's Document: a long text traced once with checkpoints; an edit re-traces only from the
+checkpoint before it, and gives exactly what a full trace of the edited text gives."""
+
+import numpy as np
+import pytest
+from conftest import make_text, train_tiny_runs
+
+import rnnlens
+from rnnlens.explorer.document import Document, stored_names
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    return train_tiny_runs(tmp_path_factory.mktemp("document-runs"), ["lstm", "gru"], layers=2)
+
+
+def full(lm, text, names):
+    tr = lm.trace(text, names=[*names, "loss"], unknown="replace")
+    return tr
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_an_edit_retraces_from_its_checkpoint_and_equals_a_full_trace(runs, cell):
+    lm = rnnlens.load(runs[cell])
+    text = make_text(1200, seed=3)[:20_000]
+    doc = Document(lm, text, cache=False, dtype=np.float32, every=1000)
+    doc.advance()
+    assert doc.recomputed == len(text)
+    names = stored_names(lm.config.cell, lm.config.layers)
+    for start, end, insert in [(19_500, 19_501, "Q"), (12_345, 12_345, "the dog. "), (3_000, 3_010, ""),
+                               (len(text) - 1 - 9, len(text) - 9, "x")]:
+        text = text[:start] + insert + text[end:]
+        out = doc.edit(start, end, insert)
+        assert out["retraced_from"] == start // 1000 * 1000
+        assert out["recomputed"] == len(text) - out["retraced_from"]
+        assert doc.text == text
+        ref = full(lm, text, names)
+        for name in [*names, "loss"]:
+            np.testing.assert_allclose(doc.rows(name, 0, len(text)), ref[name], atol=1e-5, rtol=0, err_msg=name)
+    doc.close()
+
+
+def test_windows_of_gates_are_exact_and_the_cache_is_reused(runs, tmp_path):
+    lm = rnnlens.load(runs["lstm"])
+    text = make_text(800, seed=5)
+    doc = Document(lm, text, cache=True, every=500, cache_root=tmp_path)
+    doc.run_background()
+    deadline = __import__("time").monotonic() + 60
+    while not (tmp_path / "explorer").exists() or not list((tmp_path / "explorer").glob("*/meta.json")):
+        assert __import__("time").monotonic() < deadline
+        __import__("time").sleep(0.05)
+    ref = lm.trace(text, unknown="replace")
+    tr, off = doc.window_trace(1234, 1600, ["layer1.gate.forget", "layer0.cell"])
+    np.testing.assert_allclose(tr["layer1.gate.forget"][off:], ref["layer1.gate.forget"][1234:1600], atol=1e-5)
+    np.testing.assert_allclose(doc.rows("layer1.cell", 0, len(text)), ref["layer1.cell"], atol=2e-3)  # float16
+    doc.close()
+    again = Document(lm, text, cache=True, every=500, cache_root=tmp_path)
+    assert again.cache_hit and again.complete and again.recomputed == 0
+    np.testing.assert_array_equal(again.rows("layer1.cell", 0, len(text)), doc.rows("layer1.cell", 0, len(text)))
+    out = again.edit(len(text) - 3, len(text) - 2, "z")  # the first edit leaves the cache as it was
+    assert out["recomputed"] <= 500
+    assert Document(lm, text, cache=True, every=500, cache_root=tmp_path).cache_hit
+    again.close()
