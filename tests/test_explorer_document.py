@@ -61,3 +61,19 @@ def test_windows_of_gates_are_exact_and_the_cache_is_reused(runs, tmp_path):
     assert out["recomputed"] <= 500
     assert Document(lm, text, cache=True, every=500, cache_root=tmp_path).cache_hit
     again.close()
+
+
+def test_lstmvis_match_rule_on_known_values():
+    from rnnlens.analysis.select import match_runs
+    v = np.zeros((30, 3), np.float32)
+    v[5:9, 0] = v[5:9, 1] = 1      # both units on at 5..8: a match of 2 units
+    v[15:19, 0] = 1                # unit 0 only: 1 unit
+    v[20:27, 1] = 1                # too long for max_length 5
+    v[2:4, 2] = 1                  # length 2: too short
+    v[0:4, 0] = 1                  # unit 0 at the text start: outside counts as off
+    found, hist, n = match_runs(v, [0, 1, 2], 0.5, min_length=3, max_length=5, bins=3)
+    assert [(m.start, m.end, m.units) for m in found] == [(5, 9, 2), (0, 4, 1), (15, 19, 1)]
+    assert n == 3 and hist.tolist() == [2, 1, 0]
+    # look-around 2: unit 0's run at 0..4 is only one character before its run at 5..9
+    found, _, _ = match_runs(v, [0, 1], 0.5, min_length=3, max_length=5, before=2, after=2)
+    assert [(m.start, m.end, m.units) for m in found] == [(5, 9, 1), (15, 19, 1)]
