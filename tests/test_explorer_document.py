@@ -77,3 +77,49 @@ def test_lstmvis_match_rule_on_known_values():
     # look-around 2: unit 0's run at 0..4 is only one character before its run at 5..9
     found, _, _ = match_runs(v, [0, 1], 0.5, min_length=3, max_length=5, before=2, after=2)
     assert [(m.start, m.end, m.units) for m in found] == [(5, 9, 1), (15, 19, 1)]
+
+
+def test_corpus_endpoints_window_edit_select_match_tracks(runs):
+    import base64
+
+    from fastapi.testclient import TestClient
+
+    from rnnlens.explorer.engine import Explorer
+    from rnnlens.explorer.server import create_app
+    text = make_text(3000, seed=7)[:50_000]
+    ex = Explorer.from_runs([runs["lstm"]], max_text_bytes=200_000)
+    ex.open_document(text, cache=False, every=2000, background=False, dtype=np.float32)
+    ex.set_labels("".join("q" if c == "." else " " for c in text))
+    client = TestClient(create_app(ex), base_url="http://127.0.0.1")
+    st = client.get("/api/status").json()
+    assert st["length"] == len(text) and st["models"]["lstm"]["traced"] == 0
+    w = client.get("/api/window", params={"from": 49_000, "to": 50_000, "unit": 3, "name": "layer1.cell"}).json()
+    assert w["text"] == text[49_000:] and len(w["levels"]) == 1000
+    values = np.frombuffer(base64.b64decode(w["values_f16"]), "<f2")
+    ref = rnnlens.load(runs["lstm"]).trace(text, unknown="replace")
+    np.testing.assert_allclose(values, ref["layer1.cell"][49_000:, 3], atol=2e-3)
+    g = client.get("/api/window", params={"from": 100, "to": 300, "unit": 1, "name": "layer0.gate.forget"}).json()
+    np.testing.assert_allclose(np.frombuffer(base64.b64decode(g["values_f16"]), "<f2"),
+                               ref["layer0.gate.forget"][100:300, 1], atol=2e-3)
+    lines = client.get("/api/lines", params={"from": 0, "to": 100, "name": "layer1.hidden"}).json()
+    assert np.frombuffer(base64.b64decode(lines["values_f16"]), "<f2").shape == (100 * 16,)
+    assert client.get("/docs").status_code == 404 and client.get("/openapi.json").status_code == 200
+    # an edit near the end re-traces from its checkpoint only
+    before = client.get("/api/status").json()["models"]["lstm"]["recomputed"]
+    e = client.post("/api/edit", json={"from": 49_990, "to": 49_991, "insert": "Z"}).json()
+    assert e["retraced_from"] == 48_000 and e["models"]["lstm"]["recomputed"] == 2000
+    assert client.get("/api/status").json()["models"]["lstm"]["recomputed"] == before + 2000
+    assert client.get("/api/text", params={"from": 49_985, "to": 49_995}).json()["text"] == \
+        text[49_985:49_990] + "Z" + text[49_991:49_995]
+    sel = client.post("/api/corpus/select", json={"from": 10, "to": 14, "threshold": 0.1}).json()
+    assert sel["of"] == 16
+    units = sel["units"] or [0, 1]
+    m = client.post("/api/corpus/match", json={"units": units, "threshold": 0.1, "min_length": 2,
+                                                "max_length": 8, "bins": 50}).json()
+    assert len(m["histogram"]) == 50 and sum(m["histogram"]) == m["total"]
+    assert all(2 <= x["end"] - x["start"] <= 8 for x in m["matches"])
+    tr = client.get("/api/tracks", params={"from": 0, "to": 500}).json()
+    names = [t["name"] for t in tr["tracks"]]
+    assert "in_double_quotes" in names and "loss" in names and "labels" in names
+    assert client.get("/api/next", params={"position": 5}).json()["top"]
+    ex.close()
