@@ -265,6 +265,8 @@ class Document:
         self.valid = e
         self.recomputed += e - s
         self.trace_seconds += time.perf_counter() - t0
+        if self.complete and self.shared and self.version == 0:
+            self._save_cache()
         return e - s
 
     @torch.no_grad()
@@ -319,8 +321,6 @@ class Document:
             with self.lock:
                 if not self.complete:
                     self._block()
-                    if self.complete and self.shared and self.version == 0:
-                        self._save_cache()
                     continue
             self._wake.wait(0.5)
             self._wake.clear()

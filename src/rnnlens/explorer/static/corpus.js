@@ -112,7 +112,7 @@
     var c = $('plot'), w = c.width = c.clientWidth, h = c.height, g = c.getContext('2d');
     var n = d.to - d.from, k = d.units.length, th = parseFloat($('threshold').value), lo = -1, hi = 1;
     if (d.shown_label.indexOf('gate') >= 0 || /^[ifoz]/.test(d.shown_label)) lo = 0;
-    var x = function (t) { return 30 + (w - 34) * (t + 0.5) / n; }, y = function (val) { return 6 + (h - 30) * (hi - Math.max(lo, Math.min(hi, val))) / (hi - lo); };
+    var x = function (t) { return 90 + (w - 94) * (t + 0.5) / n; }, y = function (val) { return 6 + (h - 30) * (hi - Math.max(lo, Math.min(hi, val))) / (hi - lo); };
     g.clearRect(0, 0, w, h);
     var on = {}; S.selUnits.forEach(function (u) { on[u] = 1; });
     for (var pass = 0; pass < 2; pass++) {
@@ -125,31 +125,31 @@
         g.stroke();
       }
     }
-    g.strokeStyle = '#b3261e'; g.setLineDash([4, 3]); g.beginPath(); g.moveTo(30, y(th)); g.lineTo(w, y(th)); g.stroke(); g.setLineDash([]);
+    g.strokeStyle = '#b3261e'; g.setLineDash([4, 3]); g.beginPath(); g.moveTo(90, y(th)); g.lineTo(w, y(th)); g.stroke(); g.setLineDash([]);
     g.fillStyle = '#444'; g.font = '10px monospace';
     g.fillText(String(hi), 2, 12); g.fillText(String(lo), 2, h - 26); g.fillText(th.toFixed(2), 2, y(th) + 3);
     var text = Array.from(S.win.text.slice(d.from - S.win.from, d.to - S.win.from));
-    if (S.sel) { g.fillStyle = 'rgba(42,93,176,0.12)'; g.fillRect(x(S.sel.from - d.from) - (w - 34) / n / 2, 0, (w - 34) * (S.sel.to - S.sel.from) / n, h - 20); }
-    if ((w - 34) / n >= 5) text.forEach(function (ch, t) { g.fillText(ch === '\n' ? '\u21b5' : ch, x(t) - 3, h - 8); });
+    if (S.sel) { g.fillStyle = 'rgba(42,93,176,0.12)'; g.fillRect(x(S.sel.from - d.from) - (w - 94) / n / 2, 0, (w - 94) * (S.sel.to - S.sel.from) / n, h - 20); }
+    if ((w - 94) / n >= 5) text.forEach(function (ch, t) { g.fillText(ch === '\n' ? '\u21b5' : ch, x(t) - 3, h - 8); });
   }
   function drawTracks(d) {
     var c = $('tracks'), rows = d.tracks.length, rh = 16, w = c.width = c.clientWidth, n = d.to - d.from;
     c.height = rows * rh + 4;
-    var g = c.getContext('2d'), cw = (w - 34) / n;
+    var g = c.getContext('2d'), cw = (w - 94) / n;
     g.clearRect(0, 0, w, c.height); g.font = '10px sans-serif';
     d.tracks.forEach(function (tr, r) {
       var top = 2 + r * rh;
       if (tr.kind === 'labels') {
-        Array.from(tr.text).forEach(function (ch, t) { if (ch !== ' ') { g.fillStyle = 'hsl(' + (ch.charCodeAt(0) * 67 % 360) + ',60%,55%)'; g.fillRect(30 + t * cw, top, Math.max(1, cw), rh - 3); } });
+        Array.from(tr.text).forEach(function (ch, t) { if (ch !== ' ') { g.fillStyle = 'hsl(' + (ch.charCodeAt(0) * 67 % 360) + ',60%,55%)'; g.fillRect(90 + t * cw, top, Math.max(1, cw), rh - 3); } });
       } else {
         var v = f16(tr.values_f16), mx = 0; for (var i = 0; i < v.length; i++) mx = Math.max(mx, Math.abs(v[i]));
         for (i = 0; i < v.length; i++) {
           var a = mx ? Math.abs(v[i]) / mx : 0;
           g.fillStyle = tr.kind === 'loss' ? 'rgba(179,38,30,' + a + ')' : 'rgba(42,93,176,' + a + ')';
-          g.fillRect(30 + i * cw, top, Math.max(1, cw), rh - 3);
+          g.fillRect(90 + i * cw, top, Math.max(1, cw), rh - 3);
         }
       }
-      g.fillStyle = '#333'; g.fillText(tr.name.replace('in_', '').replace('_', ' ').slice(0, 14), w - 34 < 0 ? 0 : 0, top + 10);
+      g.fillStyle = '#333'; g.fillText(tr.name.replace('in_', '').replace('_', ' ').slice(0, 14), 2, top + 10);
     });
     c.dataset.shown = d.tracks.map(function (t) { return t.name; }).join(',');
   }
