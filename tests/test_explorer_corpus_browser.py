@@ -115,10 +115,11 @@ def test_corpus_page_paints_scrolls_selects_matches_edits_and_plots(server, page
     page.click("#match-btn")
     page.wait_for_function("() => document.getElementById('matches').dataset.count !== undefined", timeout=30_000)
     assert int(page.get_attribute("#matches", "data-count")) > 0
-    first = page.locator("#matches li").first
-    first.click()
     if shots():
+        page.evaluate("() => window.getSelection().removeAllRanges()")
         page.screenshot(path=os.path.join(shots(), "explorer-corpus.png"), full_page=True)
+    page.locator("#matches li").first.click()  # jumps to the match
+    page.wait_for_function("() => !document.getElementById('view').dataset.shown.startsWith('%d:')" % (start - 100))
     # an edit near the end re-traces from the checkpoint before it, not the whole text
     before = get(url + "api/status")["models"]["lstm"]["recomputed"]
     page.evaluate(f"() => window.rnnlensCorpus.go({SIZE - 1500})")
