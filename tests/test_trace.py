@@ -89,6 +89,23 @@ def test_chunking_does_not_change_the_trace():
         np.testing.assert_allclose(chunked[name], whole[name], atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "ffn"])
+def test_a_trace_resumed_from_a_final_state_equals_the_whole_trace(cell):
+    model = random_model(cell, 2) if cell != "ffn" else CharRNN(ModelConfig(
+        vocab_size=len(CHARS), cell="ffn", layers=1, size=24, context=4)).eval()
+    ids = random_ids(1300)
+    whole = trace_ids(model, ids, CHARS, chunk=500)
+    first = trace_ids(model, ids[:700], CHARS, chunk=500)
+    rest = trace_ids(model, ids[700:], CHARS, chunk=500, initial_state=first.final_state)
+    for name in whole.names():
+        joined = np.concatenate([first[name], rest[name]])
+        if name == "loss":  # the first piece does not know the character after it
+            joined[699] = whole["loss"][699]
+        np.testing.assert_allclose(joined, whole[name], atol=1e-5, rtol=0)
+    with pytest.raises(RnnlensError, match="initial_state"):
+        trace_ids(model, ids[:10], CHARS, initial_state="zeros")
+
+
 def test_probs_and_loss_match_the_model_and_the_evaluator():
     model, ids = random_model("lstm", 2, input="onehot"), random_ids(700)
     trace = trace_ids(model, ids, CHARS, chunk=300)

@@ -73,6 +73,7 @@ class Trace:
         self.max_recompute_error = float(max_recompute_error)
         self.source = source  # the checkpoint that made it, when known
         self.path = path      # the file it lives in, when saved or loaded
+        self.final_state = None  # the TraceState after the last character, when traced (not loaded)
         for name, a in self._arrays.items():
             if a.shape[0] != len(text):
                 raise RnnlensError(f"trace array {name} has {a.shape[0]} rows for a text of {len(text)} characters")
@@ -172,9 +173,14 @@ class Trace:
 @torch.no_grad()
 def trace_ids(model: CharRNN, ids: np.ndarray, chars: list[str], *, names: Iterable[str] | None = None,
               float16: bool = False, out: str | Path | None = None, chunk: int = DEFAULT_CHUNK,
-              progress: bool = False, source: str | None = None) -> Trace:
-    """Run `model` over the id sequence from the zero state and keep the activations named in `names`
-    (default: all). With `out`, arrays go to that safetensors file instead of RAM."""
+              progress: bool = False, source: str | None = None, initial_state=None) -> Trace:
+    """Run `model` over the id sequence from the zero state (or from `initial_state`) and keep the
+    activations named in `names` (default: all). With `out`, arrays go to that safetensors file instead of RAM.
+
+    The recurrent state after the last character is kept as `trace.final_state` (a TraceState): pass it
+    as `initial_state` to go on where this trace stopped, so that tracing a text in pieces gives the same
+    arrays as tracing it whole (rnnlens.explorer re-traces an edited text from a checkpoint this way).
+    Row t's `loss` needs character t+1: the last row's is NaN (the caller may know the next character)."""
     cfg = model.cfg
     ids = np.asarray(ids, dtype=np.int64)
     if ids.ndim != 1 or len(ids) == 0:
@@ -198,6 +204,11 @@ def trace_ids(model: CharRNN, ids: np.ndarray, chars: list[str], *, names: Itera
     layers = _single_layers(model) if model.rnn is not None else []
     ffn_state = None  # n-NN: the last n-1 ids, carried between chunks
     state = [None] * cfg.layers  # carried between chunks: (h [1, 1, H], c [1, 1, H]) or h
+    if initial_state is not None:
+        if not isinstance(initial_state, TraceState) or len(initial_state.layers) != cfg.layers:
+            raise RnnlensError("initial_state must be the final_state of a trace of this model")
+        state = [_to_device(s, device) for s in initial_state.layers]
+        ffn_state = _to_device(initial_state.ffn, device)
     max_err = 0.0
     was_training = model.training
     model.eval()
@@ -246,19 +257,49 @@ def trace_ids(model: CharRNN, ids: np.ndarray, chars: list[str], *, names: Itera
                     store("loss", s, loss.numpy())
             bar.update(e - s)
         info["max_recompute_error"] = max_err
+        final = TraceState([_to_device(s, "cpu") for s in state], _to_device(ffn_state, "cpu"))
         if file:
             file.info = info
             file.close()
             trace = Trace.load(out)
             trace.source = source
+            trace.final_state = final
             return trace
-        return Trace(text, ids, arrays, max_recompute_error=max_err, **{k: v for k, v in info.items()
-                                                                       if k != "max_recompute_error"})
+        trace = Trace(text, ids, arrays, max_recompute_error=max_err, **{k: v for k, v in info.items()
+                                                                        if k != "max_recompute_error"})
+        trace.final_state = final
+        return trace
     finally:
         bar.close()
         model.train(was_training)
         if file:
             file.abort()
+
+
+class TraceState:
+    """A model's recurrent state between two characters: per layer (h, c) each [1, 1, H] (LSTM) or h
+    [1, 1, H] (GRU, RNN), None for the zero state; for an n-NN, the last n-1 ids. On the CPU, immutable
+    by convention (the tracer never writes into it), so one state may start many traces."""
+
+    def __init__(self, layers: list, ffn=None):
+        self.layers, self.ffn = list(layers), ffn
+
+    def nbytes(self) -> int:
+        def size(s):
+            if s is None:
+                return 0
+            if isinstance(s, tuple):
+                return sum(size(x) for x in s)
+            return s.numel() * s.element_size()
+        return sum(size(s) for s in self.layers) + size(self.ffn)
+
+
+def _to_device(s, device):
+    if s is None:
+        return None
+    if isinstance(s, tuple):
+        return tuple(x.to(device) for x in s)
+    return s.to(device)
 
 
 def recompute_layer(cell: str, layer: nn.Module, x: torch.Tensor, h: torch.Tensor, state):
@@ -288,6 +329,11 @@ def _single_layers(model: CharRNN) -> list[nn.Module]:
     """The fused stack as separate one-layer modules with the same weights (eval mode: no dropout
     between layers), so each layer's inputs and outputs can be seen."""
     rnn, cfg = model.rnn, model.cfg
+    # kept on the model (the explorer traces many short pieces): rebuilt when its weights are new tensors
+    key = tuple(p.data_ptr() for p in rnn.parameters())
+    cached = getattr(model, "_rnnlens_single_layers", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
     extra = {"nonlinearity": rnn.nonlinearity} if cfg.cell == "rnn" else {}
     layers = []
     for i in range(cfg.layers):
@@ -295,6 +341,7 @@ def _single_layers(model: CharRNN) -> list[nn.Module]:
         for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
             getattr(one, f"{kind}_l0").data = getattr(rnn, f"{kind}_l{i}").data
         layers.append(one.eval())
+    model._rnnlens_single_layers = (key, layers)
     return layers
 
 

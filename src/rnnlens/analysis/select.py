@@ -19,6 +19,13 @@ unit is on at every character, as across the selection itself. Windows are ranke
 ties by position (earlier first), and taken greedily: a window that overlaps the selection or
 a window already taken is skipped; windows scoring below `min_score` are not reported.
 Computed with cumulative sums: O(T * k) for a text of T characters.
+
+LSTMVis's rule (`match_runs`). A unit matches a span [s, e) when it is on (>= threshold) at every
+character of the span and off at the `before` characters just before it and the `after` characters just
+after it (outside the text counts as off): the span is one of the unit's maximal on-runs, with room
+around it. Spans of `min_length`..`max_length` characters are ranked by how many of the selected units
+match them exactly (then by position); a span must be matched by at least `min_units` of them.
+Computed from each unit's on-runs: O(T * k).
 """
 
 from __future__ import annotations
@@ -95,3 +102,68 @@ def match(values: np.ndarray, units, threshold: float, length: int, *, exclude: 
             break
         blocked[max(0, s - length + 1):s + length] = True
     return picks
+
+
+@dataclass(frozen=True)
+class RunMatch:
+    start: int    # first character of the span
+    end: int      # one past its last character
+    units: int    # how many selected units are on across it and off just before and after
+    score: float  # units / the number of selected units
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def match_runs(values: np.ndarray, units, threshold: float, *, min_length: int, max_length: int,
+               before: int = 1, after: int = 1, min_units: int = 1, top: int = 50,
+               bins: int = 0) -> tuple[list[RunMatch], np.ndarray, int]:
+    """LSTMVis's match (see the module docstring): the best `top` spans, best first; a histogram of every
+    matching span's start over `bins` equal parts of the text (for a minimap; empty when bins=0); and how
+    many spans matched in all."""
+    T, H = values.shape
+    units = np.asarray(units, dtype=np.int64).reshape(-1)
+    if len(units) == 0:
+        raise RnnlensError("no units to match: select a span where some units are on (lower the threshold)")
+    if units.min() < 0 or units.max() >= H:
+        raise RnnlensError(f"units must be 0..{H - 1}; got {units[(units < 0) | (units >= H)][0]}")
+    if not 1 <= min_length <= max_length:
+        raise RnnlensError(f"the match length must satisfy 1 <= min_length <= max_length; got {min_length}..{max_length}")
+    if before < 0 or after < 0:
+        raise RnnlensError(f"before and after (the look-around) must be >= 0; got {before}, {after}")
+    if top < 1 or min_units < 1:
+        raise RnnlensError("top and min_units must be >= 1")
+    starts_all, ends_all = [], []
+    step = max(1, (1 << 24) // max(1, T))  # units per slab: bounds the boolean array to ~16M entries
+    for u0 in range(0, len(units), step):
+        on = np.asarray(values[:, units[u0:u0 + step]], dtype=np.float32).T >= threshold  # [k, T]
+        padded = np.zeros((on.shape[0], T + 2), dtype=np.int8)
+        padded[:, 1:-1] = on
+        d = np.diff(padded, axis=1)                     # +1 where a run starts, -1 one past where it ends
+        su, s = np.nonzero(d == 1)
+        eu, e = np.nonzero(d == -1)                      # same order: runs of one unit in time order
+        if len(s) == 0:
+            continue
+        first = np.r_[True, su[1:] != su[:-1]]          # the unit's first run: nothing on before it
+        last = np.r_[su[1:] != su[:-1], True]
+        # off characters before and after each run; beyond the text's ends counts as off
+        gap_before = np.where(first, s + before, s - np.r_[0, e[:-1]])
+        gap_after = np.where(last, (T - e) + after, np.r_[s[1:], 0] - e)
+        length = e - s
+        keep = (length >= min_length) & (length <= max_length) & (gap_before >= before) & (gap_after >= after)
+        starts_all.append(s[keep])
+        ends_all.append(e[keep])
+    if not starts_all:
+        return [], np.zeros(bins, np.int64), 0
+    s, e = np.concatenate(starts_all), np.concatenate(ends_all)
+    if len(s) == 0:
+        return [], np.zeros(bins, np.int64), 0
+    spans, counts = np.unique(np.stack([s, e], axis=1), axis=0, return_counts=True)
+    ok = counts >= min_units
+    spans, counts = spans[ok], counts[ok]
+    order = np.lexsort((spans[:, 0], -counts))[:top]
+    k = len(units)
+    found = [RunMatch(int(spans[i, 0]), int(spans[i, 1]), int(counts[i]), float(counts[i]) / k) for i in order]
+    hist = np.bincount((spans[:, 0] * bins // T).astype(np.int64), minlength=bins)[:bins] if bins else \
+        np.zeros(0, np.int64)
+    return found, hist, int(len(spans))

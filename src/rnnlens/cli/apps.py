@@ -50,6 +50,12 @@ def add_parsers(sub) -> None:
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folder or .safetensors checkpoint (a second one is "
                    "shown side by side)")
     p.add_argument("--text", metavar="FILE", help="UTF-8 text the page starts with (default: a sample of the model)")
+    p.add_argument("--split", choices=["train", "val", "test"], help="open this split of the corpus the (first) "
+                   "model was trained on instead of --text (cut to --max-text-bytes)")
+    p.add_argument("--labels", metavar="FILE", help="per-character labels shown as a track under the text: a UTF-8 "
+                   "file with one character per character of the text (a space: no label)")
+    p.add_argument("--no-cache", action="store_true", help="trace the text again instead of using or filling the "
+                   "explorer cache (under the rnnlens cache folder)")
     p.add_argument("--encoding-errors", default="strict", choices=["strict", "replace", "ignore"])
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
                    "only; 0.0.0.0 lets anyone who can reach it use it)")
@@ -91,9 +97,18 @@ def run_serve(args) -> int:
     from rnnlens.explorer import open_explorer
     from rnnlens.explorer.server import check_port, is_local, serve
     check_port(args.host, args.port)  # before the slow part, and once more just before serving
-    text = read_text_file(args.text, encoding_errors=args.encoding_errors) if args.text else None
-    explorer = open_explorer(args.runs, text=text, text_name=args.text, device=args.device,
-                             max_text_bytes=args.max_text_bytes, log=say)
+    text, text_name = (read_text_file(args.text, encoding_errors=args.encoding_errors) if args.text else None), \
+        args.text
+    if args.split:
+        if args.text:
+            raise RnnlensError("give --text or --split, not both")
+        import rnnlens
+        from rnnlens.runs import training_corpus
+        corpus = training_corpus(rnnlens.load(args.runs[0]))
+        text, text_name = corpus.text(args.split), f"the {args.split} split of {corpus.name}"
+    labels = read_text_file(args.labels, encoding_errors=args.encoding_errors) if args.labels else None
+    explorer = open_explorer(args.runs, text=text, text_name=text_name, device=args.device,
+                             max_text_bytes=args.max_text_bytes, log=say, cache=not args.no_cache, labels=labels)
     url_host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"rnnlens explorer on http://{url_host}:{args.port}/ ({', '.join(explorer.models)}); "
           "API at /openapi.json; Ctrl-C stops it", flush=True)

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 
 def open_explorer(runs, *, text: str | None = None, text_name: str | None = None, device: str = "cpu",
-                  max_text_bytes: int = 1_000_000, log=None):
+                  max_text_bytes: int = 1_000_000, log=None, cache: bool = True,
+                  labels: str | None = None):
     """The Explorer over one or two RNN runs, starting on `text` (cut to max_text_bytes) or on a sample of
-    the first model. An n-gram folder is refused here, before anything is served: it has no units."""
+    the first model. The text is also opened as a Document per model (traced in the background into
+    memory maps, cached by model and text hash unless cache=False) for the corpus view; `labels` are
+    per-character labels for it (one character each). An n-gram folder is refused here, before anything is served: it has no units."""
     from rnnlens.checks import check_range
     from rnnlens.errors import RnnlensError
     from rnnlens.explorer.engine import Explorer
@@ -28,7 +31,10 @@ def open_explorer(runs, *, text: str | None = None, text_name: str | None = None
             text = raw[:max_text_bytes].decode("utf-8", "ignore")
             if log is not None:
                 log(f"{text_name}: the page starts with its first {len(text):,} characters (--max-text-bytes)")
-        explorer.default_text, explorer.text_note = text, f"from {text_name}"
+        explorer.default_text, explorer.text_note = text[:20_000], f"from {text_name}"
+        explorer.open_document(text, cache=cache)
+        if labels is not None:
+            explorer.set_labels(labels)
     else:
         lm = next(iter(explorer.models.values()))
         explorer.default_text = lm.sample(600, temperature=0.8, seed=0)

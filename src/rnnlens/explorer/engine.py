@@ -16,6 +16,7 @@ Calls are serialised by a lock: one computation at a time, which suits a local t
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import shutil
 import tempfile
@@ -75,7 +76,210 @@ def unique_keys(runs: list[str]) -> list[str]:
     return keys
 
 
-class Explorer:
+CORPUS_FEATURES = ("in_double_quotes", "in_single_quotes", "bracket_depth", "line_position", "word_position")
+MAX_WINDOW = 50_000      # characters per /api/window
+MAX_LINES = 5_000        # characters x all units per /api/lines
+
+
+def f16_b64(values) -> str:
+    """float16 little-endian, base64: 2 bytes (2.7 in base64) per value instead of ~10 in JSON."""
+    return base64.b64encode(np.ascontiguousarray(values, dtype="<f2").tobytes()).decode("ascii")
+
+
+class CorpusMixin:
+    """The corpus endpoints: one long text (a Document per model) read in windows, edited in place."""
+
+    def open_document(self, text: str, *, cache: bool = True, every: int | None = None, background: bool = True,
+                      dtype=np.float16) -> None:
+        from rnnlens.explorer.document import EVERY, Document
+        for doc in self.docs.values():
+            doc.close()
+        self.docs = {key: Document(lm, text, cache=cache, every=every or EVERY, dtype=dtype)
+                     for key, lm in self.models.items()}
+        if background:
+            for doc in self.docs.values():
+                doc.run_background()
+
+    def doc(self, key: str | None):
+        key, lm = self.model(key)
+        if key not in self.docs:
+            raise NotFound("no text is open: start the explorer with --text FILE or --split test")
+        return key, lm, self.docs[key]
+
+    def doc_status(self) -> dict:
+        if not self.docs:
+            return {"open": False, "models": {}}
+        first = next(iter(self.docs.values()))
+        return {"open": True, "length": len(first), "version": first.version, "text_note": self.text_note,
+                "complete": all(d.complete for d in self.docs.values()),
+                "models": {k: d.status() for k, d in self.docs.items()}}
+
+    def _span(self, doc, start: int, stop: int, cap: int) -> tuple[int, int]:
+        T = len(doc)
+        start, stop = max(0, int(start)), min(T, int(stop))
+        if not start < stop:
+            raise RnnlensError(f"from..to must be a span of the text's 0..{T} characters; got {start}..{stop}")
+        if stop - start > cap:
+            raise RnnlensError(f"at most {cap:,} characters per request; got {stop - start:,}")
+        return start, stop
+
+    def doc_text(self, start: int, stop: int) -> dict:
+        _, _, doc = self.doc(None)
+        start, stop = self._span(doc, start, stop, 1 << 22)
+        return {"from": start, "to": stop, "length": len(doc), "version": doc.version, "text": doc.text[start:stop]}
+
+    def _doc_shown(self, doc, lm, name: str, start: int, stop: int) -> np.ndarray:
+        """Shown values [n, H] of `name` over rows start..stop: stored states from the memory map, anything
+        else re-traced exactly from the checkpoint before the window."""
+        display = display_for(name)
+        if name in doc.arrays:
+            raw = doc.rows(name, start, stop)
+        else:
+            tr, off = doc.window_trace(start, stop, [name])
+            raw = tr[name][off:]
+        return np.asarray(display.transform(np.asarray(raw, dtype=np.float32)), dtype=np.float32)
+
+    def doc_window(self, key: str | None, name: str | None, unit: int, start: int, stop: int) -> dict:
+        """One unit over text[from:to]: float16 values (base64) and colour levels, as /api/trace but windowed."""
+        key, lm, doc = self.doc(key)
+        name = self.check_name(lm, name)
+        unit = self.check_unit(lm, unit)
+        with doc.lock:
+            start, stop = self._span(doc, start, stop, MAX_WINDOW)
+            display = display_for(name)
+            if name in doc.arrays:
+                raw = np.asarray(doc.rows(name, start, stop)[:, unit], dtype=np.float32)
+            else:
+                tr, off = doc.window_trace(start, stop, [name])
+                raw = np.asarray(tr[name][off:, unit], dtype=np.float32)
+            levels = display.scale.level(display.transform(raw))
+            scale = display.scale
+            return {"model": key, "name": name, "unit": unit, "from": start, "to": stop, "version": doc.version,
+                    "length": len(doc), "text": doc.text[start:stop],
+                    "label": unit_label(name, unit, display), "shown_label": display.label,
+                    "raw_label": display.raw_label, "transform": display.transform_name,
+                    "scale": {"name": scale.name, "lo": scale.lo, "hi": scale.hi, "steps": scale.steps,
+                              "class_prefix": SCALE_CLASSES[scale.name]},
+                    "values_f16": f16_b64(raw), "levels": "".join(np.array(list(LEVEL_CODES))[levels])}
+
+    def doc_lines(self, key: str | None, name: str | None, start: int, stop: int, units=None) -> dict:
+        """Shown values of many units over text[from:to], for the line plot: float16 [n, k] row-major, base64."""
+        key, lm, doc = self.doc(key)
+        name = self.check_name(lm, name)
+        H = lm.config.size
+        units = list(range(H)) if not units else [self.check_unit(lm, int(u)) for u in units]
+        with doc.lock:
+            start, stop = self._span(doc, start, stop, max(1, MAX_LINES * 128 // max(1, len(units))))
+            shown = self._doc_shown(doc, lm, name, start, stop)[:, units]
+            return {"model": key, "name": name, "from": start, "to": stop, "version": doc.version,
+                    "units": units, "shown_label": display_for(name).label, "values_f16": f16_b64(shown)}
+
+    def doc_edit(self, start: int, stop: int, insert: str, upto: int | None = None) -> dict:
+        """Replace text[from:to] with `insert` in every model's document; re-trace from the checkpoint before
+        `from` up to `upto` now (default: 20,000 characters past the edit), the rest in the background."""
+        if not self.docs:
+            raise NotFound("no text is open: start the explorer with --text FILE or --split test")
+        first = next(iter(self.docs.values()))
+        size = len(first.text.encode("utf-8", "surrogatepass")) - len(first.text[start:stop].encode(
+            "utf-8", "surrogatepass")) + len(insert.encode("utf-8", "surrogatepass"))
+        if size > self.max_text_bytes:
+            raise TooLarge(f"the edited text would be {size:,} bytes; this explorer takes at most "
+                           f"{self.max_text_bytes:,} (--max-text-bytes)")
+        upto = start + len(insert) + 20_000 if upto is None else int(upto)
+        out = {key: doc.edit(start, stop, insert, upto=upto) for key, doc in self.docs.items()}
+        if self.labels is not None:
+            self.labels = np.concatenate([self.labels[:start], np.full(len(insert), 0, self.labels.dtype),
+                                          self.labels[stop:]])
+        one = next(iter(out.values()))
+        return {"version": one["version"], "length": one["length"], "from": start, "to": stop,
+                "retraced_from": one["retraced_from"], "models": out}
+
+    def doc_select(self, key: str | None, name: str | None, start: int, stop: int, threshold: float) -> dict:
+        key, lm, doc = self.doc(key)
+        name = self.check_name(lm, name)
+        with doc.lock:
+            start, stop = self._span(doc, start, stop, MAX_WINDOW)
+            shown = self._doc_shown(doc, lm, name, start, stop)
+            units = np.flatnonzero(shown.min(axis=0) >= threshold)
+            return {"model": key, "name": name, "from": start, "to": stop, "threshold": threshold,
+                    "units": units.tolist(), "of": shown.shape[1], "span": doc.text[start:stop]}
+
+    def doc_match(self, key: str | None, name: str | None, units, threshold: float, *, min_length: int,
+                  max_length: int, before: int = 1, after: int = 1, min_units: int = 1, top: int = 50,
+                  bins: int = 400) -> dict:
+        """LSTMVis's match over the whole text (analysis.select.match_runs): spans where the units are on
+        throughout and off just before and after, ranked; a histogram of all of them for the minimap."""
+        key, lm, doc = self.doc(key)
+        name = self.check_name(lm, name)
+        if name not in doc.arrays:
+            raise RnnlensError(f"match over the whole text reads the stored states: choose one of "
+                               f"{', '.join(doc.names)}")
+        if not 1 <= top <= 500 or not 0 <= bins <= 4000:
+            raise RnnlensError("top must be 1..500 and bins 0..4000")
+        doc.advance()
+        with doc.lock:
+            display = display_for(name)
+            units = np.asarray([self.check_unit(lm, int(u)) for u in units], dtype=np.int64)
+            T = len(doc)
+            stored = doc.arrays[name][:T]
+            # the threshold on the shown value, moved to the stored one (tanh is monotonic): no transform pass
+            raw_threshold = float(np.arctanh(np.clip(threshold, -0.999999, 0.999999))) \
+                if display.transform_name == "tanh" else threshold
+            found, hist, total = selection.match_runs(stored, units, raw_threshold, min_length=min_length,
+                                                      max_length=max_length, before=before, after=after,
+                                                      min_units=min_units, top=top, bins=bins)
+            return {"model": key, "name": name, "units": units.tolist(), "threshold": threshold, "length": T,
+                    "version": doc.version, "min_length": min_length, "max_length": max_length, "before": before,
+                    "after": after, "total": total, "histogram": hist.tolist(),
+                    "rule": "a unit matches a span when it is on (>= threshold) at every character of it and off "
+                            "at the `before` characters before and the `after` characters after; spans ranked by "
+                            "how many selected units match",
+                    "matches": [{**m.to_dict(), "score": round(m.score, 4),
+                                 "text": doc.text[m.start:m.end]} for m in found]}
+
+    def doc_tracks(self, key: str | None, start: int, stop: int) -> dict:
+        """Annotation tracks under the text: built-in features, the model's loss per character (nats) and
+        the user's labels, over text[from:to]."""
+        from rnnlens.analysis.features import compute_features
+        key, lm, doc = self.doc(key)
+        with doc.lock:
+            start, stop = self._span(doc, start, stop, MAX_WINDOW)
+            if self._features is None or self._features[0] != (doc.version, len(doc)):
+                self._features = ((doc.version, len(doc)), compute_features(doc.text, list(CORPUS_FEATURES)))
+            feats = {n: np.asarray(v[start:stop], dtype=np.float32) for n, v in self._features[1].items()}
+            loss = np.asarray(doc.rows("loss", start, stop), dtype=np.float32)
+            tracks = [{"name": n, "kind": "binary" if v.max(initial=0) <= 1 and n.startswith("in_") else "numeric",
+                       "values_f16": f16_b64(v)} for n, v in feats.items()]
+            tracks.append({"name": "loss", "kind": "loss", "values_f16": f16_b64(np.nan_to_num(loss))})
+            if self.labels is not None:
+                labels = self.labels[start:stop]
+                tracks.append({"name": "labels", "kind": "labels", "text": "".join(labels.tolist())})
+            return {"model": key, "from": start, "to": stop, "version": doc.version, "tracks": tracks}
+
+    def set_labels(self, labels: str) -> None:
+        """Per-character labels, one character each (a space: no label), as long as the open text."""
+        if not self.docs:
+            raise RnnlensError("labels need an open text (--text or --split)")
+        n = len(next(iter(self.docs.values())))
+        if len(labels) != n:
+            raise RnnlensError(f"the labels file has {len(labels):,} characters; it needs one per character of "
+                               f"the text ({n:,})")
+        self.labels = np.array(list(labels))
+
+    def doc_predict(self, key: str | None, position: int, top: int = STRIP_TOP) -> dict:
+        key, lm, doc = self.doc(key)
+        with doc.lock:
+            if not 0 <= position < len(doc):
+                raise RnnlensError(f"position must be 0..{len(doc) - 1}; got {position}")
+            tr, off = doc.window_trace(position, position + 1, ["probs"])
+            row = np.asarray(tr["probs"][off], dtype=np.float32)
+            best = np.argsort(-row, kind="stable")[:top]
+            nxt = doc.text[position + 1] if position + 1 < len(doc) else None
+            return {"model": key, "position": position, "char": doc.text[position], "next": nxt,
+                    "top": [{"char": lm.vocab.chars[i], "p": round(float(row[i]), 5)} for i in best]}
+
+
+class Explorer(CorpusMixin):
     """The models and caches behind the explorer. `models` maps key -> rnnlens.LanguageModel."""
 
     def __init__(self, models: dict, *, default_text: str = "", text_note: str = "",
@@ -90,6 +294,9 @@ class Explorer:
         self._traces: OrderedDict = OrderedDict()
         self._rankings: OrderedDict = OrderedDict()
         self._folder: Path | None = None
+        self.docs: dict = {}           # model key -> Document: the long text the corpus endpoints read
+        self.labels: np.ndarray | None = None  # the user's per-character labels (one character each)
+        self._features = None          # (version, {name: values}) of the document's text
 
     @classmethod
     def from_runs(cls, runs, *, device: str = "cpu", **kwargs) -> Explorer:
@@ -98,6 +305,8 @@ class Explorer:
         return cls({k: load(r, device=device) for k, r in zip(unique_keys(runs), runs)}, **kwargs)
 
     def close(self) -> None:
+        for doc in self.docs.values():
+            doc.close()
         with self._lock:
             self._traces.clear()
             if self._folder is not None:

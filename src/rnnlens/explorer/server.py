@@ -30,6 +30,7 @@ STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; ch
                 ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png"}
 JSON_OVERHEAD = 65536   # bytes of a request beyond its text: field names, numbers
 ESCAPE_FACTOR = 6       # a character may take up to 6 bytes in JSON (\\uXXXX)
+SMALL_TEXT = 20_000      # characters: longer open texts get the windowed corpus page at /
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
                     (b"x-frame-options", b"DENY")]
@@ -80,6 +81,34 @@ class SampleIn(BaseModel):
     temperature: float = Field(1.0, description="> 0; lower is more conservative")
     length: int = Field(200, description="characters to generate")
     seed: int | None = Field(None, description="for a reproducible sample")
+
+
+class EditIn(BaseModel):
+    start: int = Field(alias="from", description="first character replaced")
+    stop: int = Field(alias="to", description="one past the last character replaced")
+    insert: str = Field("", description="the new characters")
+    upto: int | None = Field(None, description="re-trace now up to this position (default: 20,000 past the "
+                                               "edit); the rest is traced in the background")
+
+class SpanIn(BaseModel):
+    model: str | None = None
+    name: str | None = None
+    start: int = Field(alias="from")
+    stop: int = Field(alias="to")
+    threshold: float = 0.5
+
+class RunMatchIn(BaseModel):
+    model: str | None = None
+    name: str | None = None
+    units: list[int]
+    threshold: float = 0.5
+    min_length: int = Field(description="shortest span")
+    max_length: int = Field(description="longest span")
+    before: int = Field(1, description="characters before the span where the unit must be off")
+    after: int = Field(1, description="characters after the span where the unit must be off")
+    min_units: int = 1
+    top: int = 50
+    bins: int = Field(400, description="parts of the minimap histogram")
 
 
 def static_files() -> dict[str, tuple[bytes, str]]:
@@ -160,7 +189,9 @@ def create_app(explorer: Explorer, *, allowed_hosts: tuple[str, ...] | None = LO
     from starlette.exceptions import HTTPException
 
     files = static_files()
-    app = FastAPI(title="rnnlens explorer", version="1",
+    # no /docs or /redoc: FastAPI serves Swagger UI and ReDoc only from a CDN, which breaks offline;
+    # the schema stays at /openapi.json and the endpoints are described in docs/explorer.md
+    app = FastAPI(title="rnnlens explorer", version="2", docs_url=None, redoc_url=None,
                   description="See inside character-level RNN, LSTM and GRU language models: activations of any unit "
                               "over any text, units ranked by the features they track, LSTMVis-style select and "
                               "match, next-character predictions and sampling. Errors are {\"error\": message}.")
@@ -183,9 +214,9 @@ def create_app(explorer: Explorer, *, allowed_hosts: tuple[str, ...] | None = LO
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, e: HTTPException):
         if e.status_code == 404 and e.detail == "Not Found":
-            return fail(404, f"no such page: {request.url.path}; the page is /, the API is under /api (see /docs)")
+            return fail(404, f"no such page: {request.url.path}; the page is /, the API is under /api (see /openapi.json)")
         if e.status_code == 405:
-            return fail(405, f"{request.method} is not allowed on {request.url.path}; see /docs for the methods")
+            return fail(405, f"{request.method} is not allowed on {request.url.path}; see /openapi.json for the methods")
         return fail(e.status_code, str(e.detail))
 
     @app.exception_handler(RequestValidationError)
@@ -194,7 +225,7 @@ def create_app(explorer: Explorer, *, allowed_hosts: tuple[str, ...] | None = LO
         for err in e.errors():
             where = ".".join(str(x) for x in err.get("loc", ()) if x != "body") or "the request body"
             parts.append(f"{where}: {err.get('msg', 'invalid')}")
-        return fail(422, "malformed request: " + "; ".join(parts[:5]) + " (see /docs for the fields)")
+        return fail(422, "malformed request: " + "; ".join(parts[:5]) + " (see /openapi.json for the fields)")
 
     @app.exception_handler(Exception)
     async def crash(request: Request, e: Exception):
@@ -235,6 +266,49 @@ def create_app(explorer: Explorer, *, allowed_hosts: tuple[str, ...] | None = LO
     def sample(req: SampleIn):
         return ex.sample(req.model, req.prime, req.temperature, req.length, req.seed)
 
+    from fastapi import Query
+
+    @app.get("/api/status", summary="the open text: its length, how much is traced, the last edit")
+    def status():
+        return ex.doc_status()
+
+    @app.get("/api/text", summary="characters from..to of the open text")
+    def text(start: int = Query(0, alias="from"), stop: int = Query(..., alias="to")):
+        return ex.doc_text(start, stop)
+
+    @app.get("/api/window", summary="one unit over characters from..to: float16 base64 values and colour levels")
+    def window(start: int = Query(..., alias="from"), stop: int = Query(..., alias="to"), unit: int = 0,
+               name: str | None = None, model: str | None = None):
+        return ex.doc_window(model, name, unit, start, stop)
+
+    @app.get("/api/lines", summary="many units over characters from..to (line plot): float16 [n, k] base64")
+    def lines(start: int = Query(..., alias="from"), stop: int = Query(..., alias="to"), name: str | None = None,
+              model: str | None = None, units: str | None = Query(None, description="comma-separated; default all")):
+        chosen = [int(u) for u in units.split(",") if u.strip()] if units else None
+        return ex.doc_lines(model, name, start, stop, chosen)
+
+    @app.get("/api/tracks", summary="annotation tracks over from..to: features, loss per character, labels")
+    def tracks(start: int = Query(..., alias="from"), stop: int = Query(..., alias="to"), model: str | None = None):
+        return ex.doc_tracks(model, start, stop)
+
+    @app.get("/api/next", summary="the most likely next characters after one position of the open text")
+    def next_chars(position: int, model: str | None = None, top: int = 5):
+        return ex.doc_predict(model, position, top)
+
+    @app.post("/api/edit", summary="replace from..to of the open text; re-traces from the checkpoint before it")
+    def edit(req: EditIn):
+        return ex.doc_edit(req.start, req.stop, req.insert, req.upto)
+
+    @app.post("/api/corpus/select", summary="the units on across from..to of the open text")
+    def corpus_select(req: SpanIn):
+        return ex.doc_select(req.model, req.name, req.start, req.stop, req.threshold)
+
+    @app.post("/api/corpus/match", summary="LSTMVis match over the whole open text, ranked, with a histogram")
+    def corpus_match(req: RunMatchIn):
+        return ex.doc_match(req.model, req.name, req.units, req.threshold, min_length=req.min_length,
+                            max_length=req.max_length, before=req.before, after=req.after,
+                            min_units=req.min_units, top=req.top, bins=req.bins)
+
     def static(name: str) -> Response:
         if name not in files:
             return fail(404, f"no such file: {name}")
@@ -244,7 +318,14 @@ def create_app(explorer: Explorer, *, allowed_hosts: tuple[str, ...] | None = LO
 
     @app.get("/", include_in_schema=False)
     def index():
+        # a long open text gets the corpus view (windowed); a short one the editor over the whole text
+        if ex.docs and len(next(iter(ex.docs.values()))) > SMALL_TEXT:
+            return static("corpus.html")
         return static("index.html")
+
+    @app.get("/corpus", include_in_schema=False)
+    def corpus_page():
+        return static("corpus.html")
 
     @app.get("/static/{name}", include_in_schema=False)
     def static_file(name: str):
