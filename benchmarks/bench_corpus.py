@@ -53,7 +53,7 @@ def worker(spec: dict) -> dict:
     out["prepare_s"] = time.perf_counter() - t0
     out["chars"] = len(corpus)
     if spec["mode"] == "train":
-        from rnnlens.train import Trainer
+        from rnnlens.trainer import Trainer
         mcfg = bu.model_config(len(corpus.vocab), "lstm", 1, 128)
         tcfg = bu.train_config(data=spec["text"], split=tuple(spec["split"]), batch_size=32, seq_len=100,
                                max_steps=spec["steps"], checkpoint_every=None, device="cpu")

@@ -82,7 +82,7 @@ def worker(spec: dict) -> dict:
     import rnnlens  # noqa: F401  (the import is part of what every rnnlens run pays)
     from rnnlens.corpus import prepare_corpus
     from rnnlens.model import CharRNN
-    from rnnlens.train import Trainer
+    from rnnlens.trainer import Trainer
 
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])

@@ -252,7 +252,7 @@ FORBIDDEN = {"data", "out", "split", "time_budget", "progress", "force", "device
 def parse_rnnlens(text: str) -> dict:
     """'size=512,layers=1,lr=5e-3' -> {'size': 512, 'layers': 1, 'lr': 0.005}; '' -> {} (rnnlens's defaults)."""
     from rnnlens.model import ModelConfig
-    from rnnlens.train import TrainConfig
+    from rnnlens.trainer import TrainConfig
     allowed = (set(ModelConfig.__dataclass_fields__) | set(TrainConfig.__dataclass_fields__)
                | {"model", "params"})
     out = {}

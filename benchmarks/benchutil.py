@@ -148,7 +148,7 @@ def model_config(vocab: int, cell: str, layers: int, size: int, **override):
 def train_config(**override):
     """An rnnlens TrainConfig with the fields that change the work per step pinned; no validation,
     no periodic checkpoints (the caller gives batch_size, seq_len and usually lr / optimizer)."""
-    from rnnlens.train import TrainConfig
+    from rnnlens.trainer import TrainConfig
     kw = dict(optimizer="adam", lr=2e-3, lr_schedule="cosine", weight_decay=0.0, grad_clip=5.0, clip_mode="norm",
               bf16=False, compile=False, eval_every=0, checkpoint_every=10**9, log_every=10, seed=0,
               tensorboard=False, max_steps=1)
@@ -165,7 +165,7 @@ class TrainerHarness:
     """
 
     def __init__(self, run_dir: Path, corpus, model_cfg, train_cfg):
-        from rnnlens.train import Trainer
+        from rnnlens.trainer import Trainer
         self.trainer = t = Trainer.start(run_dir, model_cfg, train_cfg, force=True, progress=False,
                                          corpus=corpus, log=lambda msg: None)
         t.save_last = lambda: None

@@ -310,7 +310,7 @@ def _rerun(tiny_grid, g, *extra):
 
 
 def test_rerun_trains_only_the_missing_and_resumes_the_interrupted(tiny_grid, tmp_path):
-    from rnnlens.train import TrainConfig, Trainer
+    from rnnlens.trainer import TrainConfig, Trainer
     g = _copy_grid(tiny_grid, tmp_path)
     shutil.rmtree(g / "cells" / "lstm-1x8")  # its result is gone: it trains again
     # rnn-1x24 stopped half way: a training state at step 3 that is not done

@@ -21,7 +21,7 @@ from rnnlens.model import (
     state_tensors,
 )
 from rnnlens.predictions import predict
-from rnnlens.train import TrainConfig, Trainer
+from rnnlens.trainer import TrainConfig, Trainer
 
 FFN = dict(model="ffn", context=4, size=24, embedding_size=8, dropout=0.0, batch_size=4, seq_len=20, lr=1e-2,
            eval_every=10, log_every=5, progress=False)

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="this machine 
 
 KILL_SCRIPT = """
 import os, signal, sys
-from rnnlens.train import Trainer
+from rnnlens.trainer import Trainer
 original = Trainer.train_step
 def dying_step(self, x, y):
     if self.state.step == int(os.environ.get("KILL_AT", "-1")):

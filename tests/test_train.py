@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 import rnnlens
 from rnnlens.checkpoint import read_checkpoint, save_checkpoint
 from rnnlens.errors import RnnlensError
-from rnnlens.train import TrainConfig, Trainer
+from rnnlens.trainer import TrainConfig, Trainer
 
 SMALL = dict(layers=2, size=24, embedding_size=8, dropout=0.1, batch_size=4, seq_len=20, lr=1e-2,
              eval_every=10, log_every=5)
@@ -82,7 +82,7 @@ def _weights(run: Path, name="last.safetensors"):
 
 KILL_SCRIPT = """
 import os, signal, sys
-from rnnlens.train import Trainer
+from rnnlens.trainer import Trainer
 original = Trainer.train_step
 def dying_step(self, x, y):
     if self.state.step == int(os.environ["KILL_AT"]):

@@ -18,7 +18,7 @@ from rnnlens._version import __version__  # noqa: E402
 from rnnlens.api import LanguageModel, load, resume, train  # noqa: E402
 from rnnlens.errors import RnnlensError  # noqa: E402
 from rnnlens.trace import Trace  # noqa: E402
-from rnnlens.train import Trainer as _Trainer  # noqa: E402
+from rnnlens.trainer import Trainer as _Trainer  # noqa: E402
 
 load_trace = Trace.load
 

@@ -22,7 +22,7 @@ from rnnlens.evaluate import EvalResult, evaluate
 from rnnlens.model import CharRNN, ModelConfig, count_parameters
 from rnnlens.sample import SamplingOptions, generate
 from rnnlens.trace import DEFAULT_CHUNK, Trace, trace_ids
-from rnnlens.train import resolve_device
+from rnnlens.trainer import resolve_device
 
 
 class LanguageModel:

@@ -17,7 +17,7 @@ from rnnlens.checks import parse_count
 from rnnlens.corpus import Corpus, load_corpus, parse_split
 from rnnlens.errors import RnnlensError
 from rnnlens.model import ModelConfig, count_parameters, size_for_params
-from rnnlens.train import RESUMABLE_OPTIONS, TrainConfig, Trainer, parse_duration
+from rnnlens.trainer import RESUMABLE_OPTIONS, TrainConfig, Trainer, parse_duration
 
 # ModelConfig's fields a user sets (the cell type is `model`, the vocabulary comes from the corpus)
 MODEL_OPTIONS = tuple(f.name for f in fields(ModelConfig) if f.name not in ("vocab_size", "cell"))

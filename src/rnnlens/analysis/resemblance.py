@@ -158,7 +158,7 @@ def resemblance_over_training(run: str | Path, baselines: dict, text: str, *, fl
     progress: optional callable(i, total, step) called after each snapshot.
     """
     from rnnlens.api import LanguageModel
-    from rnnlens.train import resolve_device
+    from rnnlens.trainer import resolve_device
     snaps = list_snapshots(run)
     where = resolve_device(device) if isinstance(device, str) else device
     if len(text) < 2:

@@ -68,7 +68,7 @@ def run_grid(args) -> int:
     from rnnlens.corpus import parse_split
     from rnnlens.grid import cell_state_text, format_plan, plan_grid, run_grid
     from rnnlens.render.grid_table import table_markdown
-    from rnnlens.train import parse_duration
+    from rnnlens.trainer import parse_duration
     options = {k: getattr(args, k) for k in args.grid_train_options if getattr(args, k) is not None}
     data, glob = options.pop("data", "pystdlib"), options.pop("glob", None)
     encoding_errors = options.pop("encoding_errors", "strict")

@@ -88,7 +88,7 @@ def add_parsers(sub) -> None:
 
 
 def add_train_arguments(p) -> None:
-    from rnnlens.train import TrainConfig
+    from rnnlens.trainer import TrainConfig
     d = TrainConfig()
     g = p.add_argument_group("data")
     g.add_argument("--data", help=f"text file, folder, or named corpus (default {d.data}; see `rnnlens data list`); "
@@ -186,7 +186,7 @@ def run_train(args) -> int:
 
 def run_demo(args) -> int:
     from rnnlens.demo import run_demo as demo
-    from rnnlens.train import parse_duration
+    from rnnlens.trainer import parse_duration
     demo(data=args.data, time_budget=parse_duration(args.time_budget), out=args.out, seed=args.seed,
          device=args.device)
     return 0

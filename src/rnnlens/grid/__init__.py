@@ -57,7 +57,7 @@ from rnnlens.model import (
     size_for_params,
 )
 from rnnlens.runs import read_json
-from rnnlens.train import RESUMABLE_OPTIONS
+from rnnlens.trainer import RESUMABLE_OPTIONS
 
 FORMAT = "rnnlens-grid"
 DEFAULT_TYPES = ("lstm", "gru", "rnn")
@@ -276,7 +276,7 @@ class _Manifest:
 
 def _split_options(options: dict) -> tuple[dict, dict]:
     """Keyword options -> (model options, train options), each checked against its dataclass."""
-    from rnnlens.train import TrainConfig
+    from rnnlens.trainer import TrainConfig
     taken = [k for k in options if k in CELL_OPTIONS]
     if taken:
         raise RnnlensError(f"a grid sets --{taken[0].replace('_', '-')} for each cell itself; drop it "
@@ -548,7 +548,7 @@ class _Runner:
 
     # ------------------------------------------------------------------------- evaluation
     def eval_device(self) -> str:
-        from rnnlens.train import resolve_device
+        from rnnlens.trainer import resolve_device
         return resolve_device(self.train_options.get("device", "auto")).type
 
     def excerpt(self, map_chars: int) -> str:
