@@ -90,6 +90,6 @@ def test_python_api_resume_and_module_names(moved_run):
     root, run = moved_run
     lm = rnnlens.resume(run, max_steps=8, progress=False)
     assert read_checkpoint(run / "last.safetensors").meta["state"]["step"] == 8 and lm.kind == "rnn"
-    import rnnlens.trainer  # the lower-level pieces live in a module of another name than the function
-    assert callable(rnnlens.train) and rnnlens.trainer.Trainer.__name__ == "Trainer"
-    assert rnnlens.trainer.TrainConfig().batch_size == 16
+    from rnnlens import trainer  # the lower-level pieces live in a module of another name than the function
+    assert callable(rnnlens.train) and trainer.Trainer.__name__ == "Trainer"
+    assert trainer.TrainConfig().batch_size == 16
