@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from rnnlens.batches import EvalWindows, StreamBatches
+from rnnlens.checks import parse_count
 from rnnlens.errors import RnnlensError
-from rnnlens.model import CharRNN, ModelConfig, count_parameters, parse_count, size_for_params
+from rnnlens.model import CharRNN, ModelConfig, count_parameters, size_for_params
 from rnnlens.sample import Stepper, state_to_layers
 
 
