@@ -185,3 +185,80 @@ def test_planted_quote_unit_closes_quotes_and_loses_it_when_ablated():
     on = lm.sample(3, "ab", argmax=True, interventions=[Clamp("layer0.cell", 0, 1.0)])
     off = lm.sample(3, "ab", argmax=True, interventions=[Clamp("layer0.cell", 0, 0.0)])
     assert on == '"""' and '"' not in off
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line: `rnnlens ablate` and `rnnlens sample --steer`
+
+TINY = ["--layers", "2", "--size", "16", "--embedding-size", "8", "--batch-size", "4", "--seq-len", "20",
+        "--eval-every", "10", "--quiet"]
+
+
+@pytest.fixture
+def trained(tmp_path, text_file, capsys):
+    from conftest import run_cli
+    run = tmp_path / "run"
+    code, out, err = run_cli(capsys, "train", "--data", text_file, *TINY, "--max-steps", "20", "--out", run)
+    assert code == 0, err
+    return run
+
+
+def test_cli_ablate_writes_the_page_tables_and_samples(trained, text_file, tmp_path, capsys):
+    import json
+
+    from conftest import run_cli
+    out = tmp_path / "abl"
+    code, stdout, err = run_cli(capsys, "ablate", trained, "--unit", "1:3", "--unit", "layer0.hidden:2,5", "--text",
+                                text_file, "--max-chars", "3000", "--out", out, "--sample-length", "40", "--json")
+    assert code == 0, err
+    info = json.loads(stdout)
+    for name in ("ablate.html", "delta.npy", "classes.csv", "classes.md", "classes.png", "features.csv", "samples.md",
+                 "ablate.json"):
+        assert (out / name).exists(), name
+    delta = np.load(out / "delta.npy")
+    assert delta.shape == (2999,) and info["chars"] == 2999
+    assert info["loss_change"] == pytest.approx(float(delta.astype(np.float64).mean()), abs=1e-4)
+    assert set(info["samples"]) == {"clamped low", "left alone", "clamped high"}
+    assert all(len(s) == 40 for s in info["samples"].values())
+    assert len(info["clamp_values"]["clamped low"]) == 3  # 1:3 and layer0.hidden:2,5
+    assert "red: the ablated model predicts worse" in (out / "ablate.html").read_text()
+    # the free sample is the model's own sample at the same seed and temperature
+    import rnnlens
+    assert info["samples"]["left alone"] == rnnlens.load(trained).sample(40, "\n", seed=0, temperature=0.8)
+
+    code, stdout, err = run_cli(capsys, "ablate", trained, "--unit", "1:3", "--to", "mean", "--text", text_file,
+                                "--max-chars", "500", "--out", out, "--sample-length", "0")
+    assert code == 0 and "ablating 1:3" in stdout and "loss by class" in stdout
+
+
+@pytest.mark.parametrize("spec, message", [("1-3", "LAYER:UNIT"), ("5:1", "layer 5 does not exist"),
+                                           ("1:99", "unit 99 does not exist"), ("layer0.gate.reset:1", "not a layer")])
+def test_cli_bad_unit_specs_are_one_line_errors(trained, text_file, tmp_path, capsys, spec, message):
+    from conftest import run_cli
+    code, out, err = run_cli(capsys, "ablate", trained, "--unit", spec, "--text", text_file, "--out", tmp_path / "x")
+    assert code == 2 and message in err and err.count("\n") == 1
+    code, out, err = run_cli(capsys, "sample", trained, "--steer", spec + "=1", "--length", "5")
+    assert code == 2 and message in err and err.count("\n") == 1
+    code, out, err = run_cli(capsys, "sample", trained, "--steer", "1:2", "--length", "5")
+    assert code == 2 and "needs a value" in err
+
+
+def test_cli_sample_steer_and_batch(trained, capsys):
+    from conftest import run_cli
+
+    import rnnlens
+    lm = rnnlens.load(trained)
+    code, out, err = run_cli(capsys, "sample", trained, "--prime", "the ", "--length", "60", "--seed", "2",
+                             "--steer", "1:3=5", "--steer", "layer0.gate.forget:1,2=0",
+                             "--steer", "layer1.hidden:" + ",".join(map(str, range(16))) + "=1")
+    assert code == 0, err
+    from rnnlens.interventions import Clamp
+    steered = lm.sample(60, "the ", seed=2, interventions=[Clamp("layer1.cell", [3], 5.0),
+                                                           Clamp("layer0.gate.forget", [1, 2], 0.0),
+                                                           Clamp("layer1.hidden", list(range(16)), 1.0)])
+    assert out == "the " + steered + "\n" and steered != lm.sample(60, "the ", seed=2)
+    code, out, err = run_cli(capsys, "sample", trained, "--prime", "a", "--length", "30", "--seed", "1",
+                             "--num-samples", "3", "--batch")
+    assert code == 0, err
+    samples = out.rstrip("\n").split("\n" + "-" * 40 + "\n")
+    assert samples == ["a" + s for s in lm.sample(30, "a", seed=1, num_samples=3)]
