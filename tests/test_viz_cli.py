@@ -9,8 +9,8 @@ from conftest import make_text
 
 import rnnlens
 from rnnlens.cli import main
+from rnnlens.names import resolve_activation
 from rnnlens.render.colours import DIVERGING
-from rnnlens.workflows.viz import resolve_activation
 
 
 @pytest.fixture(scope="module")
