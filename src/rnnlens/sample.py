@@ -5,7 +5,7 @@ kernel's setup; measured in docs/benchmarks.md, "Sampling"). Generation is inher
 step is one matrix-vector product per layer on the same weights (rnnlens.recurrence.StepLayer: [W_ih | W_hh]
 fused, preallocated buffers); the first layer's input projection is precomputed for every vocabulary entry
 (a table lookup per step). Two measured choices make batch 1 on a CPU about 2x a hand-written nn.LSTMCell
-stack (docs/benchmarks.md, section 3): a step of one or a few rows runs on ONE thread (a matrix-vector
+stack (docs/benchmarks.md, section 3): a step of up to 64 rows runs on ONE thread (a matrix-vector
 product from cache gains nothing from a second thread, and every parallel region pays a thread barrier,
 which on a busy machine costs more than the product), and the products use float16 copies of the weights
 (precision='auto': float16 for one row on a CPU, float32 otherwise; activations, state and biases stay
@@ -50,8 +50,8 @@ class SamplingOptions:
 
 
 def step_threads(rows: int, device) -> int | None:
-    """Threads for a step on a CPU: one for up to 4 rows (see the module's docstring), torch's setting above."""
-    return 1 if rows <= 4 and torch.device(device).type == "cpu" else None
+    """Threads for a step on a CPU: one for up to 64 rows (see the module's docstring), torch's setting above."""
+    return 1 if rows <= 64 and torch.device(device).type == "cpu" else None
 
 
 def step_dtype(precision: str, rows: int, device) -> torch.dtype:
