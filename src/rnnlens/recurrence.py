@@ -140,7 +140,7 @@ class StepLayer:
     """
 
     def __init__(self, cell: str, w_ih: torch.Tensor | None, b_ih: torch.Tensor | None, w_hh: torch.Tensor,
-                 b_hh: torch.Tensor, nonlinearity: str = "tanh", rows: int = 1, dtype=torch.float32):
+                 b_hh: torch.Tensor | None, nonlinearity: str = "tanh", rows: int = 1, dtype=torch.float32):
         G = {"lstm": 4, "gru": 3, "rnn": 1}[cell]
         H = w_hh.shape[1]
         I = 0 if w_ih is None else w_ih.shape[1]
@@ -164,8 +164,9 @@ class StepLayer:
             else:
                 w = w_hh if w_ih is None else torch.cat([w_ih, w_hh], dim=1)  # [G*H, I+H]
                 self.w = w.detach().to(dtype).contiguous()
+                # b_hh None: the caller folded it into the rows it passes as gi (one addition fewer per step)
                 b = b_hh if b_ih is None else b_ih + b_hh
-                self.b = b.detach().float().clone()
+                self.b = None if b is None else b.detach().float().clone()
         g = self.gates
         if cell == "lstm":
             self.acts = {"gate.input": g[:, :H], "gate.forget": g[:, H:2 * H], "gate.candidate": g[:, 2 * H:3 * H],

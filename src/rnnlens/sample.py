@@ -12,8 +12,9 @@ which on a busy machine costs more than the product), and the products use float
 float32; the relative error in the pre-activations is about 5e-4, so a sample can differ from a float32
 one where two characters are nearly tied). Tests check these steps against the fused forward.
 
-Interventions (rnnlens.interventions) run inside the steps; with them the prime is stepped too (so that
-they act on it), without them it goes through the fused forward in one call.
+Interventions (rnnlens.interventions) run inside the steps. The prime is stepped too when it is short
+(STEP_PRIME) or when there are interventions (so that they act on it); a long one without them goes
+through the fused forward in one call.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from rnnlens.model import CharRNN
 from rnnlens.recurrence import StepLayer, layer_weights
 
 PRECISIONS = ("auto", "float32", "float16", "bfloat16")
+STEP_PRIME = 256  # primes up to this many characters are stepped, longer ones go through the fused forward
 
 
 @dataclass
@@ -78,9 +80,13 @@ class Stepper:
             for l in range(cfg.layers):
                 w_ih, b_ih, w_hh, b_hh = layer_weights(model.rnn, l)
                 if l == 0:
-                    # [V, G*H]: the input projection of every character (with b_ih), looked up per step
+                    # [V, G*H]: the input projection of every character (with b_ih, and for an LSTM or RNN also
+                    # b_hh: one addition fewer per step), looked up per step
                     ids = torch.arange(cfg.vocab_size, device=w_ih.device)
-                    self.table = (model.inputs(ids[None, :])[0] @ w_ih.T + b_ih).float().contiguous()
+                    table = model.inputs(ids[None, :])[0] @ w_ih.T + b_ih
+                    if cfg.cell != "gru":  # the GRU's reset gate scales W_hn h + b_hn: b_hh stays apart
+                        table, b_hh = table + b_hh, None
+                    self.table = table.float().contiguous()
                     w_ih, b_ih = None, None
                 self.layers.append(StepLayer(cfg.cell, w_ih, b_ih, w_hh, b_hh, nonlinearity, rows, dtype))
             self.head_w = model.head.weight.detach().float().T.contiguous()  # [H, V]
@@ -183,11 +189,12 @@ def generate_rows(model: CharRNN, prime_ids: torch.Tensor, length: int, opts: Sa
             return
         stepper = Stepper(model, rows, step_dtype(opts.precision, rows, device), edits, step_threads(rows, device))
         P = prime_ids.numel()
-        if edits:  # the interventions act on the prime too: step it
+        if edits or P <= STEP_PRIME:  # step the prime: interventions act on it too, and a short one is
+            # faster stepped than through one fused call (oneDNN's setup costs milliseconds at batch 1)
             stepper.set_state(state_to_layers(cfg.cell, model.initial_state(rows, device)))
             for t in range(P):
                 logits = stepper.advance(prime_ids[t:t + 1].expand(rows), t)
-        else:  # the prime goes through the fused forward in one call; generation then steps
+        else:  # a long prime goes through the fused forward in one call; generation then steps
             logits, state = model(prime_ids[None, :], None)
             logits = logits[:, -1].float().expand(rows, -1)
             stepper.set_state(state_to_layers(cfg.cell, state))
