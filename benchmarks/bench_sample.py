@@ -72,7 +72,8 @@ def steering(model):
     last = model.cfg.layers - 1
     what = "cell" if model.cfg.cell == "lstm" else "hidden"
     gate = {"lstm": "gate.forget", "gru": "gate.update", "rnn": "hidden"}[model.cfg.cell]
-    return [Clamp(f"layer{last}.{what}", [3, 42], 0.9), Scale(f"layer0.{gate}", [7], 0.5)]
+    size = model.cfg.size
+    return [Clamp(f"layer{last}.{what}", [3 % size, 42 % size], 0.9), Scale(f"layer0.{gate}", [7 % size], 0.5)]
 
 
 def one_thread(fn):

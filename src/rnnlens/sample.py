@@ -8,7 +8,7 @@ fused, preallocated buffers); the first layer's input projection is precomputed 
 stack (docs/benchmarks.md, section 3): a step of up to 64 rows runs on ONE thread (a matrix-vector
 product from cache gains nothing from a second thread, and every parallel region pays a thread barrier,
 which on a busy machine costs more than the product), and the products use float16 copies of the weights
-(precision='auto': float16 for one row on a CPU, float32 otherwise; activations, state and biases stay
+(precision='auto': float16 for one row of a layer of 256+ units on a CPU, float32 otherwise; activations, state and biases stay
 float32; the relative error in the pre-activations is about 5e-4, so a sample can differ from a float32
 one where two characters are nearly tied). Tests check these steps against the fused forward.
 
@@ -56,11 +56,13 @@ def step_threads(rows: int, device) -> int | None:
     return 1 if rows <= 64 and torch.device(device).type == "cpu" else None
 
 
-def step_dtype(precision: str, rows: int, device) -> torch.dtype:
-    """The weights' dtype for the step products: 'auto' is float16 for one row on a CPU (torch's float16
-    matrix-vector kernel reads half the bytes; at several rows its matrix product is slow), else float32."""
+def step_dtype(precision: str, rows: int, device, size: int = 512) -> torch.dtype:
+    """The weights' dtype for the step products: 'auto' is float16 for one row of a layer of 256 units or more
+    on a CPU (torch's float16 matrix-vector kernel reads half the bytes; at several rows its matrix product is
+    slow, and for small layers the conversion costs more than it saves), else float32."""
     if precision == "auto":
-        return torch.float16 if rows == 1 and torch.device(device).type == "cpu" else torch.float32
+        cpu = torch.device(device).type == "cpu"
+        return torch.float16 if rows == 1 and cpu and size >= 256 else torch.float32
     return getattr(torch, precision)
 
 
@@ -187,7 +189,8 @@ def generate_rows(model: CharRNN, prime_ids: torch.Tensor, length: int, opts: Sa
                 logits, state = model(nxt[:, None], state)
                 logits = logits[:, -1].float()
             return
-        stepper = Stepper(model, rows, step_dtype(opts.precision, rows, device), edits, step_threads(rows, device))
+        stepper = Stepper(model, rows, step_dtype(opts.precision, rows, device, cfg.size), edits,
+                          step_threads(rows, device))
         P = prime_ids.numel()
         if edits or P <= STEP_PRIME:  # step the prime: interventions act on it too, and a short one is
             # faster stepped than through one fused call (oneDNN's setup costs milliseconds at batch 1)
