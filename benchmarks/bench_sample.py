@@ -3,11 +3,16 @@
 All methods sample from the same model (random weights, vocabulary 65), one character at a time,
 under torch.no_grad, with softmax + torch.multinomial at temperature 1:
 
-  ours      rnnlens.sample.generate (its step path: the first layer's input projection looked
-            up per character, the rest addmm calls on the same weights)
+  ours      rnnlens.sample.generate as shipped (its fast step: the first layer's input projection
+            looked up per character, one fused [W_ih|W_hh] matrix-vector product per layer into
+            preallocated buffers, float16 weights at batch 1, one thread for the step)
+  ours f32  the same with precision='float32' (float32 weights)
+  ours+iv   the same as `ours`, with interventions (two units clamped in the last layer's cell, one
+            gate scaled), applied inside every step
+  rows=N    N samples at once (one batched step per character), chars/s counted over all N
   nn.LSTM   the model's own fused module called once per character (seq length 1), then the head
-  oneDNN off  the same, inside torch.backends.mkldnn.flags(enabled=False)
-  cells     nn.LSTMCell / nn.GRUCell / nn.RNNCell per layer, weights copied from the model
+  cells     nn.LSTMCell / nn.GRUCell / nn.RNNCell per layer, weights copied from the model, at
+            torch's thread setting; `cells 1t` the same on one thread
 
 At batch 1 each character reads all weights once (13 MB for a 2x512 LSTM), so sampling is bound
 by memory bandwidth; the table shows that bound (torch.sum read bandwidth / weight bytes).
@@ -47,10 +52,39 @@ def draw(logits, gen):
 
 
 @torch.no_grad()
-def ours(model, n: int, gen_seed: int = 0, argmax: bool = False) -> list[int]:
+def ours(model, n: int, gen_seed: int = 0, argmax: bool = False, precision: str = "auto",
+         interventions=None) -> list[int]:
     from rnnlens.sample import SamplingOptions, generate
     prime = torch.tensor([0])
-    return list(generate(model, prime, n, SamplingOptions(argmax=argmax), seed=gen_seed))
+    return list(generate(model, prime, n, SamplingOptions(argmax=argmax, precision=precision), seed=gen_seed,
+                         interventions=interventions))
+
+
+def ours_rows(model, n: int, rows: int) -> int:
+    from rnnlens.sample import SamplingOptions, generate_rows
+    for _ in generate_rows(model, torch.tensor([0]), n, SamplingOptions(), seed=0, rows=rows):
+        pass
+    return n
+
+
+def steering(model):
+    from rnnlens.interventions import Clamp, Scale
+    last = model.cfg.layers - 1
+    what = "cell" if model.cfg.cell == "lstm" else "hidden"
+    gate = {"lstm": "gate.forget", "gru": "gate.update", "rnn": "hidden"}[model.cfg.cell]
+    size = model.cfg.size
+    return [Clamp(f"layer{last}.{what}", [3 % size, 42 % size], 0.9), Scale(f"layer0.{gate}", [7 % size], 0.5)]
+
+
+def one_thread(fn):
+    def run(n):
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return fn(n)
+        finally:
+            torch.set_num_threads(before)
+    return run
 
 
 @torch.no_grad()
@@ -71,11 +105,6 @@ def fused_loop(model, n: int, argmax: bool = False) -> list[int]:
 
 # torch 2.x warns about Intel-GPU TF32 every time the oneDNN flags are switched; it says nothing about this run
 warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
-
-
-def fused_loop_no_onednn(model, n: int) -> list[int]:
-    with torch.backends.mkldnn.flags(enabled=False):
-        return fused_loop(model, n)
 
 
 class CellStack:
@@ -130,6 +159,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, help="interleaved repeats (default 5, quick 3)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--threads", type=int)
+    ap.add_argument("--rows", type=int, default=16, help="samples at once for the batched column (default 16)")
     args = ap.parse_args(argv)
     args.seconds = args.seconds or (0.6 if args.quick else 1.5)
     args.repeats = args.repeats or (3 if args.quick else 5)
@@ -148,14 +178,21 @@ def main(argv=None):
         cell, shape = spec.split(":")
         layers, size = (int(v) for v in shape.split("x"))
         model = build(cell, layers, size, device)
-        a, b = ours(model, 64, argmax=True), fused_loop(model, 64, argmax=True)
-        same = sum(x == y for x, y in zip(a, b))
-        print(f"{spec}: argmax check, ours vs nn.{cell.upper()} loop: {same}/64 characters equal", flush=True)
-        if same < 60:
-            print("  WARNING: the step path disagrees with the fused module", flush=True)
+        b = fused_loop(model, 64, argmax=True)
+        checks = []
+        for precision in ("auto", "float32"):
+            same = sum(x == y for x, y in zip(ours(model, 64, argmax=True, precision=precision), b))
+            checks.append(f"{precision} {same}/64")
+            if same < 60:
+                print(f"  WARNING: the {precision} step path disagrees with the fused module", flush=True)
+        print(f"{spec}: argmax check, ours vs nn.{cell.upper()} loop, characters equal: {', '.join(checks)}", flush=True)
         cells = CellStack(model)
-        methods = {"ours": lambda n: ours(model, n), "fused": lambda n: fused_loop(model, n),
-                   "fused_no_onednn": lambda n: fused_loop_no_onednn(model, n), "cells": cells.run}
+        iv = steering(model)
+        methods = {"ours": lambda n: ours(model, n), "ours_f32": lambda n: ours(model, n, precision="float32"),
+                   "ours_iv": lambda n: ours(model, n, interventions=iv),
+                   "rows": lambda n: ours_rows(model, n, args.rows),
+                   "fused": lambda n: fused_loop(model, n),
+                   "cells": cells.run, "cells_1t": one_thread(cells.run)}
         sizes = {}
         for name, fn in methods.items():  # warm up, then size each method's segment to ~args.seconds
             fn(20)
@@ -169,24 +206,32 @@ def main(argv=None):
                 t0 = time.perf_counter()
                 methods[name](sizes[name])
                 sync()
-                return sizes[name] / (time.perf_counter() - t0)
+                chars = sizes[name] * (args.rows if name == "rows" else 1)
+                return chars / (time.perf_counter() - t0)
             return run
 
         res = bu.interleave({k: timed(k) for k in methods}, args.repeats)
         med = {k: bu.median(v) for k, v in res.items()}
-        ratio = {k: bu.median([o / r for o, r in zip(res["ours"], v)]) for k, v in res.items()}
+
+        def ratio(a, b):  # the median of per-repeat ratios: both measured within seconds of each other
+            return bu.median([x / y for x, y in zip(res[a], res[b])])
         mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 1e6
-        print(f"  ours {med['ours']:.0f}, nn.{cell.upper()} {med['fused']:.0f}, oneDNN off "
-              f"{med['fused_no_onednn']:.0f}, cells {med['cells']:.0f} chars/s", flush=True)
-        rows.append([f"{cell.upper()} {layers}x{size}", f"{mb:.1f}", f"{med['ours']:.0f}", f"{med['fused']:.0f}",
-                     f"{ratio['fused']:.1f}x", f"{med['fused_no_onednn']:.0f}", f"{ratio['fused_no_onednn']:.1f}x",
-                     f"{med['cells']:.0f}", f"{ratio['cells']:.1f}x", f"{bw * 1e3 / mb:.0f}",
-                     bu.spread(res["ours"])])
+        print(f"  ours {med['ours']:.0f}, f32 {med['ours_f32']:.0f}, with interventions {med['ours_iv']:.0f}, "
+              f"rows={args.rows} {med['rows']:.0f}, nn.{cell.upper()} {med['fused']:.0f}, cells {med['cells']:.0f}, "
+              f"cells 1 thread {med['cells_1t']:.0f} chars/s", flush=True)
+        rows.append([f"{cell.upper()} {layers}x{size}", f"{mb:.1f}", f"{med['ours']:.0f}", f"{med['ours_f32']:.0f}",
+                     f"{med['ours_iv']:.0f}", f"{med['cells']:.0f}", f"{med['cells_1t']:.0f}",
+                     f"{ratio('ours', 'cells'):.1f}x", f"{ratio('ours', 'cells_1t'):.1f}x",
+                     f"{ratio('ours_iv', 'cells'):.1f}x", f"{ratio('ours_iv', 'cells_1t'):.1f}x",
+                     f"{ratio('ours_f32', 'cells_1t'):.1f}x", f"{med['fused']:.0f}", f"{ratio('ours', 'fused'):.1f}x",
+                     f"{med['rows']:.0f}", f"{bw * 1e3 / mb:.0f}", bu.spread(res["ours"])])
     peak1 = bu.sgemm_probe("after")
     print(f"\nbatch 1, temperature 1, device {args.device}; sgemm probe {peak0:.0f} before / {peak1:.0f} after "
           f"GFLOP/s; {time.perf_counter() - t_start:.0f} s\n")
-    print(bu.markdown_table(["model", "weights MB", "ours chars/s", "nn.LSTM/GRU per char", "ours/that",
-                             "same, oneDNN off", "ours/that", "nn.*Cell stack", "ours/that", "bandwidth bound", "ours spread"], rows))
+    print(bu.markdown_table(["model", "weights MB", "ours chars/s", "ours f32", "ours + interventions",
+                             "nn.*Cell stack", "cells 1 thread", "ours/cells", "ours/cells 1t", "ours+iv/cells",
+                             "ours+iv/cells 1t", "f32/cells 1t", "nn.LSTM/GRU per char", "ours/that",
+                             f"rows={args.rows} chars/s (all rows)", "bandwidth bound", "ours spread"], rows))
     print("\nbandwidth bound: chars/s if every character only streamed all weights once from memory at the "
           "measured read bandwidth (the weights of the wide models do not fit in cache)")
     return 0

@@ -11,6 +11,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "rnnlens"
 # layer of each module (dotted name below rnnlens); packages list their prefix with a trailing dot
 LAYERS = {
     "core": ["_version", "errors", "fileio", "checks", "names", "corpus", "cache", "datasets", "batches", "model", "recurrence",
+             "interventions",
              "trainer", "distributed", "checkpoint", "evaluate", "sample", "plan", "reproducibility"],
     "inspection": ["trace", "predictions", "ngram", "api", "runs", "analysis."],
     "rendering": ["render."],

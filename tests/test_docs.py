@@ -153,6 +153,7 @@ DOCS: dict[str, dict] = {
     "docs/dynamics.md": dict(zoo=["runs/lstm", "runs/gru", "runs/rnn", "runs/demo"]),
     "docs/explorer.md": dict(zoo=["runs/shakespeare", "runs/linux", "runs/lstm", "runs/gru"]),
     "docs/grid.md": dict(),
+    "docs/interventions.md": dict(),
     "docs/report.md": dict(zoo=["runs/shakespeare", "runs/linux", "runs/demo"],
                            subs=[("'runs/demo60'", "'runs/demo'")]),
     "docs/resemblance.md": dict(subs=[("rnnlens kl lstm128 ", "rnnlens kl runs/lstm ")]),

@@ -171,6 +171,15 @@ def test_sample_is_reproducible_with_a_seed_and_checked(client, runs):
     assert r.status_code == 400 and "temperature" in r.json()["error"]
     r = post(client, "/api/sample", prime="a", length=5000)
     assert r.status_code == 400 and "2000" in r.json()["error"]
+    # steering: units clamped while sampling, as `rnnlens sample --steer`
+    from rnnlens.interventions import Clamp
+    steered = post(client, "/api/sample", **body, steer=["0:1,2,3=1", "layer0.gate.update:4=0"]).json()
+    assert steered["steer"] == ["0:1,2,3=1", "layer0.gate.update:4=0"]
+    assert steered["text"] == rnnlens.load(runs["gru"]).sample(
+        40, "the ", temperature=0.7, seed=3,
+        interventions=[Clamp("layer0.hidden", [1, 2, 3], 1.0), Clamp("layer0.gate.update", [4], 0.0)])
+    r = post(client, "/api/sample", prime="a", steer=["9:1=1"])
+    assert r.status_code == 400 and "layer 9 does not exist" in r.json()["error"]
 
 
 @pytest.mark.parametrize("body, status, words", [

@@ -45,7 +45,8 @@ _Trainer.plot_loss = staticmethod(_plot_loss)
 _WORKFLOWS = {"compare": "rnnlens.workflows.compare", "error_taxonomy": "rnnlens.workflows.taxonomy",
               "kl": "rnnlens.workflows.kl", "find_cells": "rnnlens.workflows.inspect",
               "saturation": "rnnlens.workflows.inspect", "timescales": "rnnlens.workflows.inspect",
-              "gradients": "rnnlens.workflows.inspect", "run_grid": "rnnlens.grid"}
+              "gradients": "rnnlens.workflows.inspect", "run_grid": "rnnlens.grid",
+              "ablate": "rnnlens.workflows.ablate"}
 
 
 def __getattr__(name: str):

@@ -41,13 +41,14 @@ import torch
 from torch import nn
 
 from rnnlens.errors import RnnlensError
+from rnnlens.interventions import compile_interventions
 from rnnlens.model import CharRNN
 
 # The names live in rnnlens.names and the cell math in rnnlens.recurrence; these are re-exported here
 # because `from rnnlens.trace import LAYER_ACTIVATIONS, parse_unit, linear_scan, ...` is public.
 from rnnlens.names import GATES, LAYER_ACTIVATIONS, OUTPUTS, activation_names, parse_unit  # noqa: F401
 from rnnlens.names import name as activation_name
-from rnnlens.recurrence import input_projection, layer_weights, linear_scan, recompute  # noqa: F401
+from rnnlens.recurrence import input_projection, layer_weights, linear_scan, recompute, run_layer  # noqa: F401
 
 DEFAULT_CHUNK = 8192  # characters per forward chunk: bounds working memory to ~chunk * 14 * H floats per layer
 
@@ -173,15 +174,22 @@ class Trace:
 @torch.no_grad()
 def trace_ids(model: CharRNN, ids: np.ndarray, chars: list[str], *, names: Iterable[str] | None = None,
               float16: bool = False, out: str | Path | None = None, chunk: int = DEFAULT_CHUNK,
-              progress: bool = False, source: str | None = None, initial_state=None) -> Trace:
+              progress: bool = False, source: str | None = None, initial_state=None,
+              interventions=None) -> Trace:
     """Run `model` over the id sequence from the zero state (or from `initial_state`) and keep the
     activations named in `names` (default: all). With `out`, arrays go to that safetensors file instead of RAM.
 
     The recurrent state after the last character is kept as `trace.final_state` (a TraceState): pass it
     as `initial_state` to go on where this trace stopped, so that tracing a text in pieces gives the same
     arrays as tracing it whole (rnnlens.explorer re-traces an edited text from a checkpoint this way).
-    Row t's `loss` needs character t+1: the last row's is NaN (the caller may know the next character)."""
+    Row t's `loss` needs character t+1: the last row's is NaN (the caller may know the next character).
+
+    `interventions` (rnnlens.interventions) edit units inside the recurrence. Batched where the maths
+    allows: the layers below the first edited one run fused as always; an edited layer runs step by step
+    (rnnlens.recurrence.run_layer, exact); a layer above it without interventions runs fused again, on the
+    edited inputs. The trace then holds the edited activations."""
     cfg = model.cfg
+    edits = compile_interventions(interventions, cfg.cell, cfg.layers, cfg.size) if interventions else {}
     ids = np.asarray(ids, dtype=np.int64)
     if ids.ndim != 1 or len(ids) == 0:
         raise RnnlensError("nothing to trace: the text is empty (after dropping unknown characters)")
@@ -236,6 +244,9 @@ def trace_ids(model: CharRNN, ids: np.ndarray, chars: list[str], *, names: Itera
             else:
                 x = model.inputs(ids_t[None, s:e])  # [1, n, I]
             for i, layer in enumerate(layers):
+                if i in edits:
+                    x = _edited_layer(cfg.cell, layer, i, x, state, edits[i], s, shapes, store)
+                    continue
                 fused, new_state = layer(x, state[i])  # [1, n, H]
                 mine = {activation_name(i, a): a for a in LAYER_ACTIVATIONS[cfg.cell]}
                 if any(n in shapes for n in mine):  # only probs/loss wanted: the fused pass suffices
@@ -274,6 +285,29 @@ def trace_ids(model: CharRNN, ids: np.ndarray, chars: list[str], *, names: Itera
         model.train(was_training)
         if file:
             file.abort()
+
+
+def _edited_layer(cell: str, layer: nn.Module, i: int, x: torch.Tensor, state: list, edit, t0: int, shapes,
+                  store) -> torch.Tensor:
+    """Layer i step by step with its interventions over x [1, n, I], from state[i] (updated in place); stores
+    the activations wanted and returns the layer's (edited) outputs [1, n, H]."""
+    H = layer.hidden_size
+    w_ih, b_ih, w_hh, b_hh = layer_weights(layer, 0)
+    zeros = x.new_zeros(1, H)
+    if state[i] is None:
+        st = [zeros, zeros.clone()] if cell == "lstm" else [zeros]
+    elif cell == "lstm":
+        st = [state[i][0].reshape(1, H), state[i][1].reshape(1, H)]
+    else:
+        st = [state[i].reshape(1, H)]
+    mine = {activation_name(i, a): a for a in LAYER_ACTIVATIONS[cell]}
+    keep = tuple(a for n, a in mine.items() if n in shapes)
+    acts, st = run_layer(cell, input_projection(x[0], w_ih, b_ih), st, w_hh, b_hh,
+                         getattr(layer, "nonlinearity", "tanh"), edit, t0, keep)
+    for a in keep:
+        store(activation_name(i, a), t0, acts[a].to("cpu", torch.float32).numpy())
+    state[i] = (st[0][None], st[1][None]) if cell == "lstm" else st[0][None]
+    return acts["hidden"][None]
 
 
 class TraceState:

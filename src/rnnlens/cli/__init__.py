@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import sys
 
-from rnnlens.cli import apps, compare, grid, inspect, train
+from rnnlens.cli import ablate, apps, compare, grid, inspect, train
 from rnnlens.cli.common import Parser
 from rnnlens.errors import RnnlensError
 
-FAMILIES = (train, inspect, compare, apps, grid)
+FAMILIES = (train, inspect, ablate, compare, apps, grid)
 
 
 def build_parser() -> Parser:

@@ -521,17 +521,24 @@ class Explorer(CorpusMixin):
         return {"model": key, "position": position, "start": start, "end": end, "columns": columns,
                 "replaced": replaced}
 
-    def sample(self, key: str | None, prime: str, temperature: float, length: int, seed: int | None) -> dict:
-        """`length` characters sampled after `prime` (unknown prime characters replaced)."""
+    def sample(self, key: str | None, prime: str, temperature: float, length: int, seed: int | None,
+               steer=()) -> dict:
+        """`length` characters sampled after `prime` (unknown prime characters replaced); `steer`: units clamped
+        while sampling, as `rnnlens sample --steer` (LAYER:UNIT=VALUE)."""
+        from rnnlens.interventions import steer as parse_steer
         key, lm = self.model(key)
+        cfg = lm.config
+        interventions = parse_steer(list(steer or ())[:64], cfg.cell, cfg.layers, cfg.size, flag="steer") or None
         self.check_text(prime, "the prime")
         if not isinstance(length, int) or not 1 <= length <= MAX_SAMPLE_LENGTH:
             raise RnnlensError(f"length must be 1..{MAX_SAMPLE_LENGTH} characters; got {length!r}")
         if not 0 < temperature <= MAX_TEMPERATURE:
             raise RnnlensError(f"temperature must be > 0 and <= {MAX_TEMPERATURE:g}; got {temperature!r}")
         with self._lock:
-            out = lm.sample(length, prime or None, temperature=float(temperature), seed=seed, unknown="replace")
+            out = lm.sample(length, prime or None, temperature=float(temperature), seed=seed, unknown="replace",
+                            interventions=interventions)
         return {"model": key, "prime": prime, "temperature": temperature, "length": length, "seed": seed,
+                "steer": list(steer or ()),
                 "text": out, "replaced": lm.vocab.unknown_chars(prime)}
 
 

@@ -81,6 +81,8 @@ class SampleIn(BaseModel):
     temperature: float = Field(1.0, description="> 0; lower is more conservative")
     length: int = Field(200, description="characters to generate")
     seed: int | None = Field(None, description="for a reproducible sample")
+    steer: list[str] = Field([], description="units clamped while sampling, as `rnnlens sample --steer`: "
+                             "LAYER:UNIT=VALUE or NAME:UNIT=VALUE, e.g. 1:42=0.9")
 
 
 class EditIn(BaseModel):
@@ -264,7 +266,7 @@ def create_app(explorer: Explorer, *, allowed_hosts: tuple[str, ...] | None = LO
 
     @app.post("/api/sample", summary="sample from a model")
     def sample(req: SampleIn):
-        return ex.sample(req.model, req.prime, req.temperature, req.length, req.seed)
+        return ex.sample(req.model, req.prime, req.temperature, req.length, req.seed, req.steer)
 
     from fastapi import Query
 
