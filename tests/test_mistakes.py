@@ -89,3 +89,13 @@ def test_tensorboard_without_the_package_fails_before_the_run_folder(world, caps
     code, _, err = cli(world, capsys, monkeypatch, *TRAIN, "--data", "act1.txt", "--tensorboard", "--out", "runs/tb")
     assert code == 2 and err.count("\n") == 1 and "pip install 'rnnlens[tensorboard]'" in err
     assert not (world / "runs" / "tb").exists()
+
+
+@pytest.mark.parametrize("module, args, pip", [
+    ("fastapi", ["serve", "lstm", "--port", "0"], "pip install 'rnnlens[serve]'"),
+    ("h5py", ["export-lstmvis", "lstm", "--text", "act1.txt", "--out", "lv"], "pip install 'rnnlens[lstmvis]'"),
+])
+def test_a_missing_extra_is_one_line_naming_the_pip_command(world, capsys, monkeypatch, module, args, pip):
+    monkeypatch.setitem(sys.modules, module, None)  # as if the extra were not installed
+    code, _, err = cli(world, capsys, monkeypatch, *args)
+    assert code == 2 and err.count("\n") == 1 and pip in err and f"needs the {module} package" in err

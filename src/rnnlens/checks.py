@@ -40,3 +40,12 @@ def parse_count(text: str, name: str = "--params") -> int:
         raise RnnlensError(f"{name} must be a count like 250k, 3.3M or 1e6; got {text!r}") from None
     check_range(name, value, 1, None)
     return round(value)
+
+
+def require(module: str, extra: str, what: str):
+    """Import an optional dependency, or raise a one-line RnnlensError naming the pip command that adds it."""
+    import importlib
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise RnnlensError(f"{what} needs the {module} package: pip install 'rnnlens[{extra}]'") from None

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rnnlens.checks import require
 from rnnlens.errors import RnnlensError
 from rnnlens.fileio import atomic_write, make_folder
 from rnnlens.names import LAYER_ACTIVATIONS, layer_names
@@ -101,7 +102,7 @@ def lstm_yml(project: str, description: str, names: list[str]) -> str:
 def export_lstmvis(lm, text: str, out: str | Path, *, names=None, unknown: str = "error",
                    replacement: str | None = None, project: str | None = None, source: str = "text") -> dict:
     """Write an LSTMVis project folder for model `lm` over `text` into `out`; returns {file kind: path}."""
-    import h5py
+    h5py = require("h5py", "lstmvis", "the LSTMVis export")
 
     cfg = lm.config
     names = check_names(names, cfg.cell, cfg.layers) if names else default_names(cfg.cell, cfg.layers)

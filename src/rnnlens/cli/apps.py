@@ -93,6 +93,9 @@ def run_report(args) -> int:
 
 
 def run_serve(args) -> int:
+    from rnnlens.checks import require
+    require("fastapi", "serve", "rnnlens serve")  # before the server module imports it
+    require("uvicorn", "serve", "rnnlens serve")
     from rnnlens.corpus import read_text_file
     from rnnlens.explorer import open_explorer
     from rnnlens.explorer.server import check_port, is_local, serve

@@ -15,7 +15,10 @@ def open_explorer(runs, *, text: str | None = None, text_name: str | None = None
     memory maps, cached by model and text hash unless cache=False) for the corpus view; `labels` are
     per-character labels for it (one character each). An n-gram folder is refused here, before anything is served: it has no units."""
     from rnnlens.checks import check_range
+    from rnnlens.checks import require
     from rnnlens.errors import RnnlensError
+    require("fastapi", "serve", "the explorer")
+    require("uvicorn", "serve", "the explorer")
     from rnnlens.explorer.engine import Explorer
     from rnnlens.workflows.inspect import load_rnn
     runs = [str(r) for r in runs]
