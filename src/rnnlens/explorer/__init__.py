@@ -14,8 +14,7 @@ def open_explorer(runs, *, text: str | None = None, text_name: str | None = None
     the first model. The text is also opened as a Document per model (traced in the background into
     memory maps, cached by model and text hash unless cache=False) for the corpus view; `labels` are
     per-character labels for it (one character each). An n-gram folder is refused here, before anything is served: it has no units."""
-    from rnnlens.checks import check_range
-    from rnnlens.checks import require
+    from rnnlens.checks import check_range, require
     from rnnlens.errors import RnnlensError
     require("fastapi", "serve", "the explorer")
     require("uvicorn", "serve", "the explorer")
