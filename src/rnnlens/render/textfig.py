@@ -86,7 +86,7 @@ def plot_text_values(text: str, raw: np.ndarray, name: str, path: str | Path = "
     cell_w = _advance(fig, font_size) / dpi  # inches
     cell_h = 1.55 * font_size / 72
     margin, head, foot = 0.3, 0.45, 0.9  # inches: sides, title, colour bar
-    fig_w = max(cols * cell_w + 2 * margin, 4.0)
+    fig_w = max(cols * cell_w + 2 * margin, 4.0, 0.1 * len(title) + 2 * margin)  # the title fits too
     fig_h = rows * cell_h + head + foot
     fig.set_size_inches(fig_w, fig_h)
     ax = fig.add_axes((margin / fig_w, foot / fig_h, cols * cell_w / fig_w, rows * cell_h / fig_h))
