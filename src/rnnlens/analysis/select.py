@@ -58,6 +58,16 @@ def check_range_in(T: int, start: int, end: int) -> tuple[int, int]:
     return int(start), int(end)
 
 
+def _checked_units(units, H: int) -> np.ndarray:
+    """The selected units as int64 [k], at least one, each in 0..H-1."""
+    units = np.asarray(units, dtype=np.int64).reshape(-1)
+    if len(units) == 0:
+        raise RnnlensError("no units to match: select a span where some units are on (lower the threshold)")
+    if units.min() < 0 or units.max() >= H:
+        raise RnnlensError(f"units must be 0..{H - 1}; got {units[(units < 0) | (units >= H)][0]}")
+    return units
+
+
 def units_on(values: np.ndarray, start: int, end: int, threshold: float) -> np.ndarray:
     """Indices of the units (columns of values [T, H]) that are >= threshold at every character of
     [start, end), ascending."""
@@ -71,11 +81,7 @@ def match(values: np.ndarray, units, threshold: float, length: int, *, exclude: 
     """The best `top` windows of `length` characters where the `units` of values [T, H] are on
     (see the module docstring for the rule), best first."""
     T, H = values.shape
-    units = np.asarray(units, dtype=np.int64).reshape(-1)
-    if len(units) == 0:
-        raise RnnlensError("no units to match: select a span where some units are on (lower the threshold)")
-    if units.min() < 0 or units.max() >= H:
-        raise RnnlensError(f"units must be 0..{H - 1}; got {units[(units < 0) | (units >= H)][0]}")
+    units = _checked_units(units, H)
     if not isinstance(length, (int, np.integer)) or not 1 <= length <= T:
         raise RnnlensError(f"the match length must be 1..{T} (the text's length); got {length!r}")
     if top < 1:
@@ -122,11 +128,7 @@ def match_runs(values: np.ndarray, units, threshold: float, *, min_length: int, 
     matching span's start over `bins` equal parts of the text (for a minimap; empty when bins=0); and how
     many spans matched in all."""
     T, H = values.shape
-    units = np.asarray(units, dtype=np.int64).reshape(-1)
-    if len(units) == 0:
-        raise RnnlensError("no units to match: select a span where some units are on (lower the threshold)")
-    if units.min() < 0 or units.max() >= H:
-        raise RnnlensError(f"units must be 0..{H - 1}; got {units[(units < 0) | (units >= H)][0]}")
+    units = _checked_units(units, H)
     if not 1 <= min_length <= max_length:
         raise RnnlensError(f"the match length must satisfy 1 <= min_length <= max_length; got {min_length}..{max_length}")
     if before < 0 or after < 0:

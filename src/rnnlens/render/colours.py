@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rnnlens.analysis.select import check_range_in
 from rnnlens.errors import RnnlensError
 from rnnlens.names import GATES
 from rnnlens.trace import Trace
@@ -128,14 +129,7 @@ def display_for(name: str) -> Display:
 
 def check_span(trace: Trace, start: int, end: int | None) -> tuple[int, int]:
     """The span start..end of the trace's text (end None: to the end), checked."""
-    n = len(trace)
-    end = n if end is None else end
-    if not (isinstance(start, (int, np.integer)) and isinstance(end, (int, np.integer))):
-        raise RnnlensError(f"start and end are character positions (integers); got {start!r}, {end!r}")
-    if not 0 <= start < end <= n:
-        raise RnnlensError(f"the span {start}..{end} is not inside the text's 0..{n} characters; "
-                           "choose 0 <= start < end <= length")
-    return int(start), int(end)
+    return check_range_in(len(trace), start, len(trace) if end is None else end)
 
 
 def unit_values(trace: Trace, name: str, unit: int, start: int, end: int) -> tuple[Display, np.ndarray]:
