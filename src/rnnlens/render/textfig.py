@@ -21,7 +21,7 @@ from rnnlens.trace import Trace
 PNG_LIMIT = 20_000  # characters: beyond this a PNG gets too tall to read; use HTML
 FONT = "DejaVu Sans Mono"
 _SHOWN = {c: chr(0x2400 + c) for c in range(32)}
-_SHOWN.update({ord("\n"): "\u21b5", ord("\t"): "\u21e5", 0x7F: "\u2421"})
+_SHOWN.update({ord("\n"): "\u21b5", ord("\t"): "\u21e5", ord("\r"): "\u2190", 0x7F: "\u2421"})  # glyphs the font has
 
 
 def layout(text: str, width: int) -> list[tuple[int, int]]:
