@@ -131,7 +131,7 @@ def test_text_is_escaped_and_positions_survive():
     shown = "".join(ch for ch, _ in text_cells(fragment))
     # one shown character per text character: CR and NUL become visible control pictures
     assert len(shown) == len(text)
-    assert shown == text.replace("\r", "\u240d").replace("\x00", "\u2400")
+    assert shown == text.replace("\r", "\u2190").replace("\x00", "\u2400")
 
 
 def test_titles_and_captions_are_escaped():

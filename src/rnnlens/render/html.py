@@ -58,7 +58,8 @@ LEVEL_CODES = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"  
 # characters become their Unicode control pictures (a CR would otherwise vanish: HTML parsing
 # turns CR LF into LF), and the three markup characters are escaped.
 _SHOWN = {c: chr(0x2400 + c) for c in range(32) if chr(c) not in "\n\t"}
-_SHOWN.update({0x7F: "\u2421", ord("<"): "&lt;", ord(">"): "&gt;", ord("&"): "&amp;"})
+# a carriage return (War and Peace's CRLF line ends) as an arrow: common fonts lack the control picture \u240d
+_SHOWN.update({0x0D: "\u2190", 0x7F: "\u2421", ord("<"): "&lt;", ord(">"): "&gt;", ord("&"): "&amp;"})
 # In the prediction strip every character has a cell of its own: newlines and tabs show as
 # arrows, and in the prediction rows a space too (in the text row a blank cell reads better).
 _SHOWN_STRIP = {**_SHOWN, ord("\n"): "\u21b5", ord("\t"): "\u21e5"}

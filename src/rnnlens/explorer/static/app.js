@@ -11,6 +11,7 @@
   // as rnnlens.render.html: control characters show as their Unicode pictures, one code point each
   function shown(c) {
     var n = c.codePointAt(0);
+    if (n === 13) return '\u2190';  // a carriage return: common fonts lack the control picture
     if (n < 32 && c !== '\n' && c !== '\t') return String.fromCharCode(0x2400 + n);
     return n === 0x7f ? '\u2421' : c;
   }

@@ -10,7 +10,7 @@
             status: null, seq: 0 };
 
   function esc(s) { return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;'); }
-  function shown(c) { var n = c.charCodeAt(0); return (n < 32 && c !== '\n' && c !== '\t') ? String.fromCharCode(0x2400 + n) : c; }
+  function shown(c) { var n = c.charCodeAt(0); if (n === 13) return '\u2190'; return (n < 32 && c !== '\n' && c !== '\t') ? String.fromCharCode(0x2400 + n) : c; }
   function showError(m) { $('error').textContent = m; $('error').hidden = !m; }
   function api(path, body) {
     var o = body === undefined ? {} : { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) };
