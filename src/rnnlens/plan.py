@@ -161,10 +161,6 @@ def stop_message(trainer, state) -> str:
     return msg
 
 
-def default_log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
 def default_run_dir() -> str:
     import time
     return f"runs/{time.strftime('%Y%m%d-%H%M%S')}"
