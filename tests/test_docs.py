@@ -154,6 +154,7 @@ DOCS: dict[str, dict] = {
     "docs/explorer.md": dict(zoo=["runs/shakespeare", "runs/linux", "runs/lstm", "runs/gru"]),
     "docs/grid.md": dict(),
     "docs/interventions.md": dict(),
+    "docs/paper.md": dict(),
     "docs/report.md": dict(zoo=["runs/shakespeare", "runs/linux", "runs/demo"],
                            subs=[("'runs/demo60'", "'runs/demo'")]),
     "docs/resemblance.md": dict(subs=[("rnnlens kl lstm128 ", "rnnlens kl runs/lstm ")]),
