@@ -2,19 +2,13 @@
 two tiny trained runs; type text, choose a unit and check every character's colour, select and
 match, the prediction strip, sampling, and the two models side by side."""
 
-import os
 import re
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
+from browser import served
 from conftest import train_tiny_runs
 
 import rnnlens
-from rnnlens.explorer.server import free_port
 from rnnlens.render.colours import DIVERGING, display_for
 
 TEXT = "the cat sat on the mat.\nthe dog ran to a red box.\n"
@@ -24,28 +18,8 @@ TEXT = "the cat sat on the mat.\nthe dog ran to a red box.\n"
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("explorer-browser")
     runs = train_tiny_runs(root, ["lstm", "gru"])
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(rnnlens.__file__).parents[1]),
-                                                         os.environ.get("PYTHONPATH", "")])}
-    log = open(root / "serve.log", "w+")
-    proc = subprocess.Popen([sys.executable, "-m", "rnnlens", "serve", str(runs["lstm"]), str(runs["gru"]),
-                             "--text", str(runs["text"]), "--port", str(port)], stdout=log, stderr=log, env=env)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            urllib.request.urlopen(url + "api/models", timeout=2).read()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                log.seek(0)
-                pytest.fail(f"rnnlens serve did not start: {log.read()}")
-            time.sleep(0.2)
-    yield {"url": url, **runs}
-    proc.terminate()
-    proc.wait(timeout=20)
-    log.close()
+    with served([runs["lstm"], runs["gru"], "--text", runs["text"]], root, "api/models") as url:
+        yield {"url": url, **runs}
 
 
 def rgb(hex_colour: str) -> str:

@@ -5,17 +5,11 @@ checkpoint (checked on what the server recomputed), and the line plot."""
 import json
 import os
 import random
-import subprocess
-import sys
-import time
 import urllib.request
-from pathlib import Path
 
 import pytest
+from browser import served
 from conftest import train_tiny_runs
-
-import rnnlens
-from rnnlens.explorer.server import free_port
 
 SIZE = 300_000
 
@@ -51,28 +45,8 @@ def server(tmp_path_factory):
     runs = train_tiny_runs(root, ["lstm"])
     text = root / "corpus.txt"
     text.write_text(corpus_text())
-    port = free_port()
-    env = {**os.environ, "RNNLENS_CACHE": str(root / "cache"),
-           "PYTHONPATH": os.pathsep.join([str(Path(rnnlens.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
-    log = open(root / "serve.log", "w+")
-    proc = subprocess.Popen([sys.executable, "-m", "rnnlens", "serve", str(runs["lstm"]), "--text", str(text),
-                             "--port", str(port)], stdout=log, stderr=log, env=env)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            get(url + "api/status")
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                log.seek(0)
-                pytest.fail(f"rnnlens serve did not start: {log.read()}")
-            time.sleep(0.2)
-    yield {"url": url, "text": text.read_text(), "root": root}
-    proc.terminate()
-    proc.wait(timeout=20)
-    log.close()
+    with served([runs["lstm"], "--text", text], root, "api/status", {"RNNLENS_CACHE": str(root / "cache")}) as url:
+        yield {"url": url, "text": text.read_text(), "root": root}
 
 
 def shots():
