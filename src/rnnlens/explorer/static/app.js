@@ -56,7 +56,7 @@
       '<select class="name" aria-label="activation">' + options + '</select>' +
       '<label>unit <input class="unit" type="number" min="0" max="' + (m.size - 1) + '" value="0"></label>' +
       '<span class="busy"></span></div>' +
-      '<div class="edit-bar"><span class="muted small">this unit:</span>' +
+      '<div class="edit-bar"><span class="muted">this unit:</span>' +
       '<button class="secondary" data-mode="ablate" title="set the unit to 0 at every character and read the text again">ablate</button>' +
       '<button class="secondary" data-mode="clamp_low" title="hold the unit at its minimum over the text">clamp low</button>' +
       '<button class="secondary" data-mode="clamp_high" title="hold the unit at its maximum over the text">clamp high</button>' +
