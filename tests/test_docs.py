@@ -153,7 +153,7 @@ DOCS: dict[str, dict] = {
     "docs/dynamics.md": dict(zoo=["runs/lstm", "runs/gru", "runs/rnn", "runs/demo"]),
     "docs/explorer.md": dict(zoo=["runs/shakespeare", "runs/linux", "runs/lstm", "runs/gru"]),
     "docs/grid.md": dict(),
-    "docs/interventions.md": dict(),
+    "docs/interventions.md": dict(zoo=["runs/py"]),
     "docs/paper.md": dict(),
     "docs/report.md": dict(zoo=["runs/shakespeare", "runs/linux", "runs/demo"],
                            subs=[("'runs/demo60'", "'runs/demo'")]),

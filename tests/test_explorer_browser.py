@@ -159,3 +159,46 @@ def test_two_models_side_by_side(page, server):
     # side by side on a laptop screen
     a, b = left.bounding_box(), right.bounding_box()
     assert a["x"] + a["width"] <= b["x"] and abs(a["y"] - b["y"]) < 2
+
+
+def test_ablate_redraws_text_strip_and_sample_and_reset_restores_them(page, server):
+    from rnnlens.interventions import Ablate
+    open_page(page, server)
+    box = show(page, 0, TEXT, "layer0.cell", 2)
+    page.fill("#prime", "the ")
+    page.fill("#sample-length", "60")
+    page.click("#sample-btn")
+    page.wait_for_selector("#sample-out[data-full]")
+    first = box.locator(".rl-text i").first.bounding_box()
+    page.mouse.click(first["x"] + 3, first["y"] + first["height"] / 2)
+    page.wait_for_selector("#strip .rl-cols span.here")
+    before = {"colours": colours_per_char(box), "strip": page.inner_html("#strip"),
+              "sample": page.get_attribute("#sample-out", "data-full")}
+
+    box.locator(".edit-bar button[data-mode='ablate']").click()
+    page.wait_for_selector(".panel:nth-child(1)[data-edit='ablate:change']")
+    page.wait_for_selector("#strip[data-edit='ablate']")
+    page.wait_for_selector("#sample-out[data-edit='ablate']")
+    info = box.locator(".edit-info").text_content()
+    assert "layer0.cell unit 2 ablated (set to 0)" in info and "nats/char" in info
+    lm = rnnlens.load(server["lstm"])
+    change = lm.predict(TEXT, interventions=[Ablate("layer0.cell", 2)]).loss - lm.predict(TEXT).loss
+    shown = float(re.search(r"\(([+-]\d+\.\d+)\)", info).group(1))
+    assert shown == pytest.approx(change, abs=1.5e-3)
+    # the text is coloured by the change in loss now, and the strip and the sample come from the ablated model
+    assert colours_per_char(box) != before["colours"]
+    assert "ablated" in page.text_content("#strip-info")
+    assert page.text_content("#sample-out").startswith("layer0.cell unit 2 ablated")
+    # coloured by the unit again: ablated, it is 0 (white) at every character
+    box.locator(".by-change input").uncheck()
+    page.wait_for_selector(".panel:nth-child(1)[data-edit='ablate:unit']")
+    white = rgb(DIVERGING.level_hex()[DIVERGING.steps // 2])
+    assert {colour for _, colour in colours_per_char(box)} == {white}
+
+    box.locator(".edit-bar button.reset").click()
+    page.wait_for_selector(".panel:nth-child(1)[data-edit='']")
+    page.wait_for_selector("#strip[data-edit='']")
+    page.wait_for_selector("#sample-out[data-edit='']")
+    assert colours_per_char(box) == before["colours"]
+    assert page.inner_html("#strip") == before["strip"]
+    assert page.get_attribute("#sample-out", "data-full") == before["sample"]  # the same seed, no edit

@@ -105,6 +105,31 @@ def test_report_numbers_match_the_model(runs, lstm_page):
         assert f"<h3>temperature {t:g}</h3>" in page
 
 
+def test_units_table_shows_the_loss_change_when_each_unit_is_ablated(runs, lstm_page):
+    from rnnlens.analysis.causal import causal_effects
+    from rnnlens.report import ReportOptions
+    report, page = lstm_page
+    section = next(s for s in report.sections if s.id == "units")
+    assert "<th>loss change when ablated</th>" in section.body
+    lm = rnnlens.load(runs["lstm"])
+    text = lstm_page_text(lm)
+    with open_context(lm, text, options=ReportOptions(**FAST)) as ctx:
+        units = ctx.best_units
+        effects = ctx.causal_effects
+    assert len(units) >= 3 and effects.chars == min(2000, len(text) - 1)
+    assert f"over the first {effects.chars + 1:,} characters of the text" in section.body
+    again = causal_effects(lm, text, units, max_chars=2000)  # the same units measured directly
+    for u, e in zip(units, effects.effects):
+        assert (e.feature, e.layer, e.kind, e.unit) == (u.feature, u.layer, u.kind, u.unit)
+        direct = again.find(u.feature, u.layer, u.kind, u.unit)
+        assert e.change_all == direct.change_all
+        assert f"all {e.change_all:+.3f}</span>" in section.body
+        if e.change_on == e.change_on:
+            assert f"<td class=n>{e.change_on:+.3f}<br>" in section.body
+    off = build_report(lm, text[:300], ablate_chars=0, sections=[SECTIONS[5]], **FAST)
+    assert "not measured (--ablate-chars 0)" in off.sections[0].body
+
+
 def lstm_page_text(lm):
     from rnnlens.report import default_text
     return default_text(lm, 20_000)[0]

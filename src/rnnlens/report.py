@@ -53,6 +53,8 @@ class ReportOptions:
     ngram_order: int = 20         # the n-gram baseline fitted on the model's train split (0: no n-gram sections)
     ngram: str | None = None      # a fitted n-gram folder to use instead of fitting one
     data: str | None = None       # where the model's training text is now, when its run cannot find it
+    ablate_chars: int = 2_000     # units table: the loss change when each unit is ablated, over this many
+                                  # characters of the text (0: no such column); rnnlens.analysis.causal
 
     def check(self) -> None:
         from rnnlens.checks import check_range
@@ -67,6 +69,7 @@ class ReportOptions:
         check_range("max_lag", self.max_lag, 1, None, integer=True)
         check_range("positions", self.positions, 1, None, integer=True)
         check_range("--ngram-order", self.ngram_order, 0, 20, integer=True)
+        check_range("--ablate-chars", self.ablate_chars, 0, None, integer=True)
 
 
 class ReportContext:
@@ -217,6 +220,21 @@ class ReportContext:
         """Every unit scored against every built-in feature of the text (rnnlens.analysis.cells)."""
         from rnnlens.analysis.cells import discover
         return discover(self.trace, excerpts=self.options.units_per_feature)
+
+    @cached_property
+    def best_units(self) -> list:
+        """The best unit of each feature present in the text (UnitScore), in the order of the features."""
+        scores = self.cells
+        return [best[0] for f in scores.features if (best := scores.best(f.name, 1))]
+
+    @cached_property
+    def causal_effects(self):
+        """rnnlens.analysis.causal.CausalEffects of ablating each of `best_units` over the first
+        `options.ablate_chars` characters of the text; None when ablate_chars is 0."""
+        from rnnlens.analysis.causal import causal_effects
+        if not self.options.ablate_chars:
+            return None
+        return causal_effects(self.lm, self.trace.text, self.best_units, max_chars=self.options.ablate_chars)
 
     # ------------------------------------------------------- the sections' analyses (plain data)
     @cached_property

@@ -43,6 +43,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--ngram-order", type=int, default=20, help="order of the n-gram baseline fitted on the model's "
                    "train split (default 20; 0: no n-gram sections)")
     p.add_argument("--ngram", metavar="NGRAM", help="a fitted n-gram folder (`rnnlens ngram`) to compare with instead")
+    p.add_argument("--ablate-chars", type=int, default=2000, metavar="N", help="units table: the loss change when each "
+                   "unit is ablated, over the first N characters of the text (default 2,000; 0: no such column)")
 
     p = command(sub, "serve", "A local web explorer: activations over any text, units ranked by feature, "
                 "select and match, predictions and samples, one or two models side by side.", run_serve,
@@ -87,7 +89,8 @@ def run_report(args) -> int:
         source = f"{args.text}, characters 0\u2013{len(text):,} of {len(full):,}"
     report = build_report(args.run, text, text_source=source, device=args.device, progress=progress_shown(args),
                           max_chars=args.max_chars, seed=args.seed, unknown=args.unknown, data=args.data,
-                          replacement=args.replacement, ngram_order=args.ngram_order, ngram=args.ngram)
+                          replacement=args.replacement, ngram_order=args.ngram_order, ngram=args.ngram,
+                          ablate_chars=args.ablate_chars)
     print(report.save(out))
     return 0
 

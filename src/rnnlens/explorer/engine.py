@@ -33,6 +33,7 @@ from rnnlens.model import count_parameters
 from rnnlens.names import LAYER_ACTIVATIONS, activation_names, layer_names, resolve_activation
 from rnnlens.names import name as activation_name
 from rnnlens.render.colours import display_for, unit_label
+from rnnlens.render.comparison import difference_scale
 from rnnlens.render.html import LEVEL_CODES, SCALE_CLASSES
 from rnnlens.runs import fits_in_memory
 
@@ -348,16 +349,17 @@ class Explorer(CorpusMixin):
 
     # -- tracing ------------------------------------------------------------------------------
 
-    def trace(self, key: str, text: str, names) -> tuple[object, list[str]]:
+    def trace(self, key: str, text: str, names, edit: Edit | None = None) -> tuple[object, list[str]]:
         """The trace of model `key` over `text` holding at least `names` (cached), and the characters
-        that were replaced because the model never saw them."""
+        that were replaced because the model never saw them; with `edit`, of the model with that unit
+        ablated or clamped (cached apart)."""
         key, lm = self.model(key)
         self.check_text(text)
         if not text:
             raise RnnlensError("the text is empty; type or paste some")
         names = set(names)
         with self._lock:
-            cache_key = (key, text_key(text))
+            cache_key = (key, text_key(text)) + ((edit.tag,) if edit is not None else ())
             entry = self._traces.get(cache_key)
             if entry is None or not names <= entry.names:
                 every = activation_names(lm.config.cell, lm.config.layers)
@@ -371,8 +373,9 @@ class Explorer(CorpusMixin):
                 if not fits_in_memory(len(text) * lm.config.size * len(ordered) * 4):
                     if self._folder is None:
                         self._folder = Path(tempfile.mkdtemp(prefix="rnnlens-explorer-"))
-                    out = self._folder / f"{key}-{cache_key[1][:16]}-{len(wanted)}.safetensors"
-                trace = lm.trace(text, names=ordered, unknown="replace", out=out)
+                    out = self._folder / f"{key}-{cache_key[1][:16]}-{len(wanted)}{'-edit' if edit else ''}.safetensors"
+                trace = lm.trace(text, names=ordered, unknown="replace", out=out,
+                                 interventions=edit.interventions() if edit is not None else None)
                 if entry is not None:
                     self._drop(entry)
                 entry = Entry(set(ordered), trace, out)
@@ -402,13 +405,15 @@ class Explorer(CorpusMixin):
                 "limits": {"max_text_bytes": self.max_text_bytes, "max_sample_length": MAX_SAMPLE_LENGTH,
                            "max_temperature": MAX_TEMPERATURE}}
 
-    def unit_values(self, key: str | None, text: str, name: str | None, unit: int) -> dict:
+    def unit_values(self, key: str | None, text: str, name: str | None, unit: int, edit=None) -> dict:
         """One unit over the whole text: the stored values, the colour level of each character
-        (as a string of LEVEL_CODES, the scale's CSS classes) and how it is drawn."""
+        (as a string of LEVEL_CODES, the scale's CSS classes) and how it is drawn; `edit` (a dict as
+        /api/intervene takes, or an Edit): of the model with that unit ablated or clamped."""
         key, lm = self.model(key)
         name = self.check_name(lm, name)
         unit = self.check_unit(lm, unit)
-        trace, replaced = self.trace(key, text, [name])
+        edit = self.edit(key, edit)
+        trace, replaced = self.trace(key, text, [name], edit)
         display = display_for(name)
         raw = np.asarray(trace[name][:, unit], dtype=np.float32)
         shown = display.transform(raw)
@@ -421,7 +426,7 @@ class Explorer(CorpusMixin):
                           "class_prefix": SCALE_CLASSES[scale.name]},
                 "values": np.round(raw.astype(np.float64), 5).tolist(),
                 "levels": "".join(np.array(list(LEVEL_CODES))[levels]),
-                "replaced": replaced}
+                "replaced": replaced, "intervention": edit.to_dict() if edit is not None else None}
 
     def ranked_units(self, key: str | None, text: str, top: int = RANKED_PER_FEATURE) -> dict:
         """Units ranked by how well they track a built-in feature of the text (analysis.cells.discover):
@@ -495,17 +500,19 @@ class Explorer(CorpusMixin):
                 "matches": [{**m.to_dict(), "score": round(m.score, 4), "text": text[m.start:m.end]} for m in found]}
 
     def predict(self, key: str | None, text: str, position: int, *, before: int = 0, after: int = 0,
-                top: int = STRIP_TOP) -> dict:
+                top: int = STRIP_TOP, edit=None) -> dict:
         """The model's `top` most likely next characters after each character of
-        text[position - before : position + after + 1], with the one that really came next."""
+        text[position - before : position + after + 1], with the one that really came next (`edit`: of the
+        model with a unit ablated or clamped)."""
         key, lm = self.model(key)
+        edit = self.edit(key, edit)
         if not isinstance(position, int) or not 0 <= position < len(text):
             raise RnnlensError(f"position must be 0..{len(text) - 1} (a character of the text); got {position!r}")
         if not 1 <= top <= len(lm.vocab):
             raise RnnlensError(f"top must be 1..{len(lm.vocab)} (the vocabulary size); got {top}")
         if not (0 <= before <= 200 and 0 <= after <= 200):
             raise RnnlensError("before and after must be 0..200 characters")
-        trace, replaced = self.trace(key, text, ["probs"])
+        trace, replaced = self.trace(key, text, ["probs"], edit)
         start, end = max(0, position - before), min(len(text), position + after + 1)
         probs = np.asarray(trace["probs"][start:end], dtype=np.float32)  # [n, V]
         best = np.argsort(-probs, axis=1, kind="stable")[:, :top]
@@ -519,16 +526,19 @@ class Explorer(CorpusMixin):
                             "top": [{"char": chars[i], "p": round(float(row[i]), 5)} for i in best[t - start]],
                             "next": following, "next_p": None if p_next is None else round(p_next, 5)})
         return {"model": key, "position": position, "start": start, "end": end, "columns": columns,
-                "replaced": replaced}
+                "replaced": replaced, "intervention": edit.to_dict() if edit is not None else None}
 
     def sample(self, key: str | None, prime: str, temperature: float, length: int, seed: int | None,
-               steer=()) -> dict:
+               steer=(), edit=None) -> dict:
         """`length` characters sampled after `prime` (unknown prime characters replaced); `steer`: units clamped
-        while sampling, as `rnnlens sample --steer` (LAYER:UNIT=VALUE)."""
+        while sampling, as `rnnlens sample --steer` (LAYER:UNIT=VALUE); `edit`: a unit ablated or clamped
+        (with a value: clamp_low and clamp_high need a text to find it)."""
         from rnnlens.interventions import steer as parse_steer
         key, lm = self.model(key)
         cfg = lm.config
-        interventions = parse_steer(list(steer or ())[:64], cfg.cell, cfg.layers, cfg.size, flag="steer") or None
+        edit = self.edit(key, edit)
+        interventions = parse_steer(list(steer or ())[:64], cfg.cell, cfg.layers, cfg.size, flag="steer")
+        interventions = (interventions + (edit.interventions() if edit is not None else [])) or None
         self.check_text(prime, "the prime")
         if not isinstance(length, int) or not 1 <= length <= MAX_SAMPLE_LENGTH:
             raise RnnlensError(f"length must be 1..{MAX_SAMPLE_LENGTH} characters; got {length!r}")
@@ -538,8 +548,118 @@ class Explorer(CorpusMixin):
             out = lm.sample(length, prime or None, temperature=float(temperature), seed=seed, unknown="replace",
                             interventions=interventions)
         return {"model": key, "prime": prime, "temperature": temperature, "length": length, "seed": seed,
-                "steer": list(steer or ()),
+                "steer": list(steer or ()), "intervention": edit.to_dict() if edit is not None else None,
                 "text": out, "replaced": lm.vocab.unknown_chars(prime)}
+
+
+    # -- interventions: the unit shown, ablated or clamped --------------------------------------
+
+    def edit(self, key: str | None, spec, text: str | None = None) -> Edit | None:
+        """An Edit from a request's `intervention` ({name, unit, mode, value}) checked against model `key`;
+        clamp_low / clamp_high take the unit's minimum / maximum over `text` as trained."""
+        if spec is None or isinstance(spec, Edit):
+            return spec
+        spec = dict(spec)
+        key, lm = self.model(key)
+        name = self.check_name(lm, spec.get("name"))
+        unit = self.check_unit(lm, spec.get("unit", 0))
+        mode, value = spec.get("mode", "ablate"), spec.get("value")
+        if mode not in EDIT_MODES:
+            raise RnnlensError(f"intervention mode must be one of {', '.join(EDIT_MODES)}; got {mode!r}")
+        if mode in ("clamp_low", "clamp_high"):
+            if text is None:
+                raise RnnlensError(f"{mode} takes the unit's value over a text; send mode clamp with the value "
+                                   "/api/intervene returned")
+            trace, _ = self.trace(key, text, [name])
+            column = np.asarray(trace[name][:, unit], dtype=np.float64)
+            value = float(column.min() if mode == "clamp_low" else column.max())
+        if mode == "ablate":
+            value = 0.0
+        elif value is None or not np.isfinite(float(value)):
+            raise RnnlensError("clamp needs a finite value: {name, unit, mode: 'clamp', value}")
+        return Edit(name, unit, mode, float(value))
+
+    def intervene(self, key: str | None, text: str, spec, *, show_name: str | None = None,
+                  show_unit: int | None = None, start: int = 0, stop: int | None = None,
+                  position: int | None = None, before: int = 14, after: int = 14, top: int = STRIP_TOP,
+                  sample: dict | None = None) -> dict:
+        """Read `text` with one unit ablated or clamped (`spec`) and return what the page redraws: the loss
+        as trained and edited over the whole text, the change per character over text[start:stop] (at most
+        MAX_WINDOW characters; character t: the change in the loss of predicting it), the shown unit over
+        the same window as edited, the prediction strip around `position`, and a sample (`sample`: the
+        fields of /api/sample)."""
+        key, lm = self.model(key)
+        self.check_text(text)
+        if len(text) < 2:
+            raise RnnlensError("type at least two characters: the loss change needs a character to predict")
+        edit = self.edit(key, spec, text)
+        T = len(text)
+        stop = T if stop is None else min(T, int(stop))
+        start = max(0, int(start))
+        if not start < stop or stop - start > MAX_WINDOW:
+            raise RnnlensError(f"from..to must be a span of at most {MAX_WINDOW:,} of the text's 0..{T} characters; "
+                               f"got {start}..{stop}")
+        clean, _ = self.trace(key, text, ["loss"])
+        edited, replaced = self.trace(key, text, ["loss"], edit)
+        clean_loss = np.asarray(clean["loss"][:-1], dtype=np.float64)  # row t: the loss of text[t + 1]
+        edited_loss = np.asarray(edited["loss"][:-1], dtype=np.float64)
+        change = np.concatenate([[np.nan], edited_loss - clean_loss])  # at t: predicting text[t]
+        window = change[start:stop]
+        colours = difference_scale(CHANGE_SCALE)
+        levels = colours.level(np.nan_to_num(-window))  # red: harder to predict with the edit, as `rnnlens ablate`
+        shown_name = show_name if show_name is not None else edit.name
+        shown = self.unit_values(key, text, shown_name, edit.unit if show_unit is None else show_unit, edit)
+        for k in ("values",):
+            shown[k] = shown[k][start:stop]
+        shown["levels"] = shown["levels"][start:stop]
+        answer = {"model": key, "intervention": edit.to_dict(), "chars": T - 1, "from": start, "to": stop,
+                  "loss": {"as_trained": float(clean_loss.mean()), "edited": float(edited_loss.mean()),
+                           "change": float(edited_loss.mean() - clean_loss.mean()),
+                           "window_change": _rounded(float(np.nanmean(window))) if np.isfinite(window).any()
+                           else None},
+                  "change": [None if not np.isfinite(x) else round(float(x), 4) for x in window],
+                  "change_levels": "".join(np.array(list(LEVEL_CODES))[levels]),
+                  "change_scale": {"name": colours.name, "lo": -CHANGE_SCALE, "hi": CHANGE_SCALE,
+                                   "steps": colours.steps, "class_prefix": SCALE_CLASSES[colours.name],
+                                   "note": "red: harder to predict with the edit; full colour at "
+                                           f"{CHANGE_SCALE:g} nats"},
+                  "trace": shown, "replaced": replaced, "strip": None, "sample": None}
+        if position is not None:
+            answer["strip"] = self.predict(key, text, position, before=before, after=after, top=top, edit=edit)
+        if sample is not None:
+            answer["sample"] = self.sample(key, sample.get("prime", ""), float(sample.get("temperature", 1.0)),
+                                           int(sample.get("length", 200)), sample.get("seed"), edit=edit)
+        return answer
+
+
+EDIT_MODES = ("ablate", "clamp", "clamp_low", "clamp_high")
+CHANGE_SCALE = 2.0  # nats: a change in loss of 2 nats is full colour, as in `rnnlens ablate`'s page
+
+
+@dataclass(frozen=True)
+class Edit:
+    """One unit of the page ablated (set to 0) or clamped (held at `value`) at every position."""
+
+    name: str
+    unit: int
+    mode: str    # 'ablate' or a clamp ('clamp', 'clamp_low', 'clamp_high': how the value was chosen)
+    value: float
+
+    @property
+    def tag(self) -> tuple:
+        return (self.name, self.unit, self.value)
+
+    def interventions(self) -> list:
+        from rnnlens.interventions import Ablate, Clamp
+        if self.mode == "ablate":
+            return [Ablate(self.name, self.unit)]
+        return [Clamp(self.name, self.unit, self.value)]
+
+    def to_dict(self) -> dict:
+        held = "ablated (set to 0)" if self.mode == "ablate" else f"clamped to {self.value:.3g}" + \
+            {"clamp_low": " (its minimum over the text)", "clamp_high": " (its maximum over the text)"}.get(self.mode, "")
+        return {"name": self.name, "unit": self.unit, "mode": self.mode, "value": self.value,
+                "label": f"{self.name} unit {self.unit} {held}"}
 
 
 def _rounded(x: float, digits: int = 4):

@@ -40,6 +40,14 @@ PAGE_POLICY = "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'se
 
 # Request bodies (their fields and descriptions make the OpenAPI schema at /openapi.json)
 
+class InterventionIn(BaseModel):
+    name: str | None = Field(None, description="activation of the unit, e.g. layer0.cell (default as in /api/trace)")
+    unit: int = Field(0, description="unit index, from 0")
+    mode: str = Field("ablate", description="ablate (set to 0), clamp (hold at value), clamp_low / clamp_high (hold "
+                                            "at the unit's minimum / maximum over the text; /api/intervene only)")
+    value: float | None = Field(None, description="the value for clamp")
+
+
 class TextIn(BaseModel):
     text: str = Field(description="the text the model reads, from its zero state")
     model: str | None = Field(None, description="model key from /api/models (default: the first)")
@@ -49,6 +57,7 @@ class TraceIn(TextIn):
     name: str | None = Field(None, description="activation, e.g. layer0.cell (default: the last layer's "
                                                   "cell for an LSTM, else its hidden state)")
     unit: int = Field(0, description="unit index, from 0")
+    intervention: InterventionIn | None = Field(None, description="read the text with this unit ablated or clamped")
 
 
 class UnitsIn(TextIn):
@@ -73,6 +82,7 @@ class PredictIn(TextIn):
     before: int = Field(0, description="also the characters before it (strip)")
     after: int = Field(0, description="also the characters after it (strip)")
     top: int = 5
+    intervention: InterventionIn | None = Field(None, description="predict with this unit ablated or clamped")
 
 
 class SampleIn(BaseModel):
@@ -83,6 +93,29 @@ class SampleIn(BaseModel):
     seed: int | None = Field(None, description="for a reproducible sample")
     steer: list[str] = Field([], description="units clamped while sampling, as `rnnlens sample --steer`: "
                              "LAYER:UNIT=VALUE or NAME:UNIT=VALUE, e.g. 1:42=0.9")
+    intervention: InterventionIn | None = Field(None, description="sample with this unit ablated or clamped "
+                                                "(mode ablate or clamp with a value)")
+
+
+class SampleFields(BaseModel):
+    prime: str = ""
+    temperature: float = 1.0
+    length: int = 200
+    seed: int | None = None
+
+
+class InterveneIn(TextIn):
+    intervention: InterventionIn = Field(description="the unit to ablate or clamp at every position")
+    show_name: str | None = Field(None, description="the activation to colour (default: the intervention's)")
+    show_unit: int | None = Field(None, description="the unit to colour (default: the intervention's)")
+    start: int = Field(0, alias="from", description="first character of the window returned")
+    stop: int | None = Field(None, alias="to", description="one past its last (default: the text's end; at most "
+                                                        "50,000 characters)")
+    position: int | None = Field(None, description="the prediction strip around this character (default: none)")
+    before: int = 14
+    after: int = 14
+    top: int = 5
+    sample: SampleFields | None = Field(None, description="also a sample with the edit (default: none)")
 
 
 class EditIn(BaseModel):
@@ -111,6 +144,10 @@ class RunMatchIn(BaseModel):
     min_units: int = 1
     top: int = 50
     bins: int = Field(400, description="parts of the minimap histogram")
+
+
+def _spec(intervention: InterventionIn | None) -> dict | None:
+    return intervention.model_dump() if intervention is not None else None
 
 
 def static_files() -> dict[str, tuple[bytes, str]]:
@@ -241,7 +278,7 @@ def create_app(explorer: Explorer, *, allowed_hosts: tuple[str, ...] | None = LO
 
     @app.post("/api/trace", summary="one unit's activation over the text")
     def trace(req: TraceIn):
-        return ex.unit_values(req.model, req.text, req.name, req.unit)
+        return ex.unit_values(req.model, req.text, req.name, req.unit, _spec(req.intervention))
 
     @app.post("/api/units", summary="units ranked by the features of the text they track")
     def units(req: UnitsIn):
@@ -262,11 +299,21 @@ def create_app(explorer: Explorer, *, allowed_hosts: tuple[str, ...] | None = LO
 
     @app.post("/api/predict", summary="the most likely next characters after a position")
     def predict(req: PredictIn):
-        return ex.predict(req.model, req.text, req.position, before=req.before, after=req.after, top=req.top)
+        return ex.predict(req.model, req.text, req.position, before=req.before, after=req.after, top=req.top,
+                          edit=_spec(req.intervention))
 
     @app.post("/api/sample", summary="sample from a model")
     def sample(req: SampleIn):
-        return ex.sample(req.model, req.prime, req.temperature, req.length, req.seed, req.steer)
+        return ex.sample(req.model, req.prime, req.temperature, req.length, req.seed, req.steer,
+                         edit=_spec(req.intervention))
+
+    @app.post("/api/intervene", summary="the text read with one unit ablated or clamped: loss change, colours, "
+                                        "predictions, a sample")
+    def intervene(req: InterveneIn):
+        return ex.intervene(req.model, req.text, _spec(req.intervention), show_name=req.show_name,
+                            show_unit=req.show_unit, start=req.start, stop=req.stop, position=req.position,
+                            before=req.before, after=req.after, top=req.top,
+                            sample=req.sample.model_dump() if req.sample else None)
 
     from fastapi import Query
 

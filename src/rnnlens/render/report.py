@@ -275,6 +275,7 @@ def units_section(ctx) -> Section:
     scores = ctx.cells
     min_strength = ctx.options.min_strength
     rows, absent = [], []
+    effects, effects_note = _causal_effects(ctx)
     for f in scores.features:
         best = scores.best(f.name, 1)
         if not best:
@@ -287,9 +288,9 @@ def units_section(ctx) -> Section:
         why_not = "" if shown is not None else " <span class=rlr-small>(weak)</span>" if u.visible else \
             " <span class=rlr-small>(no visible unit: the best one shifts too little to see)</span>"
         label = f"<a href='#unit-{shown}'>{escape(u.label)}</a>" if shown is not None else escape(u.label) + why_not
-        rows.append([escape(f.name), label, score, _num(u.contrast, 2), escape(f.description)])
-    table = _table(["feature", "best unit (layer:index kind)", "score", "contrast", "what the feature is"], rows,
-                   numeric={3})
+        rows.append([escape(f.name), label, score, _num(u.contrast, 2), _effect(effects, u), escape(f.description)])
+    table = _table(["feature", "best unit (layer:index kind)", "score", "contrast", "loss change when ablated",
+                    "what the feature is"], rows, numeric={3, 4})
     share = ", ".join(f"layer {row['layer']} {row['kind']}: {row['tracking']} of {row['units']} "
                       f"({100 * row['share']:.0f}%)" for row in scores.interpretable(min_strength))
     table += (f"<p class=rlr-small>Contrast: how far the unit's colour moves with the feature (the mean inside minus "
@@ -297,6 +298,7 @@ def units_section(ctx) -> Section:
               f"move less than {scores.min_contrast:g} are ranked after those that visibly switch. Units that "
               f"track some feature (score \u2265 {min_strength:g} and contrast \u2265 {scores.min_contrast:g}): "
               f"{escape(share)}.</p>")
+    table += f"<p class=rlr-small>{effects_note}</p>"
     if absent:
         table += f"<p class=rlr-small>Not in this text (never changes over it): {escape(', '.join(absent))}.</p>"
     panels = []
@@ -320,6 +322,34 @@ def units_section(ctx) -> Section:
              "correlation with a numeric feature, AUC (0.5 = chance, 1 = perfect) how well the unit separates "
              "characters inside an on/off feature from those outside. Hover a character for its exact value.</p>")
     return Section("units", "Interpretable units", why, intro + table + "".join(panels), note=note)
+
+
+def _causal_effects(ctx) -> tuple:
+    """(CausalEffects or None, the sentence under the table that says what the column measured)."""
+    try:
+        effects = ctx.causal_effects
+    except RnnlensError as e:
+        return None, escape(f"Loss change when ablated: not measured ({e}).")
+    if effects is None:
+        return None, "Loss change when ablated: not measured (--ablate-chars 0)."
+    return effects, (
+        f"Loss change when ablated: each unit set to zero inside the model (it stays zero as the model reads on), "
+        f"over the first {effects.chars + 1:,} characters of the text; the mean change in loss, nats per character, "
+        f"at the characters where its feature is on (numeric features: above zero). Positive: the feature's "
+        f"characters got harder to predict without the unit, evidence that the model uses it; near zero: the unit "
+        f"follows the feature but the model does not need it there. Under it: the change where the feature "
+        f"switches on or off (an opening or closing quote, a bracket, a newline), and over every character.")
+
+
+def _effect(effects, u) -> str:
+    """One cell of the table: the loss change on the feature, the switches and all characters under it."""
+    e = effects.find(u.feature, u.layer, u.kind, u.unit) if effects is not None else None
+    if e is None:
+        return "\u2013"
+    on = f"{e.change_on:+.3f}" if e.change_on == e.change_on else "\u2013 <span class=rlr-small>(not on)</span>"
+    switch = f"{e.change_switch:+.3f}" if e.change_switch == e.change_switch else "\u2013"
+    return (f"{on}<br><span class=rlr-small title='{e.chars_on:,} characters on, {e.chars_switch:,} switches'>"
+            f"switch {switch} \u00b7 all {e.change_all:+.3f}</span>")
 
 
 def _gates_note(ctx, what: str) -> str | None:

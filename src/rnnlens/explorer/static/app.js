@@ -56,12 +56,28 @@
       '<select class="name" aria-label="activation">' + options + '</select>' +
       '<label>unit <input class="unit" type="number" min="0" max="' + (m.size - 1) + '" value="0"></label>' +
       '<span class="busy"></span></div>' +
+      '<div class="edit-bar"><span class="muted">this unit:</span>' +
+      '<button class="secondary" data-mode="ablate" title="set the unit to 0 at every character and read the text again">ablate</button>' +
+      '<button class="secondary" data-mode="clamp_low" title="hold the unit at its minimum over the text">clamp low</button>' +
+      '<button class="secondary" data-mode="clamp_high" title="hold the unit at its maximum over the text">clamp high</button>' +
+      '<button class="secondary reset" hidden>reset</button>' +
+      '<label class="by-change" hidden><input type="checkbox" checked> colour by the change in loss</label>' +
+      '<span class="edit-info"></span></div>' +
       '<div class="rl"><div class="legend"><span class="label"></span><span class="scale"></span></div>' +
       '<div class="rl-text"></div></div>';
     var panel = { index: index, model: m.key, el: el, data: null, text: '', chars: [] };
     panel.nameEl = el.querySelector('select.name');
     panel.unitEl = el.querySelector('input.unit');
     panel.box = el.querySelector('.rl-text');
+    panel.edit = null;    // the unit ablated or clamped: {name, unit, mode, value} as the server resolved it
+    panel.change = null;  // /api/intervene's answer: the loss change per character and its colours
+    Array.from(el.querySelectorAll('.edit-bar button[data-mode]')).forEach(function (b) {
+      b.addEventListener('click', function () {
+        intervene(panel, { name: panel.nameEl.value, unit: parseInt(panel.unitEl.value, 10), mode: b.dataset.mode });
+      });
+    });
+    el.querySelector('.edit-bar .reset').addEventListener('click', function () { resetEdit(panel); });
+    el.querySelector('.by-change input').addEventListener('change', function () { if (panel.data) render(panel); });
     panel.nameEl.addEventListener('change', function () { panel.touched = true; loadTrace(panel); });
     panel.unitEl.addEventListener('input', function () { panel.touched = true; loadTrace(panel); });
     panel.box.addEventListener('mousemove', function (e) { hover(panel, e); });
@@ -81,6 +97,7 @@
     var unit = parseInt(panel.unitEl.value, 10);
     if (isNaN(unit)) return Promise.resolve();
     var body = { text: text(), model: panel.model, name: panel.nameEl.value, unit: unit };
+    if (panel.edit) body.intervention = panel.edit;
     var key = JSON.stringify(body);
     if (key === panel.wanted) return Promise.resolve();  // already shown, or on its way
     panel.wanted = key;
@@ -109,8 +126,14 @@
   }
 
   // Runs of characters of one colour level (and one mark), every newline its own <u>, as the static views.
+  function byChange(panel) {
+    return !!(panel.edit && panel.change && panel.change.text === panel.text &&
+              panel.el.querySelector('.by-change input').checked);
+  }
+
   function render(panel) {
     var d = panel.data, chars = panel.chars, codes = d.levels, prefix = d.scale.class_prefix;
+    if (byChange(panel)) { codes = panel.change.change_levels; prefix = panel.change.change_scale.class_prefix; }
     var marks = markArray(chars.length), out = [], s = 0;
     for (var t = 1; t <= chars.length; t++) {
       if (t < chars.length && codes[t] === codes[s] && marks[t] === marks[s] && chars[t] !== '\n' && chars[s] !== '\n') continue;
@@ -121,6 +144,15 @@
     }
     panel.box.innerHTML = out.join('');
     legend(panel);
+    if (byChange(panel)) {  // the legend of the loss change: red harder, blue easier
+      var sc = panel.change.change_scale, bar = '';
+      for (var i = 0; i < sc.steps; i += 2) bar += '<i class="' + sc.class_prefix + (sc.steps - 1 - i) + '"></i>';
+      panel.el.querySelector('.label').textContent = 'change in loss, ' + panel.edit.name + ' unit ' + panel.edit.unit +
+        ' ' + (panel.edit.mode === 'ablate' ? 'ablated' : 'clamped');
+      panel.el.querySelector('.scale').innerHTML = '<span class="rl-scale">easier −' + sc.hi +
+        '<span class="bar">' + bar + '</span>+' + sc.hi + ' nats harder</span>';
+    }
+    panel.el.dataset.edit = panel.edit ? panel.edit.mode + ':' + (byChange(panel) ? 'change' : 'unit') : '';
     panel.el.dataset.shown = d.name + ':' + d.unit + ':' + chars.length;  // what is on screen (the tests wait for it)
   }
 
@@ -164,7 +196,9 @@
     if (i === null || i >= d.values.length) { tip.hidden = true; return; }
     var raw = d.values[i], value = d.transform ? Math[d.transform](raw) : raw;
     tip.textContent = named(panel.chars[i]) + '   #' + i + '\n' + d.shown_label + ' = ' + num(value) +
-      (d.raw_label ? '   ' + d.raw_label + ' = ' + num(raw) : '');
+      (d.raw_label ? '   ' + d.raw_label + ' = ' + num(raw) : '') +
+      (panel.edit && panel.change && panel.change.text === panel.text && panel.change.change[i] !== null ?
+        '\nloss change predicting it = ' + num(panel.change.change[i]) + ' nats' : '');
     tip.hidden = false;
     var px = e.clientX + 14, py = e.clientY + 16;
     if (px + tip.offsetWidth > innerWidth - 4) px = e.clientX - tip.offsetWidth - 10;
@@ -299,26 +333,31 @@
   function loadStrip(panel, position) {
     state.stripAt = position;
     var body = { text: text(), model: panel.model, position: position, before: 14, after: 14, top: 5 };
-    return api('/api/predict', body).then(function (d) {
-      var levels = panel.data ? panel.data.levels : '', prefix = panel.data ? panel.data.scale.class_prefix : 'd';
-      var cols = d.columns.map(function (c) {
-        var cells = '<b class="' + prefix + (levels ? CODES.indexOf(levels[c.position]) : 16) + '">' + esc(stripChar(c.char, false)) + '</b>';
-        c.top.forEach(function (p) {
-          var lvl = Math.round(Math.min(1, Math.max(0, p.p)) * (PROB_STEPS - 1));
-          cells += '<i class="p' + lvl + (p.char === c.next ? ' t' : '') + '" title="' + (100 * p.p).toFixed(1) + '%">' +
-            esc(stripChar(p.char, true)) + '</i>';
-        });
-        return '<span class="' + (c.position === position ? 'here' : '') + '" title="#' + c.position +
-          (c.next !== null && c.next_p !== null ? ' \u2014 true next ' + named(c.next) + ' ' + (100 * c.next_p).toFixed(1) + '%' : '') +
-          '">' + cells + '</span>';
-      }).join('');
-      $('strip').innerHTML = '<div class="rl-cols">' + cols + '</div>';
-      var here = d.columns.filter(function (c) { return c.position === position; })[0];
-      $('strip-info').textContent = panel.model + ', after #' + position + ' ' + named(here.char) + ': ' +
-        here.top.map(function (p) { return named(p.char) + ' ' + (100 * p.p).toFixed(1) + '%'; }).join(', ') +
-        ' \u00b7 underlined: what came next';
-      renderAll();
-    }, function () {});
+    if (panel.edit) body.intervention = panel.edit;
+    return api('/api/predict', body).then(function (d) { drawStrip(panel, position, d); }, function () {});
+  }
+
+  function drawStrip(panel, position, d) {
+    var levels = panel.data ? panel.data.levels : '', prefix = panel.data ? panel.data.scale.class_prefix : 'd';
+    var cols = d.columns.map(function (c) {
+      var cells = '<b class="' + prefix + (levels ? CODES.indexOf(levels[c.position]) : 16) + '">' + esc(stripChar(c.char, false)) + '</b>';
+      c.top.forEach(function (p) {
+        var lvl = Math.round(Math.min(1, Math.max(0, p.p)) * (PROB_STEPS - 1));
+        cells += '<i class="p' + lvl + (p.char === c.next ? ' t' : '') + '" title="' + (100 * p.p).toFixed(1) + '%">' +
+          esc(stripChar(p.char, true)) + '</i>';
+      });
+      return '<span class="' + (c.position === position ? 'here' : '') + '" title="#' + c.position +
+        (c.next !== null && c.next_p !== null ? ' \u2014 true next ' + named(c.next) + ' ' + (100 * c.next_p).toFixed(1) + '%' : '') +
+        '">' + cells + '</span>';
+    }).join('');
+    $('strip').innerHTML = '<div class="rl-cols">' + cols + '</div>';
+    var here = d.columns.filter(function (c) { return c.position === position; })[0];
+    $('strip-info').textContent = panel.model + (d.intervention ? ' (' + d.intervention.label + ')' : '') +
+      ', after #' + position + ' ' + named(here.char) + ': ' +
+      here.top.map(function (p) { return named(p.char) + ' ' + (100 * p.p).toFixed(1) + '%'; }).join(', ') +
+      ' \u00b7 underlined: what came next';
+    $('strip').dataset.edit = d.intervention ? d.intervention.mode : '';
+    renderAll();
   }
 
   // ---- sampling -------------------------------------------------------------------------------------------
@@ -326,14 +365,65 @@
   function sample() {
     var panel = state.panels[state.active];
     var body = { model: panel.model, prime: $('prime').value, temperature: parseFloat($('temperature').value),
-      length: parseInt($('sample-length').value, 10) };
+      length: parseInt($('sample-length').value, 10), seed: Math.floor(Math.random() * 1e9) };
+    state.sampled = { prime: body.prime, temperature: body.temperature, length: body.length, seed: body.seed };
+    if (panel.edit) body.intervention = panel.edit;
     $('sample-out').textContent = 'sampling\u2026';
-    return api('/api/sample', body).then(function (d) {
+    return api('/api/sample', body).then(drawSample, function () { $('sample-out').textContent = ''; });
+  }
+
+  function drawSample(d) {
+    showError('');
+    var out = $('sample-out');
+    out.innerHTML = (d.intervention ? '<span class="muted small">' + esc(d.intervention.label) + ', seed ' + d.seed +
+      '</span>\n' : '') + '<span class="prime">' + esc(d.prime) + '</span>' + esc(d.text);
+    out.dataset.full = d.prime + d.text;
+    out.dataset.edit = d.intervention ? d.intervention.mode : '';
+  }
+
+  // ---- interventions: the shown unit ablated or clamped, the text read again ----------------------------
+
+  function intervene(panel, spec) {
+    var body = { text: text(), model: panel.model, intervention: spec, show_name: panel.nameEl.value,
+      show_unit: parseInt(panel.unitEl.value, 10), before: 14, after: 14, top: 5 };
+    if (state.stripAt !== null) body.position = state.stripAt;
+    if (state.sampled && state.panels[state.active] === panel) body.sample = state.sampled;
+    var info = panel.el.querySelector('.edit-info');
+    info.textContent = 'reading with the edit\u2026';
+    return api('/api/intervene', body).then(function (d) {
+      if (body.text !== text()) return;
       showError('');
-      var out = $('sample-out');
-      out.innerHTML = '<span class="prime">' + esc(d.prime) + '</span>' + esc(d.text);
-      out.dataset.full = d.prime + d.text;
-    }, function () { $('sample-out').textContent = ''; });
+      // later requests send the resolved edit: a clamp keeps the value found on this text
+      panel.edit = { name: d.intervention.name, unit: d.intervention.unit,
+        mode: d.intervention.mode === 'ablate' ? 'ablate' : 'clamp', value: d.intervention.value };
+      panel.editLabel = d.intervention.label;
+      panel.change = d; d.text = body.text;
+      panel.data = d.trace; panel.text = body.text; panel.chars = Array.from(body.text);
+      panel.wanted = JSON.stringify({ text: body.text, model: panel.model, name: d.trace.name, unit: d.trace.unit,
+        intervention: panel.edit });
+      var loss = d.loss;
+      info.innerHTML = '<b>' + esc(d.intervention.label) + '</b>: loss ' + loss.as_trained.toFixed(3) + ' \u2192 ' +
+        loss.edited.toFixed(3) + ' nats/char (<b class="' + (loss.change > 0 ? 'worse' : 'better') + '">' +
+        num(loss.change) + '</b>) over ' + d.chars.toLocaleString() + ' predicted characters';
+      panel.el.querySelector('.reset').hidden = false;
+      panel.el.querySelector('.by-change').hidden = false;
+      render(panel);
+      if (d.strip) drawStrip(panel, body.position, d.strip);
+      if (d.sample) drawSample(d.sample);
+    }, function () { info.textContent = ''; });
+  }
+
+  function resetEdit(panel) {
+    panel.edit = null; panel.change = null; panel.wanted = null;
+    panel.el.querySelector('.edit-info').textContent = '';
+    panel.el.querySelector('.reset').hidden = true;
+    panel.el.querySelector('.by-change').hidden = true;
+    var redraw = [loadTrace(panel)];
+    if (state.stripAt !== null) redraw.push(loadStrip(panel, state.stripAt));
+    if (state.sampled && state.panels[state.active] === panel) {
+      redraw.push(api('/api/sample', Object.assign({ model: panel.model }, state.sampled)).then(drawSample, function () {}));
+    }
+    return Promise.all(redraw);
   }
 
   // ---- wiring ---------------------------------------------------------------------------------------------
@@ -346,7 +436,7 @@
     clearTimeout(state.textTimer);
     state.textTimer = setTimeout(function () {
       if (!text()) return;
-      state.panels.forEach(loadTrace);
+      state.panels.forEach(function (p) { if (p.edit) intervene(p, p.edit); else loadTrace(p); });
       loadUnits();
     }, 250);
   }
