@@ -221,7 +221,10 @@ def test_cli_ablate_writes_the_page_tables_and_samples(trained, text_file, tmp_p
     assert set(info["samples"]) == {"clamped low", "left alone", "clamped high"}
     assert all(len(s) == 40 for s in info["samples"].values())
     assert len(info["clamp_values"]["clamped low"]) == 3  # 1:3 and layer0.hidden:2,5
-    assert "red: the ablated model predicts worse" in (out / "ablate.html").read_text()
+    page = (out / "ablate.html").read_text()
+    assert "red: the ablated model predicts worse" in page
+    # ... and the colours say so: red is where the model as trained (B) gave the higher probability
+    assert "<b style='color:#e64b3c'>red</b>: as trained (B) did" in page
     # the free sample is the model's own sample at the same seed and temperature
     import rnnlens
     assert info["samples"]["left alone"] == rnnlens.load(trained).sample(40, "\n", seed=0, temperature=0.8)

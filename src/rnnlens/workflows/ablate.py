@@ -54,8 +54,9 @@ class Ablation:
         from rnnlens.render.plots import plot_loss_by_class
         folder = make_folder(folder)
         total = len(self.clean.text)
+        # the ablated model is A, so that its losses rising (loss_as-trained - loss_ablated < 0) show red
         files = {"ablate.html": write_html(folder / "ablate.html", comparison_page(
-            self.clean, self.ablated, self.html_start, self.html_end, scale=self.scale,
+            self.ablated, self.clean, self.html_start, self.html_end, scale=self.scale,
             title=f"ablating {', '.join(self.units)}",
             subtitle=f"{self.text_name}: characters {self.html_start:,}\u2013{self.html_end:,} of {total:,}; "
                      f"red: the ablated model predicts worse"))}
