@@ -95,6 +95,12 @@ def test_units_are_ranked_by_discovered_feature_strength(client, runs):
     best = max((u for f in scores.features for u in scores.best(f.name, 3)), key=lambda u: u.strength)
     assert (units[0]["name"], units[0]["unit"]) == (best.activation, best.unit)
     assert units[0]["strength"] == pytest.approx(best.strength, abs=1e-4)
+    # beside each score, the loss change when the unit is ablated: the same as causal_effects computes
+    from rnnlens.analysis.causal import causal_effects
+    effect = causal_effects(rnnlens.load(runs["lstm"]), TEXT, [units[0]]).effects[0]
+    assert units[0]["ablated"]["change_all"] == pytest.approx(effect.change_all, abs=1e-4)
+    assert effect.change_all != 0
+    assert "when the unit is ablated" in d["note"]
     assert post(client, "/api/units", text="x").json()["units"] == []
 
 

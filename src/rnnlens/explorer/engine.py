@@ -43,6 +43,8 @@ MAX_TEMPERATURE = 5.0
 TRACE_CACHE = 4          # traces kept (model, text) pairs
 RANKING_CACHE = 8
 RANKED_PER_FEATURE = 3
+CAUSAL_UNITS = 20     # ranked units whose ablation is measured (one batched step pass, ~2 s on a CPU)
+CAUSAL_CHARS = 2_000  # characters that pass reads
 STRIP_TOP = 5
 
 
@@ -431,6 +433,7 @@ class Explorer(CorpusMixin):
     def ranked_units(self, key: str | None, text: str, top: int = RANKED_PER_FEATURE) -> dict:
         """Units ranked by how well they track a built-in feature of the text (analysis.cells.discover):
         the best `top` of each feature, strongest first, each unit once (under its strongest feature)."""
+        from rnnlens.analysis.causal import causal_effects
         from rnnlens.analysis.cells import describe, discover, kinds_for
         key, lm = self.model(key)
         cfg = lm.config
@@ -457,10 +460,17 @@ class Explorer(CorpusMixin):
                               "feature": f.name, "metric": u.metric, "score": round(u.score, 4), "sign": u.sign,
                               "strength": round(u.strength, 4), "contrast": _rounded(u.contrast),
                               "visible": u.visible, "why": describe(u, f.description)})
+            # does the model use the unit? the loss change on its feature when it is ablated, beside its score
+            effects = causal_effects(lm, text, units[:CAUSAL_UNITS], max_chars=CAUSAL_CHARS)
+            for entry, e in zip(units, effects.effects):
+                entry["ablated"] = {"change_on": _rounded(e.change_on), "change_switch": _rounded(e.change_switch),
+                                    "change_all": _rounded(e.change_all)}
             answer = {"model": key, "units": units,
                       "note": f"ranked over {len(text):,} characters: units that visibly move with a feature "
                               "(contrast >= 0.3 on the colour scale) first, each by Pearson r (numeric features) "
-                              "or ROC AUC (on/off features); see docs/cells.md"}
+                              "or ROC AUC (on/off features); see docs/cells.md. \u0394: the loss change (nats/char) "
+                              f"on the feature's characters when the unit is ablated, over the first "
+                              f"{effects.chars:,} predicted characters (the first {CAUSAL_UNITS} units)"}
             self._rankings[cache_key] = answer
             while len(self._rankings) > RANKING_CACHE:
                 self._rankings.popitem(last=False)

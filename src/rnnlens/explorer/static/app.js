@@ -256,7 +256,7 @@
       var list = $('units');
       list.innerHTML = data.units.map(function (u, i) {
         return '<li data-i="' + i + '"><b>L' + u.layer + ' ' + esc(u.kind) + ' ' + u.unit + '</b><span>' +
-          esc(u.feature) + ': ' + esc(u.why) + '</span></li>';
+          esc(u.feature) + ': ' + esc(u.why) + ablatedNote(u.ablated) + '</span></li>';
       }).join('');
       Array.from(list.children).forEach(function (li) {
         li.addEventListener('click', function () {
@@ -272,6 +272,18 @@
       $('units-note').textContent = data.note || '';
       markUnitList();
     }, function () {});
+  }
+
+  // "ablated: +0.004 on the feature, +0.099 where it switches" (nats/char; + = harder without the unit)
+  function ablatedNote(a) {
+    if (!a) return '';
+    function signed(x) { return (x >= 0 ? '+' : '\u2212') + Math.abs(x).toFixed(3); }
+    var parts = [];
+    if (a.change_on !== null) parts.push(signed(a.change_on) + ' on the feature');
+    if (a.change_switch !== null) parts.push(signed(a.change_switch) + ' where it switches');
+    if (!parts.length && a.change_all !== null) parts.push(signed(a.change_all) + ' overall');
+    return parts.length ? '<em class="ablated" title="loss change, nats/char, when the unit is ablated">' +
+      'ablated: ' + parts.join(', ') + '</em>' : '';
   }
 
   function markUnitList() {
