@@ -175,7 +175,7 @@ class Trace:
 def trace_ids(model: CharRNN, ids: np.ndarray, chars: list[str], *, names: Iterable[str] | None = None,
               float16: bool = False, out: str | Path | None = None, chunk: int = DEFAULT_CHUNK,
               progress: bool = False, source: str | None = None, initial_state=None,
-              interventions=None) -> Trace:
+              interventions=None, check_every: int = 1) -> Trace:
     """Run `model` over the id sequence from the zero state (or from `initial_state`) and keep the
     activations named in `names` (default: all). With `out`, arrays go to that safetensors file instead of RAM.
 
@@ -187,7 +187,11 @@ def trace_ids(model: CharRNN, ids: np.ndarray, chars: list[str], *, names: Itera
     `interventions` (rnnlens.interventions) edit units inside the recurrence. Batched where the maths
     allows: the layers below the first edited one run fused as always; an edited layer runs step by step
     (rnnlens.recurrence.run_layer, exact); a layer above it without interventions runs fused again, on the
-    edited inputs. The trace then holds the edited activations."""
+    edited inputs. The trace then holds the edited activations.
+
+    `check_every`: the recomputed h is compared with the fused h on every row (1, the default) or on every
+    check_every-th row only, so that what is not kept is computed only there (rnnlens.recurrence.recompute;
+    the explorer's document keeps only cells and hidden states)."""
     cfg = model.cfg
     edits = compile_interventions(interventions, cfg.cell, cfg.layers, cfg.size) if interventions else {}
     ids = np.asarray(ids, dtype=np.int64)
@@ -199,10 +203,11 @@ def trace_ids(model: CharRNN, ids: np.ndarray, chars: list[str], *, names: Itera
     if unknown:
         raise RnnlensError(f"a {cfg.cell} {cfg.layers}-layer trace has no {', '.join(unknown)}; "
                            f"choose from {', '.join(all_names)}")
-    if chunk < 1:
-        raise RnnlensError(f"chunk must be >= 1; got {chunk}")
+    if chunk < 1 or check_every < 1:
+        raise RnnlensError(f"chunk and check_every must be >= 1; got {chunk} and {check_every}")
     T, H, V = len(ids), cfg.size, cfg.vocab_size
     store = np.dtype(np.float16 if float16 else np.float32)
+    store_torch = torch.float16 if float16 else torch.float32  # converted by torch: numpy's float16 cast is slow
     shapes = {n: ((T, V) if n == "probs" else (T,) if n == "loss" else (T, H)) for n in wanted}
     dtypes = {n: (np.dtype(np.float32) if n == "loss" else store) for n in wanted}
     text = "".join(chars[i] for i in ids)
@@ -240,7 +245,7 @@ def trace_ids(model: CharRNN, ids: np.ndarray, chars: list[str], *, names: Itera
             if model.rnn is None:  # n-NN: its hidden layer is computed exactly as in training
                 x, ffn_state = model.ffn_hidden(ids_t[None, s:e], ffn_state)  # [1, n, H]
                 if "layer0.hidden" in shapes:
-                    store("layer0.hidden", s, x[0].to("cpu", torch.float32).numpy())
+                    store("layer0.hidden", s, x[0].to("cpu", store_torch).numpy())
             else:
                 x = model.inputs(ids_t[None, s:e])  # [1, n, I]
             for i, layer in enumerate(layers):
@@ -250,17 +255,18 @@ def trace_ids(model: CharRNN, ids: np.ndarray, chars: list[str], *, names: Itera
                 fused, new_state = layer(x, state[i])  # [1, n, H]
                 mine = {activation_name(i, a): a for a in LAYER_ACTIVATIONS[cfg.cell]}
                 if any(n in shapes for n in mine):  # only probs/loss wanted: the fused pass suffices
-                    acts, recomputed = recompute_layer(cfg.cell, layer, x[0], fused[0], state[i])
-                    max_err = max(max_err, float((recomputed - fused[0]).abs().max()))
+                    keep = [a for name, a in mine.items() if name in shapes]
+                    acts, recomputed = recompute_layer(cfg.cell, layer, x[0], fused[0], state[i], keep, check_every)
+                    max_err = max(max_err, float((recomputed - fused[0, ::check_every]).abs().max()))
                     for name, a in mine.items():
                         if name in shapes:
-                            store(name, s, acts[a].to("cpu", torch.float32).numpy())
+                            store(name, s, acts[a].to("cpu", store_torch).numpy())
                 state[i] = new_state
                 x = fused
             if "probs" in shapes or "loss" in shapes:
                 logp = torch.log_softmax(model.head(x[0]).float(), dim=-1)  # [n, V]
                 if "probs" in shapes:
-                    store("probs", s, logp.exp().cpu().numpy())
+                    store("probs", s, logp.exp().to("cpu", store_torch).numpy())
                 if "loss" in shapes:
                     nxt = ids_t[s + 1:e + 1]  # the true next characters (one fewer at the very end)
                     loss = torch.full((e - s,), float("nan"))
@@ -336,12 +342,13 @@ def _to_device(s, device):
     return s.to(device)
 
 
-def recompute_layer(cell: str, layer: nn.Module, x: torch.Tensor, h: torch.Tensor, state):
+def recompute_layer(cell: str, layer: nn.Module, x: torch.Tensor, h: torch.Tensor, state, keep=None,
+                    check_every: int = 1):
     """What a fused single-layer `layer` computed inside, from its inputs and outputs (rnnlens.recurrence).
 
     x [n, I] the layer's inputs, h [n, H] its fused outputs, state its initial state (None for
-    zeros; LSTM (h0, c0) each [1, 1, H]). Returns ({activation: [n, H]}, recomputed h [n, H]); the
-    'hidden' activation is the fused h itself.
+    zeros; LSTM (h0, c0) each [1, 1, H]). Returns ({activation: [n, H]} for the activations in `keep`
+    (default: all), recomputed h [rows 0, check_every, ..., H]); the 'hidden' activation is the fused h itself.
     """
     H = h.shape[1]
     zeros = h.new_zeros(1, H)
@@ -353,7 +360,7 @@ def recompute_layer(cell: str, layer: nn.Module, x: torch.Tensor, h: torch.Tenso
         h0, c0 = state.reshape(1, H), None
     w_ih, b_ih, w_hh, b_hh = layer_weights(layer, 0)
     acts = recompute(cell, input_projection(x, w_ih, b_ih), h, h0, c0, w_hh, b_hh,
-                     getattr(layer, "nonlinearity", "tanh"))
+                     getattr(layer, "nonlinearity", "tanh"), keep, check_every)
     recomputed = acts["hidden"]
     acts["hidden"] = h
     return acts, recomputed
