@@ -210,11 +210,12 @@ def trace_ids(model: CharRNN, ids: np.ndarray, chars: list[str], *, names: Itera
     store_torch = torch.float16 if float16 else torch.float32  # converted by torch: numpy's float16 cast is slow
     shapes = {n: ((T, V) if n == "probs" else (T,) if n == "loss" else (T, H)) for n in wanted}
     dtypes = {n: (np.dtype(np.float32) if n == "loss" else store) for n in wanted}
-    text = "".join(chars[i] for i in ids)
+    text = "".join(map(chars.__getitem__, ids.tolist()))
     info = {"cell": cfg.cell, "layers": cfg.layers, "size": H, "chars": list(chars), "source": source}
 
     device = next(model.parameters()).device
     layers = _single_layers(model) if model.rnn is not None else []
+    first_inputs = _input_table(model, layers[0]) if layers else None  # [V, G*H]: layer 0's W_ih x + b_ih per id
     ffn_state = None  # n-NN: the last n-1 ids, carried between chunks
     state = [None] * cfg.layers  # carried between chunks: (h [1, 1, H], c [1, 1, H]) or h
     if initial_state is not None:
@@ -256,7 +257,9 @@ def trace_ids(model: CharRNN, ids: np.ndarray, chars: list[str], *, names: Itera
                 mine = {activation_name(i, a): a for a in LAYER_ACTIVATIONS[cfg.cell]}
                 if any(n in shapes for n in mine):  # only probs/loss wanted: the fused pass suffices
                     keep = [a for name, a in mine.items() if name in shapes]
-                    acts, recomputed = recompute_layer(cfg.cell, layer, x[0], fused[0], state[i], keep, check_every)
+                    gi = first_inputs[ids_t[s:e]] if i == 0 else None
+                    acts, recomputed = recompute_layer(cfg.cell, layer, x[0], fused[0], state[i], keep, check_every,
+                                                       gi)
                     max_err = max(max_err, float((recomputed - fused[0, ::check_every]).abs().max()))
                     for name, a in mine.items():
                         if name in shapes:
@@ -343,12 +346,13 @@ def _to_device(s, device):
 
 
 def recompute_layer(cell: str, layer: nn.Module, x: torch.Tensor, h: torch.Tensor, state, keep=None,
-                    check_every: int = 1):
+                    check_every: int = 1, gi: torch.Tensor | None = None):
     """What a fused single-layer `layer` computed inside, from its inputs and outputs (rnnlens.recurrence).
 
     x [n, I] the layer's inputs, h [n, H] its fused outputs, state its initial state (None for
     zeros; LSTM (h0, c0) each [1, 1, H]). Returns ({activation: [n, H]} for the activations in `keep`
     (default: all), recomputed h [rows 0, check_every, ..., H]); the 'hidden' activation is the fused h itself.
+    gi [n, G*H]: the input projections W_ih x + b_ih when known (computed from x otherwise).
     """
     H = h.shape[1]
     zeros = h.new_zeros(1, H)
@@ -359,11 +363,22 @@ def recompute_layer(cell: str, layer: nn.Module, x: torch.Tensor, h: torch.Tenso
     else:
         h0, c0 = state.reshape(1, H), None
     w_ih, b_ih, w_hh, b_hh = layer_weights(layer, 0)
-    acts = recompute(cell, input_projection(x, w_ih, b_ih), h, h0, c0, w_hh, b_hh,
+    if gi is None:
+        gi = input_projection(x, w_ih, b_ih)
+    acts = recompute(cell, gi, h, h0, c0, w_hh, b_hh,
                      getattr(layer, "nonlinearity", "tanh"), keep, check_every)
     recomputed = acts["hidden"]
     acts["hidden"] = h
     return acts, recomputed
+
+
+def _input_table(model: CharRNN, layer: nn.Module) -> torch.Tensor:
+    """The first layer's input projection W_ih x + b_ih for every character id [V, G*H]: its inputs are an
+    embedding or one-hot row per id, so the projections of a text are rows of this table (a gather, not a
+    [T, I] x [I, G*H] matmul)."""
+    w_ih, b_ih, _, _ = layer_weights(layer, 0)
+    every_id = torch.arange(model.cfg.input_vocab, device=w_ih.device)
+    return input_projection(model.inputs(every_id[None])[0], w_ih, b_ih)
 
 
 def _single_layers(model: CharRNN) -> list[nn.Module]:
