@@ -339,7 +339,7 @@ def linear_scan(a: torch.Tensor, b: torch.Tensor, c0: torch.Tensor, block: int |
     Blocked: the text is cut into m blocks of k steps. A loop over the k steps scans all blocks at
     once from a zero start (and keeps the running product of a); a loop over the m blocks carries
     the true state from block to block; one fix-up adds each block's carried-in state times the
-    running product. 2k + m Python steps instead of n (k = sqrt(n / 2) by default, where that sum is
+    running product. 2k + m torch calls instead of n (k = sqrt(n / 2) by default, where that sum is
     least: the k-loop takes two torch calls a step, the m-loop one), and no products of more than k factors.
     """
     n, H = a.shape

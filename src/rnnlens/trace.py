@@ -6,10 +6,11 @@ recomputed in bulk:
 
 * the gate pre-activations for all t are one matmul: [x_t, h_{t-1}] @ [W_ih, W_hh]^T + b;
 * LSTM cells are the linear recurrence c_t = f_t * c_{t-1} + i_t * g_t, solved by a blocked
-  scan (a Python loop of about 2*sqrt(T) vectorised steps, not T);
+  scan (a Python loop of about 3*sqrt(T/2) vectorised steps, not T);
 * and the recomputation is checked: h_t = o_t * tanh(c_t) (LSTM), (1-z)*n + z*h_{t-1} (GRU),
   tanh(pre) (RNN) must equal the fused outputs. The largest difference is kept in the trace
-  (`Trace.max_recompute_error`) and the tests hold it to 1e-5.
+  (`Trace.max_recompute_error`) and the tests hold it to 1e-5. It is checked on every row, or on
+  every k-th (`check_every`), where what is not kept is then computed only on those rows.
 
 Names (i = layer, from 0), each an array [T, H] for T characters and H units:
 
