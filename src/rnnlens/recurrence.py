@@ -32,7 +32,7 @@ Shapes: N rows (batch, or time for `recompute`), I inputs, H units, G gates (4 L
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -288,7 +288,7 @@ def rnn_cell(pre: torch.Tensor, nonlinearity: str = "tanh") -> Activations:
 
 
 def recompute(cell: str, gi: torch.Tensor, h: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None,
-              w_hh: torch.Tensor, b_hh: torch.Tensor, nonlinearity: str = "tanh", keep=None,
+              w_hh: torch.Tensor, b_hh: torch.Tensor, nonlinearity: str = "tanh", keep: Iterable[str] | None = None,
               check_every: int = 1) -> Activations:
     """The activations in `keep` (default: all of the cell's) of one layer over n time steps, from its input
     projections gi [n, G*H] and its known (fused) outputs h [n, H], starting from h0 [1, H] (and c0 [1, H]
@@ -309,9 +309,8 @@ def recompute(cell: str, gi: torch.Tensor, h: torch.Tensor, h0: torch.Tensor, c0
     rows = slice(None) if keep - {"hidden"} else checked
     gh = hidden_projection(h_prev[rows], w_hh, b_hh)  # [rows, G*H]
     acts = rnn_cell(gi[rows] + gh, nonlinearity) if cell == "rnn" else gru_cell(gi[rows], gh, h_prev[rows])
-    if rows != checked:
-        acts["hidden"] = acts["hidden"][checked]
-    return acts
+    acts["hidden"] = acts["hidden"][checked] if rows != checked else acts["hidden"]
+    return {k: v for k, v in acts.items() if k in keep or k == "hidden"}
 
 
 def _recompute_lstm(gi: torch.Tensor, h_prev: torch.Tensor, c0: torch.Tensor, w_hh: torch.Tensor,

@@ -346,8 +346,8 @@ def _to_device(s, device):
     return s.to(device)
 
 
-def recompute_layer(cell: str, layer: nn.Module, x: torch.Tensor, h: torch.Tensor, state, keep=None,
-                    check_every: int = 1, gi: torch.Tensor | None = None):
+def recompute_layer(cell: str, layer: nn.Module, x: torch.Tensor, h: torch.Tensor, state,
+                    keep: Iterable[str] | None = None, check_every: int = 1, gi: torch.Tensor | None = None):
     """What a fused single-layer `layer` computed inside, from its inputs and outputs (rnnlens.recurrence).
 
     x [n, I] the layer's inputs, h [n, H] its fused outputs, state its initial state (None for
