@@ -3,11 +3,13 @@
     python benchmarks/bench_explorer.py                     # 1M characters, 1x128 LSTM
     python benchmarks/bench_explorer.py --chars 60000 --size 256
     python benchmarks/bench_explorer.py --quick             # 100K characters
+    python benchmarks/bench_explorer.py --quick --threads 1 # one torch thread (default: torch's own choice)
 
 A randomly initialised LSTM (the work is the same for trained weights) over a generated text:
   1. fused: the model's own forward pass (nn.LSTM, batch 1, chunks of 8,192) over the whole text: the reference;
   2. document: rnnlens.explorer.document.Document.advance() over the whole text: the explorer's trace
      (cells and hidden states float16 in memory maps, loss, a checkpoint every 2,000 characters);
+     fused and document alternate, `--repeats` times each; the ratio is printed per repeat and best to best;
   3. first paint: GET /api/window of 5,000 characters at the start right after opening (the server traces
      up to the window first) and the same at the end once traced;
   4. scroll: /api/window + /api/lines + /api/tracks at 20 positions through the text;
@@ -36,7 +38,10 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=1)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeats", type=int, default=2, help="alternating runs of the fused pass and the trace")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default 0: torch's own choice)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.quick:
         args.chars = 100_000
     from fastapi.testclient import TestClient
@@ -48,7 +53,8 @@ def main() -> None:
     from rnnlens.explorer.server import create_app
     from rnnlens.model import CharRNN
 
-    bu.print_header(f"explorer: {args.chars:,} characters, {args.layers}x{args.size} LSTM")
+    bu.print_header(f"explorer: {args.chars:,} characters, {args.layers}x{args.size} LSTM, "
+                    f"{torch.get_num_threads()} torch threads")
     bu.sgemm_probe("before")
     ids = bu.generated_ids(args.chars, vocab=65).astype(np.int64)
     chars = [chr(32 + i) if i else "\n" for i in range(65)]
@@ -65,11 +71,14 @@ def main() -> None:
                 _, state = model(ids_t[:, s:s + 8192], state)
             return time.perf_counter() - t0
 
+    saving = []  # per document pass: the seconds of writing the cache (flushing the memory maps), in the pass
+
     def document_pass(root) -> float:
         doc = Document(lm, text, cache=True, cache_root=root)
         t0 = time.perf_counter()
         doc.advance()
         took = time.perf_counter() - t0
+        saving.append(took - doc.trace_seconds)  # trace_seconds counts the blocks, not the cache write
         doc.close()
         return took
 
@@ -79,9 +88,13 @@ def main() -> None:
         for r in range(args.repeats):
             fused.append(fused_pass())
             full.append(document_pass(tmp if r == args.repeats - 1 else tempfile.mkdtemp(dir=tmp)))
+        each = ", ".join(f"{d / f:.2f}" for f, d in zip(fused, full))
+        save = saving[full.index(min(full))]
         fused, full = min(fused), min(full)
         print(f"fused forward pass:          {fused:7.2f} s  ({len(ids) / fused:,.0f} chars/s; best of {args.repeats})")
-        print(f"document trace (explorer):   {full:7.2f} s  = {full / fused:.2f} x the fused pass")
+        print(f"document trace (explorer):   {full:7.2f} s  ({len(ids) / full:,.0f} chars/s; best of {args.repeats})")
+        print(f"trace / fused:               {full / fused:7.2f} x  best to best (each repeat: {each})")
+        print(f"  of which writing the cache: {save:6.2f} s  (trace without it: {(full - save) / fused:.2f} x)")
 
         ex = Explorer({"m": lm}, max_text_bytes=4 * args.chars)
         import rnnlens.cache as cache

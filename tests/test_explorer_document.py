@@ -40,6 +40,30 @@ def test_an_edit_retraces_from_its_checkpoint_and_equals_a_full_trace(runs, cell
     doc.close()
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_float16_arrays_equal_trace_ids_to_float16_rounding_before_and_after_an_edit(runs, cell):
+    from rnnlens.trace import trace_ids
+    lm = rnnlens.load(runs[cell])
+    text = make_text(600, seed=11)[:9_000]
+    doc = Document(lm, text, cache=False, every=2000)  # float16, the default
+    names = stored_names(lm.config.cell, lm.config.layers)
+
+    def same_as_trace_ids():
+        ref = trace_ids(lm.model, lm.vocab.encode(doc.text, unknown="replace"), lm.vocab.chars,
+                        names=[*names, "loss"])
+        for name in names:  # float16 keeps 11 significant bits: relative error <= 2^-11
+            np.testing.assert_allclose(np.asarray(doc.rows(name, 0, len(doc)), np.float32), ref[name],
+                                       rtol=2 ** -10, atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(doc.rows("loss", 0, len(doc)), ref["loss"], atol=1e-5, err_msg="loss")
+
+    doc.advance()
+    same_as_trace_ids()
+    out = doc.edit(6_001, 6_003, "dog")
+    assert out["retraced_from"] == 6_000 and out["recomputed"] == len(doc) - 6_000
+    same_as_trace_ids()
+    doc.close()
+
+
 def test_windows_of_gates_are_exact_and_the_cache_is_reused(runs, tmp_path):
     lm = rnnlens.load(runs["lstm"])
     text = make_text(800, seed=5)

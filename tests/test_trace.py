@@ -55,6 +55,18 @@ def test_recomputed_hidden_states_equal_the_fused_outputs(cell, layers):
         assert np.abs(h - fused).max() <= 1e-5
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("input", ["embedding", "onehot"])
+def test_checking_every_kth_row_and_keeping_some_names_changes_no_value(cell, input):
+    model, ids = random_model(cell, 2, input=input), random_ids(1000)
+    every = trace_ids(model, ids, CHARS, chunk=300)
+    for names in [[f"layer{i}.hidden" for i in range(2)], [n for n in every.names() if "cell" in n or "hidden" in n]]:
+        sparse = trace_ids(model, ids, CHARS, names=names, chunk=300, check_every=16)
+        assert sparse.names() == names and sparse.max_recompute_error <= 1e-5
+        for name in names:
+            np.testing.assert_allclose(sparse[name], every[name], atol=1e-6, rtol=0, err_msg=name)
+
+
 @pytest.mark.parametrize("layers", [1, 3])
 def test_lstm_identities_hold_across_chunk_boundaries(layers):
     model, ids = random_model("lstm", layers, seed=3), random_ids(1000, seed=4)

@@ -32,10 +32,12 @@ Shapes: N rows (batch, or time for `recompute`), I inputs, H units, G gates (4 L
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
+
+from rnnlens.names import LAYER_ACTIVATIONS
 
 Activations = dict[str, torch.Tensor]
 Edit = Callable[[Activations, tuple, int], None]  # edit(acts, names, t): change acts[name] in place at position t
@@ -286,25 +288,48 @@ def rnn_cell(pre: torch.Tensor, nonlinearity: str = "tanh") -> Activations:
 
 
 def recompute(cell: str, gi: torch.Tensor, h: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None,
-              w_hh: torch.Tensor, b_hh: torch.Tensor, nonlinearity: str = "tanh") -> Activations:
-    """Every activation of one layer over n time steps, from its input projections gi [n, G*H] and its
-    known (fused) outputs h [n, H], starting from h0 [1, H] (and c0 [1, H] for an LSTM).
+              w_hh: torch.Tensor, b_hh: torch.Tensor, nonlinearity: str = "tanh", keep: Iterable[str] | None = None,
+              check_every: int = 1) -> Activations:
+    """The activations in `keep` (default: all of the cell's) of one layer over n time steps, from its input
+    projections gi [n, G*H] and its known (fused) outputs h [n, H], starting from h0 [1, H] (and c0 [1, H]
+    for an LSTM).
 
     Since every h_{t-1} is known, the recurrent half of all steps is one matmul too; the LSTM cells
     are the linear recurrence c_t = f_t * c_{t-1} + i_t * g_t, solved by `linear_scan`. The returned
-    'hidden' is the RECOMPUTED h, for comparing with the fused one.
+    'hidden' is h RECOMPUTED at rows 0, check_every, 2 * check_every, ... (every row by default), for
+    comparing with the fused h[::check_every]. Whatever is neither kept nor needed by that check is not
+    computed: an LSTM's output gate only at the checked rows unless kept (the cells need i, f and g
+    everywhere); a GRU's or RNN's step only at the checked rows unless a gate is kept.
     """
+    keep = set(LAYER_ACTIVATIONS[cell] if keep is None else keep)
+    checked = slice(None, None, check_every)
     h_prev = torch.cat([h0, h[:-1]])  # [n, H]: the state each step starts from
-    gh = hidden_projection(h_prev, w_hh, b_hh)  # [n, G*H]
-    if cell == "rnn":
-        return rnn_cell(gi + gh, nonlinearity)
-    if cell == "gru":
-        return gru_cell(gi, gh, h_prev)
-    acts = lstm_gates(gi + gh)
+    if cell == "lstm":
+        return _recompute_lstm(gi, h_prev, c0, w_hh, b_hh, keep, checked)
+    rows = slice(None) if keep - {"hidden"} else checked
+    gh = hidden_projection(h_prev[rows], w_hh, b_hh)  # [rows, G*H]
+    acts = rnn_cell(gi[rows] + gh, nonlinearity) if cell == "rnn" else gru_cell(gi[rows], gh, h_prev[rows])
+    acts["hidden"] = acts["hidden"][checked] if rows != checked else acts["hidden"]
+    return {k: v for k, v in acts.items() if k in keep or k == "hidden"}
+
+
+def _recompute_lstm(gi: torch.Tensor, h_prev: torch.Tensor, c0: torch.Tensor, w_hh: torch.Tensor,
+                    b_hh: torch.Tensor, keep: set, checked: slice) -> Activations:
+    H = h_prev.shape[1]
+    # rows i, f, g of every step (torch's row order i, f, g, o): one matmul on 3/4 of W_hh, in place after
+    ifg = torch.addmm(gi[:, :3 * H], h_prev, w_hh[:3 * H].t()).add_(b_hh[:3 * H])  # [n, 3H]
+    torch.sigmoid_(ifg[:, :2 * H])
+    torch.tanh_(ifg[:, 2 * H:])
+    acts = {"gate.input": ifg[:, :H], "gate.forget": ifg[:, H:2 * H], "gate.candidate": ifg[:, 2 * H:]}
     c = linear_scan(acts["gate.forget"], acts["gate.input"] * acts["gate.candidate"], c0[0])
     acts["cell"] = c
-    acts["hidden"] = acts["gate.output"] * torch.tanh(c)
-    return acts
+    rows = slice(None) if "gate.output" in keep else checked
+    o = torch.sigmoid(torch.addmm(gi[rows, 3 * H:], h_prev[rows], w_hh[3 * H:].t()).add_(b_hh[3 * H:]))
+    if "gate.output" in keep:
+        acts["gate.output"] = o
+        o = o[checked]
+    acts["hidden"] = o * torch.tanh(c[checked])
+    return {k: v for k, v in acts.items() if k in keep or k == "hidden"}
 
 
 def linear_scan(a: torch.Tensor, b: torch.Tensor, c0: torch.Tensor, block: int | None = None) -> torch.Tensor:
@@ -313,10 +338,11 @@ def linear_scan(a: torch.Tensor, b: torch.Tensor, c0: torch.Tensor, block: int |
     Blocked: the text is cut into m blocks of k steps. A loop over the k steps scans all blocks at
     once from a zero start (and keeps the running product of a); a loop over the m blocks carries
     the true state from block to block; one fix-up adds each block's carried-in state times the
-    running product. 2*sqrt(n) Python steps instead of n, and no products of more than k factors.
+    running product. 2k + m torch calls instead of n (k = sqrt(n / 2) by default, where that sum is
+    least: the k-loop takes two torch calls a step, the m-loop one), and no products of more than k factors.
     """
     n, H = a.shape
-    k = block or max(1, math.isqrt(n))
+    k = block or max(1, math.isqrt(n // 2))
     m = -(-n // k)
     pad = m * k - n
     if pad:  # pad with a=1, b=0 steps at the end; they change nothing before them
@@ -325,14 +351,17 @@ def linear_scan(a: torch.Tensor, b: torch.Tensor, c0: torch.Tensor, block: int |
     a3, b3 = a.reshape(m, k, H), b.reshape(m, k, H)
     local = torch.empty_like(b3)  # scan of each block from a zero start
     prod = torch.empty_like(a3)   # running product of a within each block
-    local[:, 0], prod[:, 0] = b3[:, 0], a3[:, 0]
+    # the steps' views made once (unbind), not two slicings per step: the loops are bound by Python overhead
+    a_t, b_t, local_t, prod_t = a3.unbind(1), b3.unbind(1), local.unbind(1), prod.unbind(1)  # k views [m, H]
+    local_t[0].copy_(b_t[0])
+    prod_t[0].copy_(a_t[0])
     for t in range(1, k):
-        torch.addcmul(b3[:, t], a3[:, t], local[:, t - 1], out=local[:, t])
-        torch.mul(prod[:, t - 1], a3[:, t], out=prod[:, t])
-    carry = torch.empty(m, H, dtype=b.dtype, device=b.device)  # the true state entering each block
-    state = c0.to(b.dtype)
-    for j in range(m):
-        carry[j] = state
-        state = local[j, -1] + prod[j, -1] * state
+        torch.addcmul(b_t[t], a_t[t], local_t[t - 1], out=local_t[t])
+        torch.mul(prod_t[t - 1], a_t[t], out=prod_t[t])
+    carry = torch.empty(m, H, dtype=b.dtype, device=b.device)  # carry[j]: the true state entering block j
+    carry[0] = c0.to(b.dtype)
+    ends, end_prods, carry_j = local_t[-1].unbind(0), prod_t[-1].unbind(0), carry.unbind(0)  # m views [H]
+    for j in range(m - 1):
+        torch.addcmul(ends[j], end_prods[j], carry_j[j], out=carry_j[j + 1])
     c = torch.addcmul(local, prod, carry[:, None, :])
     return c.reshape(m * k, H)[:n]

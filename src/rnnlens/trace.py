@@ -6,10 +6,11 @@ recomputed in bulk:
 
 * the gate pre-activations for all t are one matmul: [x_t, h_{t-1}] @ [W_ih, W_hh]^T + b;
 * LSTM cells are the linear recurrence c_t = f_t * c_{t-1} + i_t * g_t, solved by a blocked
-  scan (a Python loop of about 2*sqrt(T) vectorised steps, not T);
+  scan (a Python loop of about 3*sqrt(T/2) vectorised steps, not T);
 * and the recomputation is checked: h_t = o_t * tanh(c_t) (LSTM), (1-z)*n + z*h_{t-1} (GRU),
   tanh(pre) (RNN) must equal the fused outputs. The largest difference is kept in the trace
-  (`Trace.max_recompute_error`) and the tests hold it to 1e-5.
+  (`Trace.max_recompute_error`) and the tests hold it to 1e-5. It is checked on every row, or on
+  every k-th (`check_every`), where what is not kept is then computed only on those rows.
 
 Names (i = layer, from 0), each an array [T, H] for T characters and H units:
 
@@ -175,7 +176,7 @@ class Trace:
 def trace_ids(model: CharRNN, ids: np.ndarray, chars: list[str], *, names: Iterable[str] | None = None,
               float16: bool = False, out: str | Path | None = None, chunk: int = DEFAULT_CHUNK,
               progress: bool = False, source: str | None = None, initial_state=None,
-              interventions=None) -> Trace:
+              interventions=None, check_every: int = 1) -> Trace:
     """Run `model` over the id sequence from the zero state (or from `initial_state`) and keep the
     activations named in `names` (default: all). With `out`, arrays go to that safetensors file instead of RAM.
 
@@ -187,7 +188,11 @@ def trace_ids(model: CharRNN, ids: np.ndarray, chars: list[str], *, names: Itera
     `interventions` (rnnlens.interventions) edit units inside the recurrence. Batched where the maths
     allows: the layers below the first edited one run fused as always; an edited layer runs step by step
     (rnnlens.recurrence.run_layer, exact); a layer above it without interventions runs fused again, on the
-    edited inputs. The trace then holds the edited activations."""
+    edited inputs. The trace then holds the edited activations.
+
+    `check_every`: the recomputed h is compared with the fused h on every row (1, the default) or on every
+    check_every-th row only, so that what is not kept is computed only there (rnnlens.recurrence.recompute;
+    the explorer's document keeps only cells and hidden states)."""
     cfg = model.cfg
     edits = compile_interventions(interventions, cfg.cell, cfg.layers, cfg.size) if interventions else {}
     ids = np.asarray(ids, dtype=np.int64)
@@ -199,17 +204,19 @@ def trace_ids(model: CharRNN, ids: np.ndarray, chars: list[str], *, names: Itera
     if unknown:
         raise RnnlensError(f"a {cfg.cell} {cfg.layers}-layer trace has no {', '.join(unknown)}; "
                            f"choose from {', '.join(all_names)}")
-    if chunk < 1:
-        raise RnnlensError(f"chunk must be >= 1; got {chunk}")
+    if chunk < 1 or check_every < 1:
+        raise RnnlensError(f"chunk and check_every must be >= 1; got {chunk} and {check_every}")
     T, H, V = len(ids), cfg.size, cfg.vocab_size
     store = np.dtype(np.float16 if float16 else np.float32)
+    store_torch = torch.float16 if float16 else torch.float32  # converted by torch: numpy's float16 cast is slow
     shapes = {n: ((T, V) if n == "probs" else (T,) if n == "loss" else (T, H)) for n in wanted}
     dtypes = {n: (np.dtype(np.float32) if n == "loss" else store) for n in wanted}
-    text = "".join(chars[i] for i in ids)
+    text = "".join(map(chars.__getitem__, ids.tolist()))
     info = {"cell": cfg.cell, "layers": cfg.layers, "size": H, "chars": list(chars), "source": source}
 
     device = next(model.parameters()).device
     layers = _single_layers(model) if model.rnn is not None else []
+    first_inputs = _input_table(model, layers[0]) if layers else None  # [V, G*H]: layer 0's W_ih x + b_ih per id
     ffn_state = None  # n-NN: the last n-1 ids, carried between chunks
     state = [None] * cfg.layers  # carried between chunks: (h [1, 1, H], c [1, 1, H]) or h
     if initial_state is not None:
@@ -240,7 +247,7 @@ def trace_ids(model: CharRNN, ids: np.ndarray, chars: list[str], *, names: Itera
             if model.rnn is None:  # n-NN: its hidden layer is computed exactly as in training
                 x, ffn_state = model.ffn_hidden(ids_t[None, s:e], ffn_state)  # [1, n, H]
                 if "layer0.hidden" in shapes:
-                    store("layer0.hidden", s, x[0].to("cpu", torch.float32).numpy())
+                    store("layer0.hidden", s, x[0].to("cpu", store_torch).numpy())
             else:
                 x = model.inputs(ids_t[None, s:e])  # [1, n, I]
             for i, layer in enumerate(layers):
@@ -250,17 +257,20 @@ def trace_ids(model: CharRNN, ids: np.ndarray, chars: list[str], *, names: Itera
                 fused, new_state = layer(x, state[i])  # [1, n, H]
                 mine = {activation_name(i, a): a for a in LAYER_ACTIVATIONS[cfg.cell]}
                 if any(n in shapes for n in mine):  # only probs/loss wanted: the fused pass suffices
-                    acts, recomputed = recompute_layer(cfg.cell, layer, x[0], fused[0], state[i])
-                    max_err = max(max_err, float((recomputed - fused[0]).abs().max()))
+                    keep = [a for name, a in mine.items() if name in shapes]
+                    gi = first_inputs[ids_t[s:e]] if i == 0 else None
+                    acts, recomputed = recompute_layer(cfg.cell, layer, x[0], fused[0], state[i], keep, check_every,
+                                                       gi)
+                    max_err = max(max_err, float((recomputed - fused[0, ::check_every]).abs().max()))
                     for name, a in mine.items():
                         if name in shapes:
-                            store(name, s, acts[a].to("cpu", torch.float32).numpy())
+                            store(name, s, acts[a].to("cpu", store_torch).numpy())
                 state[i] = new_state
                 x = fused
             if "probs" in shapes or "loss" in shapes:
                 logp = torch.log_softmax(model.head(x[0]).float(), dim=-1)  # [n, V]
                 if "probs" in shapes:
-                    store("probs", s, logp.exp().cpu().numpy())
+                    store("probs", s, logp.exp().to("cpu", store_torch).numpy())
                 if "loss" in shapes:
                     nxt = ids_t[s + 1:e + 1]  # the true next characters (one fewer at the very end)
                     loss = torch.full((e - s,), float("nan"))
@@ -336,12 +346,14 @@ def _to_device(s, device):
     return s.to(device)
 
 
-def recompute_layer(cell: str, layer: nn.Module, x: torch.Tensor, h: torch.Tensor, state):
+def recompute_layer(cell: str, layer: nn.Module, x: torch.Tensor, h: torch.Tensor, state,
+                    keep: Iterable[str] | None = None, check_every: int = 1, gi: torch.Tensor | None = None):
     """What a fused single-layer `layer` computed inside, from its inputs and outputs (rnnlens.recurrence).
 
     x [n, I] the layer's inputs, h [n, H] its fused outputs, state its initial state (None for
-    zeros; LSTM (h0, c0) each [1, 1, H]). Returns ({activation: [n, H]}, recomputed h [n, H]); the
-    'hidden' activation is the fused h itself.
+    zeros; LSTM (h0, c0) each [1, 1, H]). Returns ({activation: [n, H]} for the activations in `keep`
+    (default: all), recomputed h [rows 0, check_every, ..., H]); the 'hidden' activation is the fused h itself.
+    gi [n, G*H]: the input projections W_ih x + b_ih when known (computed from x otherwise).
     """
     H = h.shape[1]
     zeros = h.new_zeros(1, H)
@@ -352,11 +364,22 @@ def recompute_layer(cell: str, layer: nn.Module, x: torch.Tensor, h: torch.Tenso
     else:
         h0, c0 = state.reshape(1, H), None
     w_ih, b_ih, w_hh, b_hh = layer_weights(layer, 0)
-    acts = recompute(cell, input_projection(x, w_ih, b_ih), h, h0, c0, w_hh, b_hh,
-                     getattr(layer, "nonlinearity", "tanh"))
+    if gi is None:
+        gi = input_projection(x, w_ih, b_ih)
+    acts = recompute(cell, gi, h, h0, c0, w_hh, b_hh,
+                     getattr(layer, "nonlinearity", "tanh"), keep, check_every)
     recomputed = acts["hidden"]
     acts["hidden"] = h
     return acts, recomputed
+
+
+def _input_table(model: CharRNN, layer: nn.Module) -> torch.Tensor:
+    """The first layer's input projection W_ih x + b_ih for every character id [V, G*H]: its inputs are an
+    embedding or one-hot row per id, so the projections of a text are rows of this table (a gather, not a
+    [T, I] x [I, G*H] matmul)."""
+    w_ih, b_ih, _, _ = layer_weights(layer, 0)
+    every_id = torch.arange(model.cfg.input_vocab, device=w_ih.device)
+    return input_projection(model.inputs(every_id[None])[0], w_ih, b_ih)
 
 
 def _single_layers(model: CharRNN) -> list[nn.Module]:
