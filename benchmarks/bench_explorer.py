@@ -38,8 +38,11 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=1)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeats", type=int, default=2, help="alternating runs of the fused pass and the trace")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (default 0: torch's own choice)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads for the fused pass and the trace (default 1, what rnnlens.trace uses; "
+                         "0: torch's own choice)")
     args = ap.parse_args()
+    default_threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.quick:
@@ -74,7 +77,7 @@ def main() -> None:
     saving = []  # per document pass: the seconds of writing the cache (flushing the memory maps), in the pass
 
     def document_pass(root) -> float:
-        doc = Document(lm, text, cache=True, cache_root=root)
+        doc = Document(lm, text, cache=True, cache_root=root, threads=None)  # the bench's setting, not the default
         t0 = time.perf_counter()
         doc.advance()
         took = time.perf_counter() - t0
@@ -95,6 +98,12 @@ def main() -> None:
         print(f"document trace (explorer):   {full:7.2f} s  ({len(ids) / full:,.0f} chars/s; best of {args.repeats})")
         print(f"trace / fused:               {full / fused:7.2f} x  best to best (each repeat: {each})")
         print(f"  of which writing the cache: {save:6.2f} s  (trace without it: {(full - save) / fused:.2f} x)")
+        if default_threads != torch.get_num_threads():  # for context: the fused pass on torch's own choice
+            from rnnlens.recurrence import torch_threads
+            with torch_threads(default_threads):
+                other = fused_pass()
+            print(f"fused pass on {default_threads} threads:     {other:7.2f} s  (once; {other / fused:.2f} x the "
+                  f"{torch.get_num_threads()}-thread fused pass)")
 
         ex = Explorer({"m": lm}, max_text_bytes=4 * args.chars)
         import rnnlens.cache as cache

@@ -221,3 +221,23 @@ def test_api_and_cli_trace_a_trained_model(tmp_path, text_file):
     text.write_text("QQQ")
     done = subprocess.run(cmd, capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "not in the vocabulary" in done.stderr
+
+
+def test_the_trace_runs_on_one_thread_and_restores_the_setting():
+    """Batch 1 on a busy machine: a second thread's barrier made the fused kernel 10-100x slower (issue #18).
+    The trace (and the explorer's document, which calls it) runs on one thread and leaves torch's setting."""
+    from rnnlens.interventions import Hook
+    model, ids = random_model("lstm", 2), random_ids(300)
+    seen = []
+    hook = Hook(lambda name, value, t: seen.append(torch.get_num_threads()), "layer1.cell")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        trace = trace_ids(model, ids, CHARS, interventions=[hook])
+        assert set(seen) == {1} and torch.get_num_threads() == 2
+        seen.clear()
+        same = trace_ids(model, ids, CHARS, interventions=[hook], threads=None)  # torch's setting, as asked
+        assert set(seen) == {2}
+        np.testing.assert_allclose(trace["layer0.cell"], same["layer0.cell"], atol=1e-5, rtol=0)
+    finally:
+        torch.set_num_threads(before)

@@ -28,7 +28,7 @@ from rnnlens.checks import check_choice, check_range
 from rnnlens.errors import RnnlensError
 from rnnlens.interventions import LayerEdits, compile_interventions
 from rnnlens.model import CharRNN
-from rnnlens.recurrence import StepLayer, layer_weights
+from rnnlens.recurrence import StepLayer, layer_weights, torch_threads
 
 PRECISIONS = ("auto", "float32", "float16", "bfloat16")
 STEP_PRIME = 256  # primes up to this many characters are stepped, longer ones go through the fused forward
@@ -104,14 +104,8 @@ class Stepper:
 
     def advance(self, ids: torch.Tensor, t: int = 0) -> torch.Tensor:
         """ids [rows] long at text position t -> logits [rows, V] (a buffer, overwritten by the next step)."""
-        if self.threads is None:
+        with torch_threads(self.threads):
             return self._advance(ids, t)
-        before = torch.get_num_threads()  # costs well under a microsecond to switch
-        torch.set_num_threads(self.threads)
-        try:
-            return self._advance(ids, t)
-        finally:
-            torch.set_num_threads(before)
 
     def _advance(self, ids: torch.Tensor, t: int) -> torch.Tensor:
         x = None

@@ -49,7 +49,7 @@ from rnnlens.model import CharRNN
 # because `from rnnlens.trace import LAYER_ACTIVATIONS, parse_unit, linear_scan, ...` is public.
 from rnnlens.names import GATES, LAYER_ACTIVATIONS, OUTPUTS, activation_names, parse_unit  # noqa: F401
 from rnnlens.names import name as activation_name
-from rnnlens.recurrence import input_projection, layer_weights, linear_scan, recompute, run_layer  # noqa: F401
+from rnnlens.recurrence import input_projection, layer_weights, linear_scan, recompute, run_layer, torch_threads  # noqa: F401
 
 DEFAULT_CHUNK = 8192  # characters per forward chunk: bounds working memory to ~chunk * 14 * H floats per layer
 
@@ -176,7 +176,7 @@ class Trace:
 def trace_ids(model: CharRNN, ids: np.ndarray, chars: list[str], *, names: Iterable[str] | None = None,
               float16: bool = False, out: str | Path | None = None, chunk: int = DEFAULT_CHUNK,
               progress: bool = False, source: str | None = None, initial_state=None,
-              interventions=None, check_every: int = 1) -> Trace:
+              interventions=None, check_every: int = 1, threads: int | None = 1) -> Trace:
     """Run `model` over the id sequence from the zero state (or from `initial_state`) and keep the
     activations named in `names` (default: all). With `out`, arrays go to that safetensors file instead of RAM.
 
@@ -192,7 +192,21 @@ def trace_ids(model: CharRNN, ids: np.ndarray, chars: list[str], *, names: Itera
 
     `check_every`: the recomputed h is compared with the fused h on every row (1, the default) or on every
     check_every-th row only, so that what is not kept is computed only there (rnnlens.recurrence.recompute;
-    the explorer's document keeps only cells and hidden states)."""
+    the explorer's document keeps only cells and hidden states).
+
+    `threads`: torch threads for the trace on a CPU (None: torch's setting). One by default: the trace runs
+    at batch 1, where every step of the fused kernel is a small matrix-vector product and each parallel region
+    a thread barrier; on a busy machine that barrier waits for a descheduled thread, and two threads ran 10
+    to 100x slower than one (docs/benchmarks.md, section 11)."""
+    device = next(model.parameters()).device
+    with torch_threads(threads if device.type == "cpu" else None):
+        return _trace_ids(model, ids, chars, names=names, float16=float16, out=out, chunk=chunk, progress=progress,
+                          source=source, initial_state=initial_state, interventions=interventions,
+                          check_every=check_every)
+
+
+def _trace_ids(model: CharRNN, ids: np.ndarray, chars: list[str], *, names, float16, out, chunk, progress, source,
+               initial_state, interventions, check_every) -> Trace:
     cfg = model.cfg
     edits = compile_interventions(interventions, cfg.cell, cfg.layers, cfg.size) if interventions else {}
     ids = np.asarray(ids, dtype=np.int64)

@@ -74,10 +74,11 @@ class Document:
     """
 
     def __init__(self, lm, text: str, *, cache: bool = True, dtype=np.float16, every: int = EVERY,
-                 cache_root: Path | None = None):
+                 cache_root: Path | None = None, threads: int | None = 1):
         if every < 1:
             raise RnnlensError(f"every must be >= 1; got {every}")
         self.lm, self.every = lm, int(every)
+        self.threads = threads  # torch threads while tracing (as rnnlens.trace.trace_ids: one, at batch 1)
         cfg = lm.config
         self.dtype = np.dtype(dtype)
         self.names = stored_names(cfg.cell, cfg.layers)
@@ -250,7 +251,7 @@ class Document:
         e = min(T, s + self.every)
         self._ensure_capacity(T)
         tr = trace_ids(self.lm.model, self.ids[s:e], self.lm.vocab.chars, names=self.names, chunk=self.every,
-                       initial_state=self.states[j], check_every=CHECK_EVERY)
+                       initial_state=self.states[j], check_every=CHECK_EVERY, threads=self.threads)
         for name in self.names:  # float32 -> the stored dtype by torch (numpy's float16 cast is 20x slower)
             torch.from_numpy(self.arrays[name][s:e]).copy_(torch.from_numpy(tr[name]))
         last = tr[self.names[-1]]  # the last layer's hidden state, float32: the loss of every row
@@ -356,7 +357,8 @@ class Document:
             key = (j, stop, tuple(names), self.version)
             if self._window is None or self._window[0] != key:
                 tr = trace_ids(self.lm.model, self.ids[j * self.every:stop], self.lm.vocab.chars, names=names,
-                               chunk=max(self.every, stop - j * self.every), initial_state=self.states[j])
+                               chunk=max(self.every, stop - j * self.every), initial_state=self.states[j],
+                               threads=self.threads)
                 self._window = (key, tr)
             return self._window[1], start - j * self.every
 

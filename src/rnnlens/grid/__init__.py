@@ -556,17 +556,13 @@ class _Runner:
 
     def evaluate_all(self, map_chars: int) -> None:
         """Each finished cell's best checkpoint on the test split, and its log p on the map's excerpt."""
-        import torch
+        from rnnlens.recurrence import torch_threads
         excerpt = self.excerpt(map_chars)
         key = hashlib.sha256(excerpt.encode("utf-8", "surrogatepass")).hexdigest()[:16]
         # --threads binds here too: on a busy machine, more threads than free cores make the
         # evaluation many times slower, not faster (spin-waiting OpenMP threads)
-        previous = torch.get_num_threads()
-        torch.set_num_threads(self.threads)
-        try:
+        with torch_threads(self.threads):
             self._evaluate_cells(excerpt, key)
-        finally:
-            torch.set_num_threads(previous)
 
     def _evaluate_cells(self, excerpt: str, key: str) -> None:
         for cell in self.cells:
