@@ -5,18 +5,20 @@
 
 What it does (issue #17):
 1. A reference run: `rnnlens train` uninterrupted, with a weight snapshot at every checkpoint step.
-2. The same command, sent SIGKILL after a random delay (seeded), then `rnnlens train --resume` on its
-   folder, again and again until --kills kills have landed; then one last resume runs to the end.
-   The kills are by wall clock, not by step, so they land anywhere: in a step, in validation, while a
-   checkpoint is being written. A kill before the first checkpoint leaves nothing to resume, so the
-   command starts again from scratch, as a user would.
+2. The same command, sent SIGKILL at a random moment, then `rnnlens train --resume` on its folder, again
+   and again until --kills kills have landed; then one last resume runs to the end. Each kill picks a
+   random step of what is left (seeded), waits until the run logs it (the runs log every step) and
+   then a random part of a step more: kills land by the run's progress, whatever the machine's speed,
+   anywhere in a step, a validation or a checkpoint write. A kill before the first checkpoint leaves
+   nothing to resume, so the command starts again from scratch, as a user would.
 3. After every kill: is last.safetensors loadable, and are its weights bit-equal to the reference's
-   snapshot at the same step (when the checkpoint is a --checkpoint-every one; epoch-end and
-   post-validation checkpoints have no snapshot to compare with)? At the end: are all tensors of last.safetensors (weights, optimizer
-   moments, step counters) bit-equal to the reference's?
+   snapshot at the same step (when it is a --checkpoint-every checkpoint; epoch-end and
+   post-validation checkpoints have no snapshot to compare with)? At the end: are all tensors of
+   last.safetensors (weights, optimizer moments, step counters) bit-equal to the reference's?
 
-It prints kills done, runs left unloadable, resumed checkpoints that are not bit-exact, steps redone
-and seconds lost per kill (the killed run's wall time plus all restarts, minus the reference's).
+It prints kills done, restarts, runs left unloadable, checkpoints that are not bit-exact, and the
+seconds lost per kill: the killed run's wall time minus the steps it kept (at its own step time),
+i.e. start-up plus the steps done again after the resume.
 Every process uses torch's default thread count: one thread would hide what this checks.
 """
 
@@ -28,6 +30,7 @@ import os
 import random
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,20 +54,34 @@ def _env() -> dict:
     return env
 
 
-def _train(args: list[str], kill_after: float | None = None) -> tuple[float, bool, str]:
-    """Run `rnnlens train ARGS`; SIGKILL it after `kill_after` seconds. Returns (seconds, killed, stderr)."""
+def _train(args: list[str], log: Path | None = None, kill_at: int | None = None,
+           rng: random.Random | None = None) -> dict:
+    """Run `rnnlens train ARGS`. With `kill_at`, watch the run's metrics.jsonl (`log`, one line a step) and
+    SIGKILL the run a random part of a step after it logs step `kill_at`: a moment anywhere in that step,
+    in a validation or in a checkpoint write. Returns seconds, killed, stderr and the median step seconds."""
     t0 = time.perf_counter()
+    offset = _size(log) if log is not None else 0
     proc = subprocess.Popen([sys.executable, "-m", "rnnlens", "train", *args], env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        proc.wait(timeout=kill_after)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGKILL)
+    seen: list[tuple[int, float]] = []  # (step, seconds since the start) as the log shows them
+    if kill_at is not None:
+        while proc.poll() is None:
+            for step in _logged_steps(log, offset):
+                if not seen or step > seen[-1][0]:
+                    seen.append((step, time.perf_counter() - t0))
+            if seen and seen[-1][0] >= kill_at:
+                times = [b[1] - a[1] for a, b in zip(seen, seen[1:])]
+                time.sleep(rng.uniform(0, statistics.median(times) if times else 0.5))  # within about a step
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.02)
     _, err = proc.communicate()
     killed = proc.returncode == -signal.SIGKILL
     if not killed and proc.returncode != 0:
         raise SystemExit(f"rnnlens train {' '.join(args)} failed (exit {proc.returncode}):\n{err}")
-    return time.perf_counter() - t0, killed, err
+    steps = [b[1] - a[1] for a, b in zip(seen, seen[1:])]
+    return {"seconds": time.perf_counter() - t0, "killed": killed, "stderr": err,
+            "step_seconds": statistics.median(steps) if steps else None}
 
 
 def _equal(a: dict, b: dict) -> tuple[int, int]:
@@ -103,42 +120,47 @@ def main(argv=None) -> int:
         for folder in (ref, cut):
             shutil.rmtree(folder, ignore_errors=True)
 
-        ref_seconds, _, ref_err = _train([*common, "--snapshot-every", str(args.checkpoint_every), "--out", str(ref)])
+        reference = _train([*common, "--snapshot-every", str(args.checkpoint_every), "--out", str(ref)])
+        ref_seconds, ref_err = reference["seconds"], reference["stderr"]
         mode = next((line for line in ref_err.splitlines() if line.startswith("mode:")), "mode: (not printed)")
         print(f"reference: {args.steps} steps in {ref_seconds:.1f} s; {mode}", flush=True)
         reference_final = read_checkpoint(ref / "last.safetensors").tensors
 
-        kills = unloadable = inexact = checked = restarts = steps_redone = 0
-        spent = 0.0
+        kills = unloadable = inexact = checked = restarts = 0
+        spent, lost = 0.0, []  # lost: per kill, the killed run's seconds minus the progress it kept
         step_seconds = ref_seconds / args.steps
+        log = cut / "metrics.jsonl"
         while kills < args.kills:
             started = (cut / "last.safetensors").exists()
             cmd = ["--resume", str(cut), "--quiet"] if started else [*common, "--out", str(cut)]
             if not started and cut.exists():
                 shutil.rmtree(cut)  # killed before its first checkpoint: nothing to resume, start again
                 restarts += 1
-            # a delay anywhere in the next two checkpoint intervals (plus start-up), so kills land in steps,
-            # validations and checkpoint writes alike, but short of the end, so that all --kills land
             resumed_at = _checkpoint_step(cut / "last.safetensors") if started else 0
-            left = (args.steps - resumed_at) * step_seconds
-            delay = rng.uniform(1.0, min(3.0 + 2 * args.checkpoint_every * step_seconds, 2.0 + 0.8 * left))
-            logged = _size(cut / "metrics.jsonl")
-            seconds, killed, err = _train(cmd, kill_after=delay)
-            spent += seconds
-            if not killed:
-                print(f"  run ended before its kill at {delay:.1f} s", flush=True)
+            if resumed_at >= args.steps - 1:
+                break
+            # a step anywhere in what is left: kills land by the run's progress, whatever the machine's speed
+            target = rng.randint(resumed_at + 1, args.steps - 1)
+            run = _train(cmd, log, kill_at=target, rng=rng)
+            spent += run["seconds"]
+            if not run["killed"]:
+                print(f"  run ended before its kill after step {target}", flush=True)
                 break
             kills += 1
+            where = f"kill {kills} after step {target} ({run['seconds']:.1f} s into the run)"
             if not (cut / "last.safetensors").exists():
-                print(f"  kill {kills} at {delay:.1f} s: before the first checkpoint", flush=True)
+                print(f"  {where}: before the first checkpoint", flush=True)
+                lost.append(run["seconds"])
                 continue
             try:
                 saved = read_checkpoint(cut / "last.safetensors")
             except RnnlensError as e:
                 unloadable += 1
-                print(f"  kill {kills} at {delay:.1f} s: UNLOADABLE: {e}", flush=True)
+                print(f"  {where}: UNLOADABLE: {e}", flush=True)
                 continue
             step = saved.meta["state"]["step"]
+            kept = (step - resumed_at) * (run["step_seconds"] or step_seconds)
+            lost.append(max(0.0, run["seconds"] - kept))
             snapshot = ref / "snapshots" / f"step-{step:06d}.safetensors"
             if snapshot.exists():
                 same, total = _equal(saved.tensors, read_checkpoint(snapshot).tensors)
@@ -146,25 +168,24 @@ def main(argv=None) -> int:
                 inexact += same != total
                 verdict = f"weights {same} of {total} equal to the reference's"
             else:  # an epoch-end or post-validation checkpoint: the reference kept no snapshot there
-                verdict = "(no reference snapshot at that step: checked by the final comparison)"
-            # steps the killed process did after that checkpoint, from the lines it added to the run's log
-            steps_redone += max(0, _last_logged_step(cut / "metrics.jsonl", logged) - step)
-            print(f"  kill {kills} at {delay:.1f} s: last checkpoint at step {step}; {verdict}", flush=True)
+                verdict = "no reference snapshot at that step: checked by the final comparison"
+            print(f"  {where}: last checkpoint at step {step}; {verdict}; lost {lost[-1]:.1f} s", flush=True)
 
-        seconds, killed, err = _train(["--resume", str(cut), "--quiet"] if (cut / "last.safetensors").exists()
-                                      else [*common, "--out", str(cut)])
-        spent += seconds
+        run = _train(["--resume", str(cut), "--quiet"] if (cut / "last.safetensors").exists()
+                     else [*common, "--out", str(cut)])
+        spent, err = spent + run["seconds"], run["stderr"]
         final = read_checkpoint(cut / "last.safetensors").tensors
         same, total = _equal(final, reference_final)
         exact_note = [line for line in err.splitlines() if "not bit-exact" in line]
         print()
         print(bu.markdown_table(
             ["kills done", "restarts from scratch", "runs left unloadable", "checkpoints not bit-exact (checked)",
-             "final tensors equal", "steps redone per kill", "seconds lost per kill"],
+             "final tensors equal", "seconds lost per kill (median, max)"],
             [[kills, restarts, unloadable, f"{inexact} ({checked})", f"{same} of {total}",
-              f"{steps_redone / max(kills, 1):.1f}", f"{(spent - ref_seconds) / max(kills, 1):.1f}"]]))
-        print(f"\nreference {ref_seconds:.1f} s uninterrupted; killed and resumed {spent:.1f} s in all; "
-              f"checkpoint every {args.checkpoint_every} steps, {step_seconds:.2f} s per step")
+              f"{statistics.median(lost):.1f}, {max(lost):.1f}" if lost else "-"]]))
+        print(f"\nreference {ref_seconds:.1f} s uninterrupted ({step_seconds:.2f} s per step); killed and resumed "
+              f"{spent:.1f} s in all; checkpoint every {args.checkpoint_every} steps. Lost per kill: the killed "
+              "run's seconds minus the steps it kept (at its own median step time): start-up plus the steps redone")
         if exact_note:
             print("the last resume said: " + exact_note[0])
         return 0 if (unloadable == 0 and inexact == 0 and same == total) else 1
@@ -184,18 +205,18 @@ def _size(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
 
 
-def _last_logged_step(path: Path, offset: int) -> int:
-    """The last step logged in metrics.jsonl after byte `offset` (every --log-every steps), 0 if none."""
-    last = 0
+def _logged_steps(path: Path, offset: int) -> list[int]:
+    """The steps logged in metrics.jsonl after byte `offset`."""
+    steps = []
     if path.exists():
         with open(path, "rb") as f:
             f.seek(offset)
             for line in f.read().decode("utf-8", "replace").splitlines():
                 try:
-                    last = max(last, int(json.loads(line).get("step", 0)))
-                except (ValueError, AttributeError):
-                    continue  # a line cut short by the kill
-    return last
+                    steps.append(int(json.loads(line)["step"]))
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line cut short by the kill, or not a step's line
+    return steps
 
 
 if __name__ == "__main__":
