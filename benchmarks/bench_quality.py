@@ -419,8 +419,9 @@ def train_rnnlens(kwargs: dict, data: str, workdir: Path, val: np.ndarray, cut: 
 
 def resolved(m: dict, t: dict, params: int) -> str:
     """The configuration a run really had (defaults included), in one line."""
-    return (f"{m['cell']} {m['layers']}x{m['size']} ({params / 1e6:.2f}M params), input {m['input']} "
-            f"{m['embedding_size'] if m['input'] == 'embedding' else ''}, dropout {m['dropout']}, init {m['init']}; "
+    width = f" {m['embedding_size']}" if m["input"] == "embedding" else ""
+    return (f"{m['cell']} {m['layers']}x{m['size']} ({params / 1e6:.2f}M params), input {m['input']}{width}, "
+            f"dropout {m['dropout']}, init {m['init']}; "
             f"batch {t['batch_size']}, seq {t['seq_len']}, {t['optimizer']} lr {t['lr']:g} ({t['lr_schedule']}), "
             f"clip {t['grad_clip']} ({t['clip_mode']}), eval_every {t['eval_every']}")
 
