@@ -1,9 +1,27 @@
-"""Quality per CPU-minute on tiny Shakespeare: validation loss after a fixed training budget.
+"""Quality per CPU-minute: validation loss after a fixed training budget, on several kinds of text.
 
-Data: --data (default /work/shared/data/tinyshakespeare.txt), split by position: the first 90%
-trains, the last 10% is the validation split (rnnlens is given split=(0.9, 0.1, 0) and the script
-checks it cuts at the same character). Every run trains for --budget seconds, then its loss is
-measured in nats/char over the *whole* validation split, by this script:
+Texts (--texts, named kinds, each built deterministically from files on this machine, then cut to its
+first --max-chars characters; default: --data, tiny Shakespeare):
+
+  shakespeare   /work/shared/data/tinyshakespeare.txt (prose/verse, 1,115,394 chars)
+  warandpeace   /work/shared/data/warpeace_input.txt (prose, 3.2M chars)
+  pystdlib      rnnlens's built-in default corpus (rnnlens.datasets.fetch('pystdlib'): this Python's
+                standard library, shuffled by file, 4M chars): code
+  cheaders      this machine's /usr/include/**/*.h, sorted by path, shuffled with random.Random(0),
+                concatenated (files that are not UTF-8 or hold NUL skipped, CR removed): C code
+  manpages      this machine's /usr/share/man/man*/*.gz (English pages only), gunzipped, sorted,
+                shuffled with random.Random(0), concatenated like cheaders: troff markup and prose
+  (any path)    a UTF-8 text file
+
+Every text is split by position: the first 90% trains, the last 10% is the validation split (rnnlens is
+given split=(0.9, 0.1, 0) and the script checks it cuts at the same character with the same vocabulary).
+The built texts (cheaders, manpages) depend on what this machine has installed; the script prints their
+file counts and sizes. Budgets: --budgets (seconds of training per run, one row group each) and/or a
+fixed-step row group (--steps N --batch B [--seq T]): every run then takes exactly N updates of B streams
+x T characters (rnnlens through max_steps, its batch_size/seq_len set to B/T over any preset; the gpt
+reference N steps of B blocks of its context 64), so its loss does not depend on how loaded the machine is.
+
+Every run's loss is measured in nats/char over the *whole* validation split, by this script:
 
   recurrent models: 50 contiguous streams, each from a zero state, read in windows of 100 with
       the state carried (every character but a stream's first is predicted with its full left
@@ -15,35 +33,41 @@ measured in nats/char over the *whole* validation split, by this script:
 References (written for this script):
   gpt   a GPT-style decoder: 4 layers, 4 heads, width 128, context 64, batch 12, no bias, no dropout,
         tied embedding/head, AdamW lr 1e-3 betas (0.9, 0.99) weight decay 0.1 (matrices only),
-        clip 1.0, 100 warm-up steps, then cosine decay to 1e-4 over the time budget (nanoGPT's
-        schedule counts iterations; here the budget is time). nanoGPT's CPU config for
-        shakespeare_char; measured elsewhere at 1.886 after 150 s.
+        clip 1.0, 100 warm-up steps, then cosine decay to 1e-4 over the budget (nanoGPT's
+        schedule counts iterations; in a timed row the budget is time, in a fixed-step row steps).
+        nanoGPT's CPU config for shakespeare_char; measured elsewhere at 1.886 after 150 s.
   lstm  a bare fused 2x256 LSTM (nn.Embedding(V, 64) -> nn.LSTM -> nn.Linear, torch's default
         init), RMSProp lr 2e-3 alpha 0.95, batch 50 contiguous streams, seq 100, state carried,
-        clip_grad_norm_ 5; measured elsewhere at 1.661 after 150 s.
-rnnlens runs: rnnlens.train(...) (the Python API, with time_budget) for each --rnnlens config;
+        clip_grad_norm_ 5 (char-rnn style); measured elsewhere at 1.661 after 150 s.
+rnnlens runs: rnnlens.train(...) (the Python API) for each --rnnlens config;
     keys are ModelConfig's fields (model or cell, layers, size, dropout, input, embedding_size, init,
-    ...), `params`, and TrainConfig's fields (optimizer, lr, batch_size, seq_len, lr_schedule,
-    eval_every, ...); whatever is not given is rnnlens's default at the time of the run (the table
-    prints the full resolved configuration under it). With no --rnnlens: one run of the defaults.
+    ...), `params`, `preset` (char-rnn, paper) and TrainConfig's fields (optimizer, lr, batch_size,
+    seq_len, lr_schedule, eval_every, ...); whatever is not given is rnnlens's default at the time of
+    the run (the full resolved configuration is printed under the table). --preset NAME adds a run of
+    that preset. With neither: one run of the defaults.
     rnnlens's time_budget counts only its train_step time (validation and checkpoints are extra),
     so the table shows both its training seconds and the wall time of the whole call. The loss
     shown is of the *last* weights (like the references); rnnlens's own best validation is beside it.
+    "vs best" is the loss minus the best loss of its row group (text x budget).
 
 Runs are sequential (a training run cannot be interleaved), so each is bracketed by sgemm probes:
-compare runs only when the probes agree.
+compare timed runs only when the probes agree (fixed-step rows do not depend on them).
 
     python benchmarks/bench_quality.py --quick                       # 12 s per run, ~1 min
     python benchmarks/bench_quality.py --budget 150 \\
         --rnnlens 'size=512,layers=1,lr=5e-3,optimizer=adam,batch_size=32,seq_len=64'
     python benchmarks/bench_quality.py --budget 1800 --skip gpt,lstm --rnnlens 'layers=2,size=512'
+    python benchmarks/bench_quality.py --texts shakespeare,warandpeace,pystdlib,cheaders,manpages \\
+        --max-chars 2000000 --budgets 60,300,1800 --steps 400 --batch 50 --rnnlens '' --preset char-rnn
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import math
 import os
+import random
 import sys
 import tempfile
 import time
@@ -57,13 +81,88 @@ import torch.nn.functional as F
 
 DEFAULT_DATA = "/work/shared/data/tinyshakespeare.txt"
 DEFAULT_RNNLENS = [""]  # rnnlens's own defaults
+SHUFFLE_SEED = 0
 
 
 # ----------------------------------------------------------------------------- data
 
+def _concat_files(paths: list[Path], max_chars: int, read) -> tuple[str, str]:
+    """Files sorted by path, shuffled with a fixed seed, each read by `read` (bytes), kept when UTF-8 without
+    NUL, CR removed, concatenated until max_chars: (text, a note on what went in)."""
+    paths = sorted(paths)
+    random.Random(SHUFFLE_SEED).shuffle(paths)
+    parts, total, used, skipped = [], 0, 0, 0
+    for path in paths:
+        if total >= max_chars:
+            break
+        try:
+            text = read(path).decode("utf-8")
+        except (OSError, UnicodeDecodeError, EOFError):
+            skipped += 1
+            continue
+        if "\x00" in text or not text.strip():
+            skipped += 1
+            continue
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+        parts.append(text)
+        total += len(text)
+        used += 1
+    return "".join(parts)[:max_chars], f"{used} of {len(paths)} files ({skipped} skipped: not UTF-8, NUL or empty)"
+
+
+def _built_cheaders(max_chars: int) -> tuple[str, str]:
+    text, note = _concat_files([p for p in Path("/usr/include").rglob("*.h") if p.is_file()], max_chars,
+                               lambda p: p.read_bytes())
+    return text, f"/usr/include/**/*.h: {note}"
+
+
+def _built_manpages(max_chars: int) -> tuple[str, str]:
+    paths = [p for p in Path("/usr/share/man").glob("man*/*.gz") if p.is_file()]
+    text, note = _concat_files(paths, max_chars, lambda p: gzip.decompress(p.read_bytes()))
+    return text, f"/usr/share/man/man*/*.gz: {note}"
+
+
+def _pystdlib(max_chars: int) -> tuple[str, str]:
+    from rnnlens import datasets
+    path = datasets.fetch("pystdlib")
+    return read_file(path)[:max_chars], f"rnnlens.datasets.fetch('pystdlib') ({path})"
+
+
+TEXTS = {  # name -> (what it is, builder(max_chars) -> (text, where it came from))
+    "shakespeare": ("prose/verse", lambda n: (read_file(DEFAULT_DATA)[:n], DEFAULT_DATA)),
+    "warandpeace": ("prose", lambda n: (read_file("/work/shared/data/warpeace_input.txt")[:n],
+                                        "/work/shared/data/warpeace_input.txt")),
+    "pystdlib": ("code (Python)", _pystdlib),
+    "cheaders": ("code (C headers)", _built_cheaders),
+    "manpages": ("markup (troff)", _built_manpages),
+}
+DEFAULT_BUILT_CHARS = 2_000_000  # cheaders/manpages without --max-chars
+
+
+def read_file(path) -> str:
+    """A UTF-8 file exactly as rnnlens reads it (bytes decoded, no newline translation)."""
+    return Path(path).read_bytes().decode("utf-8")
+
+
+def build_text(name: str, max_chars: int | None, folder: Path) -> tuple[str, str, str]:
+    """(path of the text file, kind, where it came from) for a --texts entry: a TEXTS name or a file path."""
+    if name in TEXTS:
+        kind, builder = TEXTS[name]
+        limit = max_chars or (DEFAULT_BUILT_CHARS if name in ("cheaders", "manpages") else 10**12)
+        text, origin = builder(limit)
+    elif Path(name).is_file():
+        kind, origin = "file", name
+        text = read_file(name)[:max_chars] if max_chars else read_file(name)
+    else:
+        raise SystemExit(f"--texts: {name!r} is neither one of {', '.join(TEXTS)} nor a file")
+    path = folder / f"{Path(name).stem}.txt"
+    path.write_bytes(text.encode("utf-8"))
+    return str(path), kind, origin
+
+
 def load_text(path: str) -> tuple[np.ndarray, list[str], int]:
     """ids (int64) of the whole text, the sorted character set, and the train/val cut."""
-    text = Path(path).read_text(encoding="utf-8")
+    text = read_file(path)
     chars = sorted(set(text))
     index = {c: i for i, c in enumerate(chars)}
     ids = np.fromiter((index[c] for c in text), dtype=np.int64, count=len(text))
@@ -165,9 +264,12 @@ class TinyGPT(nn.Module):
         return self.head(self.ln_f(x))
 
 
-def train_gpt(train: np.ndarray, val: np.ndarray, vocab: int, budget: float, device, seed: int = 0) -> dict:
+def train_gpt(train: np.ndarray, val: np.ndarray, vocab: int, budget: float | None, device, seed: int = 0,
+              steps: int | None = None, batch: int = 12) -> dict:
+    """For `budget` seconds, or (budget None) exactly `steps` steps."""
     torch.manual_seed(seed)
-    ctx, batch, lr, min_lr, warmup = 64, 12, 1e-3, 1e-4, 100
+    ctx, lr, min_lr, warmup = 64, 1e-3, 1e-4, 100
+    max_steps = steps
     model = TinyGPT(vocab, ctx=ctx).to(device)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
@@ -177,11 +279,12 @@ def train_gpt(train: np.ndarray, val: np.ndarray, vocab: int, budget: float, dev
     gen = torch.Generator().manual_seed(seed)
     offsets = torch.arange(ctx + 1, device=device)
     steps, t0 = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - t0) < budget:
+    while (elapsed := time.perf_counter() - t0) < budget if max_steps is None else steps < max_steps:
         if steps < warmup:
             cur = lr * (steps + 1) / warmup
         else:
-            cur = min_lr + (lr - min_lr) * 0.5 * (1 + math.cos(math.pi * min(1.0, elapsed / budget)))
+            frac = elapsed / budget if max_steps is None else steps / max_steps
+            cur = min_lr + (lr - min_lr) * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
         for g in opt.param_groups:
             g["lr"] = cur
         starts = torch.randint(len(train) - ctx - 1, (batch,), generator=gen).to(device)
@@ -214,9 +317,11 @@ class BareLSTM(nn.Module):
         return self.head(out), state
 
 
-def train_lstm(train: np.ndarray, val: np.ndarray, vocab: int, budget: float, device, seed: int = 0) -> dict:
+def train_lstm(train: np.ndarray, val: np.ndarray, vocab: int, budget: float | None, device, seed: int = 0,
+               steps: int | None = None, batch: int = 50, seq: int = 100) -> dict:
+    """For `budget` seconds, or (budget None) exactly `steps` steps."""
     torch.manual_seed(seed)
-    batch, seq = 50, 100
+    max_steps = steps
     model = BareLSTM(vocab).to(device)
     opt = torch.optim.RMSprop(model.parameters(), lr=2e-3, alpha=0.95, eps=1e-8)
     n = (len(train) - 1) // batch
@@ -224,7 +329,7 @@ def train_lstm(train: np.ndarray, val: np.ndarray, vocab: int, budget: float, de
     y_all = torch.from_numpy(train[1:batch * n + 1].reshape(batch, n)).to(device)
     windows = n // seq
     state, k, steps, t0 = None, 0, 0, time.perf_counter()
-    while time.perf_counter() - t0 < budget:
+    while time.perf_counter() - t0 < budget if max_steps is None else steps < max_steps:
         x, y = x_all[:, k * seq:(k + 1) * seq], y_all[:, k * seq:(k + 1) * seq]
         logits, state = model(x, state)
         loss = F.cross_entropy(logits.reshape(-1, vocab), y.reshape(-1))
@@ -254,7 +359,7 @@ def parse_rnnlens(text: str) -> dict:
     from rnnlens.model import ModelConfig
     from rnnlens.trainer import TrainConfig
     allowed = (set(ModelConfig.__dataclass_fields__) | set(TrainConfig.__dataclass_fields__)
-               | {"model", "params"})
+               | {"model", "params", "preset"})
     out = {}
     for item in filter(None, (s.strip() for s in text.split(","))):
         key, sep, value = item.partition("=")
@@ -280,7 +385,9 @@ def parse_rnnlens(text: str) -> dict:
 
 
 def train_rnnlens(kwargs: dict, data: str, workdir: Path, val: np.ndarray, cut: int, chars: list[str],
-                  budget: float, device) -> dict:
+                  budget: float | None, device, steps: int | None = None, batch: int = 50, seq: int = 100) -> dict:
+    """For `budget` seconds of train_step, or (budget None) exactly `steps` steps of batch x seq (over any
+    preset, under the run's own batch_size/seq_len if it gives them)."""
     import rnnlens
     from rnnlens.checkpoint import LAST
     from rnnlens.corpus import load_corpus
@@ -294,8 +401,11 @@ def train_rnnlens(kwargs: dict, data: str, workdir: Path, val: np.ndarray, cut: 
         raise SystemExit("rnnlens's vocabulary differs from this script's (ids would not match)")
     out = workdir / f"run-{len(list(workdir.iterdir()))}"
     t0 = time.perf_counter()
-    rnnlens.train(data=data, out=out, split=split, time_budget=budget, progress=False, force=True,
-                  device=device.type, **kwargs)
+    stop = {"time_budget": budget} if steps is None else {"max_steps": steps, "batch_size": batch, "seq_len": seq}
+    kwargs = {**stop, **kwargs}
+    if steps is not None:
+        kwargs["max_steps"] = steps  # exactly `steps` updates (a preset's max_epochs is not reached first here)
+    rnnlens.train(data=data, out=out, split=split, progress=False, force=True, device=device.type, **kwargs)
     wall = time.perf_counter() - t0
     last = rnnlens.load(out, which=LAST, device=device.type)
     state = last.meta["state"]
@@ -309,79 +419,127 @@ def train_rnnlens(kwargs: dict, data: str, workdir: Path, val: np.ndarray, cut: 
 
 def resolved(m: dict, t: dict, params: int) -> str:
     """The configuration a run really had (defaults included), in one line."""
-    return (f"{m['cell']} {m['layers']}x{m['size']} ({params / 1e6:.2f}M params), input {m['input']} "
-            f"{m['embedding_size'] if m['input'] == 'embedding' else ''}, dropout {m['dropout']}, init {m['init']}; "
+    width = f" {m['embedding_size']}" if m["input"] == "embedding" else ""
+    return (f"{m['cell']} {m['layers']}x{m['size']} ({params / 1e6:.2f}M params), input {m['input']}{width}, "
+            f"dropout {m['dropout']}, init {m['init']}; "
             f"batch {t['batch_size']}, seq {t['seq_len']}, {t['optimizer']} lr {t['lr']:g} ({t['lr_schedule']}), "
             f"clip {t['grad_clip']} ({t['clip_mode']}), eval_every {t['eval_every']}")
 
 
 # ----------------------------------------------------------------------------- main
 
+def parse_list(text: str | None, kind=str) -> list:
+    return [kind(x.strip()) for x in (text or "").split(",") if x.strip()]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=DEFAULT_DATA)
+    ap.add_argument("--data", default=DEFAULT_DATA, help="the text when --texts is not given")
+    ap.add_argument("--texts", help=f"comma-separated texts: {', '.join(TEXTS)} or file paths (default: --data)")
+    ap.add_argument("--max-chars", type=int, help="cut every text to its first N characters (built texts: default "
+                    f"{DEFAULT_BUILT_CHARS:,})")
     ap.add_argument("--budget", type=float, help="training seconds per run (default 150, quick 12)")
+    ap.add_argument("--budgets", help="comma-separated training seconds, one row group each (e.g. 60,300,1800)")
+    ap.add_argument("--steps", type=int, help="a fixed-step row group: every run takes exactly N updates")
+    ap.add_argument("--batch", type=int, default=50, help="streams per update in the fixed-step rows (default 50)")
+    ap.add_argument("--seq", type=int, default=100, help="characters per stream per update in the fixed-step rows "
+                    "(default 100)")
     ap.add_argument("--quick", action="store_true", help="12 s per run: checks that the script works")
     ap.add_argument("--rnnlens", action="append", metavar="K=V,...",
                     help="an rnnlens configuration (repeatable); '' or none given: rnnlens's own defaults")
+    ap.add_argument("--preset", action="append", default=[], metavar="NAME",
+                    help="also run rnnlens with this preset (char-rnn, paper); repeatable")
     ap.add_argument("--skip", default="", help="comma-separated references to skip: gpt, lstm")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--threads", type=int)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the references (rnnlens runs: their own seed, "
+                    "default 0)")
     args = ap.parse_args(argv)
-    budget = args.budget or (12.0 if args.quick else 150.0)
-    configs = [parse_rnnlens(c) for c in (args.rnnlens or DEFAULT_RNNLENS)]
+    budgets = parse_list(args.budgets, float) or ([args.budget] if args.budget else [])
+    if not budgets and not args.steps:
+        budgets = [12.0 if args.quick else 150.0]
+    groups = [(b, None) for b in budgets] + ([(None, args.steps)] if args.steps else [])
+    configs = [parse_rnnlens(c) for c in (args.rnnlens or ([] if args.preset else DEFAULT_RNNLENS))]
+    configs += [{"preset": p} for p in args.preset]
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    texts = parse_list(args.texts) or [args.data]
 
-    bu.print_header(f"bench_quality: val loss after {budget:g} s of training on {args.data}")
-    ids, chars, cut = load_text(args.data)
-    train, val = ids[:cut], ids[cut:]
-    print(f"{len(ids):,} chars, vocab {len(chars)}; train {len(train):,}, val {len(val):,}", flush=True)
+    def group_label(budget, steps):
+        return f"{budget:g} s" if steps is None else f"{steps} steps x B{args.batch} T{args.seq}"
 
-    results = []
-
-    def record(name, config, fn):
-        p0 = bu.sgemm_probe(f"before {name}")
-        t0 = time.perf_counter()
-        r = fn()
-        r.setdefault("wall_s", time.perf_counter() - t0)
-        p1 = bu.sgemm_probe(f"after {name}")
-        r["probe"] = f"{p0:.0f}/{p1:.0f}"
-        results.append((name, config, r))
-        print(f"{name} [{config}]: val {r['val']:.4f} nats/char ({r['val'] / math.log(2):.3f} bits), "
-              f"{r['steps']} steps, {r['train_s']:.0f} s training, {r['wall_s']:.0f} s wall", flush=True)
+    bu.print_header(f"bench_quality: val loss after {', '.join(group_label(*g) for g in groups)} of training on "
+                    f"{', '.join(texts)}")
+    results = []  # (text, group, name, config, result)
 
     with tempfile.TemporaryDirectory(prefix="rnnlens-bench-") as tmp:
         tmp = Path(tmp)
-        os.environ["RNNLENS_CACHE"] = str(tmp / "cache")  # keep the prepared corpus out of ~/.cache
-        if "gpt" not in skip:
-            record("gpt", "4L 4H 128w ctx 64, B12, AdamW 1e-3",
-                   lambda: train_gpt(train, val, len(chars), budget, device))
-        if "lstm" not in skip:
-            record("bare lstm", "2x256, RMSProp 2e-3, B50 T100",
-                   lambda: train_lstm(train, val, len(chars), budget, device))
+        os.environ["RNNLENS_CACHE"] = str(tmp / "cache")  # keep the prepared corpora out of ~/.cache
+        (tmp / "texts").mkdir()
         runs = tmp / "runs"
         runs.mkdir()
-        for kw in configs:
-            label = ",".join(f"{k}={v}" for k, v in kw.items()) or "rnnlens defaults"
-            record("rnnlens", label, lambda kw=kw: train_rnnlens(kw, args.data, runs, val, cut, chars, budget,
-                                                          device))
+        for name in texts:
+            data, kind, origin = build_text(name, args.max_chars, tmp / "texts")
+            ids, chars, cut = load_text(data)
+            train, val = ids[:cut], ids[cut:]
+            tname = Path(name).stem if name not in TEXTS else name
+            print(f"\ntext {tname} ({kind}, from {origin}): {len(ids):,} chars, vocab {len(chars)}; split by "
+                  f"position: train the first {len(train):,}, val the last {len(val):,}", flush=True)
 
+            for budget, steps in groups:
+                glabel = group_label(budget, steps)
+
+                def record(name, config, fn):
+                    p0 = bu.sgemm_probe(f"before {name}")
+                    t0 = time.perf_counter()
+                    r = fn()
+                    r.setdefault("wall_s", time.perf_counter() - t0)
+                    p1 = bu.sgemm_probe(f"after {name}")
+                    r["probe"] = f"{p0:.0f}/{p1:.0f}"
+                    r["epochs"] = r["chars"] / len(train)
+                    results.append((tname, glabel, name, config, r))
+                    print(f"{tname}, {glabel}: {name} [{config}]: val {r['val']:.4f} nats/char "
+                          f"({r['val'] / math.log(2):.3f} bits), {r['steps']} steps, {r['epochs']:.2f} epochs, "
+                          f"{r['train_s']:.0f} s training, {r['wall_s']:.0f} s wall", flush=True)
+
+                if "gpt" not in skip:
+                    record("gpt", f"4L 4H 128w ctx 64, B{12 if steps is None else args.batch}, AdamW 1e-3",
+                           lambda: train_gpt(train, val, len(chars), budget, device, seed=args.seed, steps=steps,
+                                             batch=12 if steps is None else args.batch))
+                if "lstm" not in skip:
+                    b, t = (50, 100) if steps is None else (args.batch, args.seq)
+                    record("bare lstm", f"2x256, RMSProp 2e-3, B{b} T{t}",
+                           lambda: train_lstm(train, val, len(chars), budget, device, seed=args.seed, steps=steps,
+                                              batch=b, seq=t))
+                for kw in configs:
+                    label = ",".join(f"{k}={v}" for k, v in kw.items()) or "rnnlens defaults"
+                    record("rnnlens", label, lambda kw=kw: train_rnnlens(kw, data, runs, val, cut, chars, budget,
+                                                                       device, steps=steps, batch=args.batch,
+                                                                       seq=args.seq))
+
+    best = {}
+    for tname, glabel, _, _, r in results:
+        best[tname, glabel] = min(best.get((tname, glabel), math.inf), r["val"])
     rows = []
-    for name, config, r in results:
-        best = r.get("best_val")
-        rows.append([name, config, f"{r['val']:.4f}", f"{r['val'] / math.log(2):.3f}",
-                     f"{best:.4f}" if best is not None else "-", f"{r['train_s']:.0f}", f"{r['wall_s']:.0f}",
-                     r["steps"], bu.fmt_rate(r["chars"] / max(r["train_s"], 1e-9)), r["probe"]])
-    print(f"\nbudget {budget:g} s per run, device {args.device}; val = last weights over the whole val split "
-          f"({len(val):,} chars)\n")
-    print(bu.markdown_table(["run", "config", "val nats/char", "bits/char", "rnnlens best val", "train s",
-                             "wall s", "steps", "train chars/s", "sgemm before/after"], rows))
-    for i, (name, config, r) in enumerate(results):
-        if "resolved" in r:
-            print(f"\n{name} [{config}] ran as: {r['resolved']}")
+    for tname, glabel, name, config, r in results:
+        bv = r.get("best_val")
+        d = r["val"] - best[tname, glabel]
+        rows.append([tname, glabel, name, config, f"**{r['val']:.4f}**" if d == 0 else f"{r['val']:.4f}",
+                     f"{r['val'] / math.log(2):.3f}", f"+{d:.3f}" if d else "best",
+                     f"{bv:.4f}" if bv is not None else "-", f"{r['train_s']:.0f}", f"{r['wall_s']:.0f}", r["steps"],
+                     f"{r['epochs']:.2f}", bu.fmt_rate(r["chars"] / max(r["train_s"], 1e-9)), r["probe"]])
+    print(f"\ndevice {args.device}, {torch.get_num_threads()} threads; val = last weights over the whole val split "
+          "of each text (its last 10%)\n")
+    print(bu.markdown_table(["text", "budget", "run", "config", "val nats/char", "bits/char", "vs best",
+                             "rnnlens best val", "train s", "wall s", "steps", "epochs", "train chars/s",
+                             "sgemm before/after"], rows))
+    seen = set()
+    for tname, glabel, name, config, r in results:
+        if "resolved" in r and (config, r["resolved"]) not in seen:
+            seen.add((config, r["resolved"]))
+            print(f"\n{name} [{config}] ran as ({tname}, {glabel}): {r['resolved']}")
     return 0
 
 
