@@ -38,6 +38,19 @@ def run_cli(capsys, *args):
     return code, out, err
 
 
+def tiny_train_args(layers: int = 1) -> list[str]:
+    """`rnnlens train` options for a tiny model that trains in a second (16 units, batch 4 x 20)."""
+    return ["--layers", str(layers), "--size", "16", "--embedding-size", "8", "--batch-size", "4", "--seq-len", "20",
+            "--eval-every", "10", "--quiet"]
+
+
+def train_tiny_cli(capsys, data, out, *, layers: int = 1, steps: int = 30):
+    """`rnnlens train` of a tiny model on `data` into `out`, through the command line; returns `out`."""
+    code, _, err = run_cli(capsys, "train", "--data", data, *tiny_train_args(layers), "--max-steps", steps, "--out", out)
+    assert code == 0, err
+    return out
+
+
 def train_tiny_runs(root, cells, layers: int = 1) -> dict:
     """One tiny model per cell type, trained for 30 steps on make_text(300), in root/<cell>."""
     import rnnlens

@@ -4,19 +4,14 @@ import json
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import run_cli, tiny_train_args, train_tiny_cli
 
-TINY = ["--layers", "1", "--size", "16", "--embedding-size", "8", "--batch-size", "4", "--seq-len", "20",
-        "--eval-every", "10", "--quiet"]
-
+TINY = tiny_train_args()
 
 
 @pytest.fixture
 def trained(tmp_path, text_file, capsys):
-    run = tmp_path / "run"
-    code, out, err = run_cli(capsys, "train", "--data", text_file, *TINY, "--max-steps", "30", "--out", run)
-    assert code == 0, err
-    return run
+    return train_tiny_cli(capsys, text_file, tmp_path / "run")
 
 
 def test_train_sample_eval_commands(trained, capsys, tmp_path):

@@ -190,17 +190,10 @@ def test_planted_quote_unit_closes_quotes_and_loses_it_when_ablated():
 # ---------------------------------------------------------------------------------------------
 # The command line: `rnnlens ablate` and `rnnlens sample --steer`
 
-TINY = ["--layers", "2", "--size", "16", "--embedding-size", "8", "--batch-size", "4", "--seq-len", "20",
-        "--eval-every", "10", "--quiet"]
-
-
 @pytest.fixture
 def trained(tmp_path, text_file, capsys):
-    from conftest import run_cli
-    run = tmp_path / "run"
-    code, out, err = run_cli(capsys, "train", "--data", text_file, *TINY, "--max-steps", "20", "--out", run)
-    assert code == 0, err
-    return run
+    from conftest import train_tiny_cli
+    return train_tiny_cli(capsys, text_file, tmp_path / "run", layers=2, steps=20)
 
 
 def test_cli_ablate_writes_the_page_tables_and_samples(trained, text_file, tmp_path, capsys):

@@ -118,7 +118,6 @@ def causal_effects(lm, text: str, units, *, max_chars: int = DEFAULT_MAX_CHARS, 
 
     features: the features the units were found with (names or rnnlens.analysis.features.Feature objects;
     default: the built-ins); characters the model never saw follow `unknown` (error, drop, replace)."""
-    from rnnlens.sample import Stepper, step_threads
     if not isinstance(max_chars, int) or max_chars < 1:
         raise RnnlensError(f"max_chars must be an integer >= 1; got {max_chars!r}")
     start = time.perf_counter()
@@ -143,7 +142,7 @@ def causal_effects(lm, text: str, units, *, max_chars: int = DEFAULT_MAX_CHARS, 
     switch = {name: v[1:] != v[:-1] for name, v in values.items()}
 
     targets = [(activation_name(layer, kind), unit) for _, layer, kind, unit, _, _ in fields]
-    losses = _ablated_losses(lm, ids, targets, Stepper, step_threads(1 + len(targets), lm.device))
+    losses = _ablated_losses(lm, ids, targets)
     clean, delta = losses[:, 0], losses[:, 1:] - losses[:, :1]  # [T-1], [T-1, K]
     effects = []
     for k, (feature, layer, kind, unit, metric, score) in enumerate(fields):
@@ -158,9 +157,10 @@ def causal_effects(lm, text: str, units, *, max_chars: int = DEFAULT_MAX_CHARS, 
                          time.perf_counter() - start)
 
 
-def _ablated_losses(lm, ids: np.ndarray, targets: list[tuple[str, int]], stepper_class, threads) -> np.ndarray:
+def _ablated_losses(lm, ids: np.ndarray, targets: list[tuple[str, int]]) -> np.ndarray:
     """[T-1, 1 + K] loss of each next character: column 0 the model as trained, column k with unit targets[k-1]
     (activation name, unit) set to zero at every position. One step-by-step pass with 1 + K rows."""
+    from rnnlens.sample import Stepper, step_threads
     cfg = lm.config
     rows = 1 + len(targets)
     by_name: dict[str, tuple[list[int], list[int]]] = {}
@@ -180,7 +180,7 @@ def _ablated_losses(lm, ids: np.ndarray, targets: list[tuple[str, int]], stepper
     T = len(ids)
     out = np.empty((T - 1, rows), dtype=np.float32)
     with torch.inference_mode():
-        stepper = stepper_class(lm.model, rows=rows, dtype=torch.float32, edits=edits, threads=threads)
+        stepper = Stepper(lm.model, rows=rows, dtype=torch.float32, edits=edits, threads=step_threads(rows, device))
         stepper.set_state([[torch.zeros(1, cfg.size, device=device)] * (2 if cfg.cell == "lstm" else 1)
                            for _ in range(cfg.layers)])
         x = torch.as_tensor(ids, device=device)

@@ -561,7 +561,6 @@ class Explorer(CorpusMixin):
                 "steer": list(steer or ()), "intervention": edit.to_dict() if edit is not None else None,
                 "text": out, "replaced": lm.vocab.unknown_chars(prime)}
 
-
     # -- interventions: the unit shown, ablated or clamped --------------------------------------
 
     def edit(self, key: str | None, spec, text: str | None = None) -> Edit | None:
@@ -619,9 +618,7 @@ class Explorer(CorpusMixin):
         levels = colours.level(np.nan_to_num(-window))  # red: harder to predict with the edit, as `rnnlens ablate`
         shown_name = show_name if show_name is not None else edit.name
         shown = self.unit_values(key, text, shown_name, edit.unit if show_unit is None else show_unit, edit)
-        for k in ("values",):
-            shown[k] = shown[k][start:stop]
-        shown["levels"] = shown["levels"][start:stop]
+        shown["values"], shown["levels"] = shown["values"][start:stop], shown["levels"][start:stop]
         answer = {"model": key, "intervention": edit.to_dict(), "chars": T - 1, "from": start, "to": stop,
                   "loss": {"as_trained": float(clean_loss.mean()), "edited": float(edited_loss.mean()),
                            "change": float(edited_loss.mean() - clean_loss.mean()),

@@ -346,8 +346,8 @@ def _effect(effects, u) -> str:
     e = effects.find(u.feature, u.layer, u.kind, u.unit) if effects is not None else None
     if e is None:
         return "\u2013"
-    on = f"{e.change_on:+.3f}" if e.change_on == e.change_on else "\u2013 <span class=rlr-small>(not on)</span>"
-    switch = f"{e.change_switch:+.3f}" if e.change_switch == e.change_switch else "\u2013"
+    on = f"{e.change_on:+.3f}" if math.isfinite(e.change_on) else "\u2013 <span class=rlr-small>(not on)</span>"
+    switch = f"{e.change_switch:+.3f}" if math.isfinite(e.change_switch) else "\u2013"
     return (f"{on}<br><span class=rlr-small title='{e.chars_on:,} characters on, {e.chars_switch:,} switches'>"
             f"switch {switch} \u00b7 all {e.change_all:+.3f}</span>")
 
