@@ -468,7 +468,7 @@ class Explorer(CorpusMixin):
             answer = {"model": key, "units": units,
                       "note": f"ranked over {len(text):,} characters: units that visibly move with a feature "
                               "(contrast >= 0.3 on the colour scale) first, each by Pearson r (numeric features) "
-                              "or ROC AUC (on/off features); see docs/cells.md. \u0394: the loss change (nats/char) "
+                              "or ROC AUC (on/off features); see docs/cells.md. \"ablated\": the loss change (nats/char) "
                               f"on the feature's characters when the unit is ablated, over the first "
                               f"{effects.chars:,} predicted characters (the first {CAUSAL_UNITS} units)"}
             self._rankings[cache_key] = answer
