@@ -3,6 +3,7 @@ two tiny trained runs; type text, choose a unit and check every character's colo
 match, the prediction strip, sampling, and the two models side by side."""
 
 import re
+import time
 
 import pytest
 from browser import served
@@ -195,6 +196,8 @@ def test_ablate_redraws_text_strip_and_sample_and_reset_restores_them(page, serv
     white = rgb(DIVERGING.level_hex()[DIVERGING.steps // 2])
     assert {colour for _, colour in colours_per_char(box)} == {white}
 
+    # the clean trace lands after the strip and the sample (CI once saw that order): the strip's colours follow it
+    page.route("**/api/trace", lambda route: (time.sleep(1.0), route.continue_()))
     box.locator(".edit-bar button.reset").click()
     page.wait_for_selector(".panel:nth-child(1)[data-edit='']")
     page.wait_for_selector("#strip[data-edit='']")

@@ -3,7 +3,7 @@
 'use strict';
 (function () {
   var $ = function (id) { return document.getElementById(id); };
-  var state = { info: null, panels: [], active: 0, sel: null, matches: [], stripAt: null, textTimer: null, seq: 0 };
+  var state = { info: null, panels: [], active: 0, sel: null, matches: [], stripAt: null, strip: null, textTimer: null, seq: 0 };
   var CODES = '0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ';
   var PROB_STEPS = 11;  // rnnlens.render.colours.PROBABILITY
 
@@ -111,6 +111,7 @@
       panel.el.querySelector('.busy').textContent = data.replaced.length ?
         'not in the vocabulary, read as a space: ' + data.replaced.map(named).join(' ') : '';
       render(panel);
+      if (state.strip && state.strip.panel === panel) paintStrip();
       markUnitList();
     }, function () { panel.wanted = null; panel.el.querySelector('.busy').textContent = ''; });
   }
@@ -152,7 +153,9 @@
       panel.el.querySelector('.scale').innerHTML = '<span class="rl-scale">easier −' + sc.hi +
         '<span class="bar">' + bar + '</span>+' + sc.hi + ' nats harder</span>';
     }
-    panel.el.dataset.edit = panel.edit ? panel.edit.mode + ':' + (byChange(panel) ? 'change' : 'unit') : '';
+    // what is on screen, not what was asked for: after a reset the edited trace stays until the clean one lands
+    var shownEdit = byChange(panel) ? panel.edit.mode : d.intervention ? (d.intervention.mode === 'ablate' ? 'ablate' : 'clamp') : '';
+    panel.el.dataset.edit = shownEdit ? shownEdit + ':' + (byChange(panel) ? 'change' : 'unit') : '';
     panel.el.dataset.shown = d.name + ':' + d.unit + ':' + chars.length;  // what is on screen (the tests wait for it)
   }
 
@@ -350,6 +353,15 @@
   }
 
   function drawStrip(panel, position, d) {
+    state.strip = { panel: panel, position: position, d: d };
+    paintStrip();
+    renderAll();
+  }
+
+  // The strip's characters take their colours from the panel's trace, which may arrive after the strip does
+  // (a reset fetches both at once): loadTrace paints the strip again when its trace lands.
+  function paintStrip() {
+    var panel = state.strip.panel, position = state.strip.position, d = state.strip.d;
     var levels = panel.data ? panel.data.levels : '', prefix = panel.data ? panel.data.scale.class_prefix : 'd';
     var cols = d.columns.map(function (c) {
       var cells = '<b class="' + prefix + (levels ? CODES.indexOf(levels[c.position]) : 16) + '">' + esc(stripChar(c.char, false)) + '</b>';
@@ -369,7 +381,6 @@
       here.top.map(function (p) { return named(p.char) + ' ' + (100 * p.p).toFixed(1) + '%'; }).join(', ') +
       ' \u00b7 underlined: what came next';
     $('strip').dataset.edit = d.intervention ? d.intervention.mode : '';
-    renderAll();
   }
 
   // ---- sampling -------------------------------------------------------------------------------------------
@@ -443,7 +454,7 @@
   function textChanged() {
     var n = Array.from(text()).length;
     $('text-info').textContent = n.toLocaleString() + ' characters' + (state.info.text_note ? ' \u00b7 ' + state.info.text_note : '');
-    state.sel = null; state.matches = []; state.stripAt = null;
+    state.sel = null; state.matches = []; state.stripAt = null; state.strip = null;
     $('matches').innerHTML = ''; $('sel-units').innerHTML = '';
     clearTimeout(state.textTimer);
     state.textTimer = setTimeout(function () {
