@@ -25,7 +25,8 @@ class ReferenceKN:
     order-(t+2) model at row t when fewer than n-1 characters precede)."""
 
     def __init__(self, text, chars, order, smoothing="kn", k=1.0, tables=None):
-        # tables: {(j, "raw" or "cont"): [[D1, D2, D3+] for c(h.) = 1, 2, 3-4, 5-9, >= 10]} (tuned discounts)
+        # tables: {(j, "raw" or "cont"): [[D1, D2, D3+] per bucket]} (tuned discounts): bucket = 4 * (c(h.) = 1, 2,
+        # 3-4, 5-9, >= 10) + (the context's raw occurrences / c(h.) < 1.5, < 3, < 6, >= 6)
         self.chars, self.order, self.smoothing, self.k = chars, order, smoothing, k
         self.tables = tables or {}
         self.V = len(chars)
@@ -62,7 +63,10 @@ class ReferenceKN:
             return self.p_level(w, hist, j - 1, "cont")
         d1, d2, d3 = self.disc[(j, kind)]
         if (j, kind) in self.tables:
-            bucket = 0 if total == 1 else 1 if total == 2 else 2 if total <= 4 else 3 if total <= 9 else 4
+            occurrences = sum(c for g, c in self.raw[j].items() if g[:-1] == h)
+            ratio = occurrences / total
+            bucket = 4 * (0 if total == 1 else 1 if total == 2 else 2 if total <= 4 else 3 if total <= 9 else 4)
+            bucket += 0 if ratio < 1.5 else 1 if ratio < 3 else 2 if ratio < 6 else 3
             d1, d2, d3 = self.tables[(j, kind)][bucket]
         d = lambda c: d1 if c == 1 else d2 if c == 2 else d3  # noqa: E731
         gamma = sum(d(c) for c in succ.values()) / total
@@ -122,9 +126,37 @@ def test_tuned_discounts_match_the_reference_with_the_same_tables(order):
     assert model.tuned
     tables = {(j, "raw" if j == order else "cont"): np.asarray(lv.t_raw if j == order else lv.t_cont).tolist()
               for j, lv in enumerate(model.levels, start=1)}
-    assert all(np.asarray(t).shape == (5, 3) for t in tables.values())
+    assert all(np.asarray(t).shape == (20, 3) for t in tables.values())
     ref = ReferenceKN(TRAIN, model.chars, order, tables=tables)
     np.testing.assert_allclose(model.predict(SCORE).probs, ref.table(SCORE), atol=1e-6, rtol=0)
+    if order > 1:   # contexts fall in more than one occurrence-ratio bucket, so the reference checks them
+        ratios = {int(b) % 4 for j in range(1, order + 1) for b in model._stats(j, j == order,
+                                                                                np.arange(model._parents(j)))[2]}
+        assert len(ratios) > 1
+
+
+def test_a_version_2_file_loads_as_the_model_it_was(tmp_path):
+    """Version 2 stored one discount row per context total; each serves all of that total's ratio buckets."""
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+    model, _ = tuned(3)
+    for lv in model.levels:                     # a model as version 2 had it: equal rows within a total
+        for kind in ("t_raw", "t_cont"):
+            if getattr(lv, kind) is not None:
+                setattr(lv, kind, np.repeat(getattr(lv, kind)[::4], 4, axis=0))
+    model.__dict__.pop("_stats_cache", None)
+    folder = model.save(tmp_path / "v3")
+    with safe_open(str(folder / "ngram.safetensors"), framework="numpy") as f:
+        arrays = {k: f.get_tensor(k) for k in f.keys()}
+        info = json.loads(f.metadata()["info"])
+    for kind, tables in info["discounts"]["tuned"].items():
+        info["discounts"]["tuned"][kind] = {j: t[::4] for j, t in tables.items()}   # 5 rows of (D1, D2, D3+)
+    (tmp_path / "v2").mkdir()
+    save_file(arrays, str(tmp_path / "v2" / "ngram.safetensors"),
+              metadata={"format": "rnnlens-ngram", "version": "2", "info": json.dumps(info | {"version": 2})})
+    old = NGramModel.load(tmp_path / "v2")
+    assert old.tuned
+    np.testing.assert_array_equal(old.predict(SCORE).probs, model.predict(SCORE).probs)
 
 
 def test_tuning_never_worsens_the_held_out_loss_and_sums_to_one(tmp_path):

@@ -74,12 +74,18 @@ MAX_ORDER = 20
 SMOOTHINGS = ("kn", "addk")
 DISCOUNT_MIN = 0.05
 DISCOUNT_RULES = ("tuned", "closed")
-#: Context-total buckets of the tuned discounts: c(h.) = 1, 2, 3-4, 5-9, >= 10.
-BUCKET_EDGES = np.array([1.5, 2.5, 4.5, 9.5])
-BUCKETS = len(BUCKET_EDGES) + 1
+#: Buckets of the tuned discounts: a context's total c(h.) (1, 2, 3-4, 5-9, >= 10), crossed with how
+#: often the context occurred per unit of that total (its raw occurrences / c(h.): < 1.5, 1.5-3, 3-6,
+#: >= 6). At the top level c(h.) counts occurrences, so the ratio is 1 there; below, a context seen many
+#: times after few distinct left characters is a well-worn path whose discounts differ (on War and
+#: Peace's val the ratio is worth 0.007 nats/char at order 20: docs/baselines.md).
+TOTAL_EDGES = np.array([1.5, 2.5, 4.5, 9.5])
+RATIO_EDGES = np.array([1.5, 3.0, 6.0])
+TOTAL_BUCKETS, RATIO_BUCKETS = len(TOTAL_EDGES) + 1, len(RATIO_EDGES) + 1
+BUCKETS = TOTAL_BUCKETS * RATIO_BUCKETS
 TUNE_ITERATIONS = 20           # L-BFGS iterations of the discount tuning (60 gain < 0.0001 nats on War and Peace)
 FORMAT = "rnnlens-ngram"
-VERSION = 2                    # 2: tuned discount tables (VERSION 1 files have closed-form discounts only)
+VERSION = 3                    # 3: tuned tables per (total, ratio) bucket; 2: per total bucket; 1: closed form only
 FILE = "ngram.safetensors"     # arrays + the JSON header (what `load` reads)
 INFO = "ngram.json"            # the same JSON, for people
 ROW_CHUNK = 8192               # rows of a full distribution computed at a time: bounds [rows, V] temporaries
@@ -126,9 +132,13 @@ def check_discounts(rule: str) -> str:
     return rule
 
 
-def bucket_of(total: np.ndarray) -> np.ndarray:
-    """The discount bucket (0..BUCKETS-1) of contexts with these totals c(h.) (see BUCKET_EDGES)."""
-    return np.searchsorted(BUCKET_EDGES, np.asarray(total, dtype=np.float64), side="right")
+def bucket_of(total: np.ndarray, occurrences: np.ndarray) -> np.ndarray:
+    """The discount bucket (0..BUCKETS-1) of contexts with these totals c(h.) and these raw occurrences
+    (the sum of their successors' raw counts at the same level); see TOTAL_EDGES and RATIO_EDGES."""
+    total = np.asarray(total, dtype=np.float64)
+    ratio = np.asarray(occurrences, dtype=np.float64) / np.maximum(total, 1.0)
+    return (np.searchsorted(TOTAL_EDGES, total, side="right") * RATIO_BUCKETS
+            + np.searchsorted(RATIO_EDGES, ratio, side="right"))
 
 
 @dataclass
@@ -139,7 +149,7 @@ class Level:
     cont: np.ndarray | None     # [E] uint32: distinct left extensions (+1 at the text start); None at the top
     d_raw: tuple                # (D1, D2, D3+) from the raw counts
     d_cont: tuple | None        # from the continuation counts
-    t_raw: np.ndarray | None = None    # [BUCKETS, 3] tuned (D1, D2, D3+) per context-total bucket, raw counts
+    t_raw: np.ndarray | None = None    # [BUCKETS, 3] tuned (D1, D2, D3+) per context bucket, raw counts
     t_cont: np.ndarray | None = None   # the same for the continuation counts
 
     def table(self, kind: str) -> np.ndarray:
@@ -318,10 +328,11 @@ class NGramModel:
         idx = np.arange(len(r)) - np.repeat(np.cumsum(length) - length, length) + np.repeat(lo, length)
         return r, idx
 
-    def _stats(self, j: int, top: bool, ctx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(total c(h.), gamma(h)) [len(ctx)] float64 for contexts ctx (ranks in level j-1, >= 0).
-        Many contexts: from a per-parent table built once; a few (the start of a text): from their ranges."""
-        lv_keys = self.levels[j - 1].keys
+    def _stats(self, j: int, top: bool, ctx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(total c(h.) float64, gamma(h) float64, discount bucket int) [len(ctx)] for contexts ctx (ranks
+        in level j-1, >= 0). Many contexts: from a per-parent table built once; a few (the start of a
+        text): from their ranges."""
+        lv = self.levels[j - 1]
         counts, dtab = self._counts(j, top)
         cache = self.__dict__.setdefault("_stats_cache", {})
         key = (j, top or self.smoothing == "addk")
@@ -330,19 +341,23 @@ class NGramModel:
             c = counts[idx].astype(np.float64)
             # (bincount of nothing is int64: cast, for contexts with no successor)
             total = np.bincount(r, c, minlength=len(ctx)).astype(np.float64)
-            gnum = np.bincount(r, dtab[bucket_of(total)[r], np.minimum(c, 3).astype(np.int64)], minlength=len(ctx))
-            return total, np.divide(gnum, total, out=np.ones(len(ctx)), where=total > 0)
+            bucket = bucket_of(total, np.bincount(r, lv.raw[idx].astype(np.float64), minlength=len(ctx)))
+            gnum = np.bincount(r, dtab[bucket[r], np.minimum(c, 3).astype(np.int64)], minlength=len(ctx))
+            return total, np.divide(gnum, total, out=np.ones(len(ctx)), where=total > 0), bucket
         if key not in cache:
-            parent = lv_keys // len(self.vocab)
+            parent = lv.keys // len(self.vocab)
             c = counts.astype(np.float64)
             total = np.bincount(parent, c, minlength=self._parents(j)).astype(np.float64)
-            gnum = np.bincount(parent, dtab[bucket_of(total)[parent], np.minimum(counts, 3).astype(np.int64)],
+            bucket = bucket_of(total, np.bincount(parent, lv.raw.astype(np.float64), minlength=self._parents(j)))
+            bucket = bucket.astype(np.uint8)
+            gnum = np.bincount(parent, dtab[bucket[parent], np.minimum(counts, 3).astype(np.int64)],
                                minlength=self._parents(j))
             # totals are whole numbers below 2^32: kept as uint32 (exact, half the size of float64)
-            cache[key] = (total.astype(np.uint32), np.divide(gnum, total, out=np.ones(len(total)), where=total > 0))
+            cache[key] = (total.astype(np.uint32), np.divide(gnum, total, out=np.ones(len(total)), where=total > 0),
+                          bucket)
             del parent, c, gnum
-        total, gamma = cache[key]
-        return total[ctx].astype(np.float64), gamma[ctx]
+        total, gamma, bucket = cache[key]
+        return total[ctx].astype(np.float64), gamma[ctx], bucket[ctx].astype(np.int64)
 
     def _ranks(self, ids: np.ndarray, upto: int) -> list[np.ndarray]:
         """R[m][t] = index in level m of the m-gram ending at position t, -1 when it was never seen (or
@@ -386,12 +401,12 @@ class NGramModel:
             rows = np.flatnonzero(ctx >= 0)
             if len(rows) == 0:
                 continue
-            total, gamma = self._stats(j, j == order, ctx[rows])
+            total, gamma, bucket = self._stats(j, j == order, ctx[rows])
             has = total > 0
-            rows, total, gamma = rows[has], total[has], gamma[has]
+            rows, total, gamma, bucket = rows[has], total[has], gamma[has], bucket[has]
             e = ent[rows]
             c = np.where(e >= 0, counts[np.maximum(e, 0)], 0).astype(np.float64)
-            p[rows] += weight[rows] * (c - dtab[bucket_of(total), np.minimum(c, 3).astype(np.int64)]) / total
+            p[rows] += weight[rows] * (c - dtab[bucket, np.minimum(c, 3).astype(np.int64)]) / total
             weight[rows] *= gamma
         return p + weight / v
 
@@ -418,13 +433,13 @@ class NGramModel:
             seen = np.flatnonzero(ctx >= 0)
             if len(seen) == 0:
                 continue
-            total, gamma = self._stats(j, j == order, ctx[seen])
+            total, gamma, bucket = self._stats(j, j == order, ctx[seen])
             has = total > 0
-            seen, total, gamma = seen[has], total[has], gamma[has]
+            seen, total, gamma, bucket = seen[has], total[has], gamma[has], bucket[has]
             r, idx = self._expand(j, ctx[seen])
             c = counts[idx].astype(np.float64)
             at = seen[r] * v + self.levels[j - 1].keys[idx] % v   # flat [row, char]; distinct within a level
-            flat[at] += (weight[seen] / total)[r] * (c - dtab[bucket_of(total)[r], np.minimum(c, 3).astype(np.int64)])
+            flat[at] += (weight[seen] / total)[r] * (c - dtab[bucket[r], np.minimum(c, 3).astype(np.int64)])
             weight[seen] *= gamma
         # level 1 (the empty context, with the uniform base) is one vector for every row
         p += weight[:, None] * self._level1(top=order == 1)[None, :]
@@ -434,11 +449,11 @@ class NGramModel:
         """[V] float64: the level-1 distribution, uniform base included (raw counts if it is the top)."""
         v = len(self.vocab)
         counts, dtab = self._counts(1, top)
-        total, gamma = self._stats(1, top, np.zeros(1, np.int64))
+        total, gamma, bucket = self._stats(1, top, np.zeros(1, np.int64))
         out = np.full(v, float(gamma[0]) / v)
         if total[0] > 0:
             c = counts.astype(np.float64)
-            out[self.levels[0].keys] += (c - dtab[bucket_of(total[0]), np.minimum(c, 3).astype(np.int64)]) / total[0]
+            out[self.levels[0].keys] += (c - dtab[bucket[0], np.minimum(c, 3).astype(np.int64)]) / total[0]
         return out
 
     def _blocks(self, ids: np.ndarray, order: int):
@@ -592,8 +607,7 @@ class NGramModel:
                     raise ValueError(f"level {j} keys are out of range")
                 tuned = disc.get("tuned", {})
                 t_raw, t_cont = (tuned.get(kind, {}).get(str(j)) for kind in ("raw", "cont"))
-                t_raw, t_cont = (None if t is None else np.asarray(t, dtype=np.float64).reshape(BUCKETS, 3)
-                                 for t in (t_raw, t_cont))
+                t_raw, t_cont = (None if t is None else stored_table(t) for t in (t_raw, t_cont))
                 levels.append(Level(keys, raw, cont, tuple(disc["raw"][j - 1]),
                                     tuple(disc["cont"][j - 1]) if j < order else None, t_raw, t_cont))
             model = cls(levels, vocab, smoothing=info["smoothing"], k=info["k"], meta=info.get("meta", {}),
@@ -603,6 +617,15 @@ class NGramModel:
         except (KeyError, ValueError, TypeError, IndexError) as e:
             raise damaged(str(e) or type(e).__name__) from None
         return model
+
+
+def stored_table(table) -> np.ndarray:
+    """A tuned discount table as read from a file, as [BUCKETS, 3]. A version-2 file has one row per
+    total bucket only: each row serves every ratio bucket of its total, which is exactly that model."""
+    t = np.asarray(table, dtype=np.float64)
+    if t.size == TOTAL_BUCKETS * 3:
+        return np.repeat(t.reshape(TOTAL_BUCKETS, 3), RATIO_BUCKETS, axis=0)
+    return t.reshape(BUCKETS, 3)
 
 
 def sorted_searchsorted(keys: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -651,11 +674,12 @@ def _tuning_features(model: NGramModel, ids: np.ndarray, order: int):
         ctx, ent = ranks[j - 1][sel], ranks[j][sel + 1]
         parent = lv.keys // v
         total = np.bincount(parent, counts.astype(np.float64), minlength=model._parents(j))[ctx]
+        occurrences = np.bincount(parent, lv.raw.astype(np.float64), minlength=model._parents(j))[ctx]
         ns = [np.bincount(parent, (counts == r) if r < 3 else (counts >= 3), minlength=model._parents(j))[ctx]
               for r in (1, 2, 3)]
         del parent
         c = np.where(ent >= 0, counts[np.maximum(ent, 0)], 0).astype(np.float64)
-        b3 = bucket_of(total) * 3
+        b3 = bucket_of(total, occurrences) * 3
         ic = np.where(c > 0, b3 + np.minimum(c, 3).astype(np.int64), 0)
         feats.append((torch.from_numpy(np.stack([c, total] + ns).astype(np.float64)),
                       torch.from_numpy(ic), torch.from_numpy(b3)))
@@ -679,7 +703,7 @@ def tune_discounts(model: NGramModel, val_ids: np.ndarray, iterations: int = TUN
     """Tune the model's discounts on held-out ids, in place, and return what happened.
 
     The tuned model has, at each level, one (D1, D2, D3+) per bucket of the context total c(h.)
-    (BUCKET_EDGES), for the count type the level uses (raw at the top, continuation below), each
+    and occurrence ratio (TOTAL_EDGES, RATIO_EDGES), for the count type the level uses (raw at the top, continuation below), each
     D_r kept in [DISCOUNT_MIN, r] (a sigmoid), starting from the closed-form estimate. L-BFGS
     minimises the mean loss of the rows of val_ids that have a whole context; the tuned discounts
     are then kept only if the loss of all of val_ids (model.losses) is not above the closed form's."""

@@ -62,7 +62,7 @@ def add_parsers(sub) -> None:
                    help="kn: interpolated modified Kneser-Ney (default); addk: (count + k) / (total + k V)")
     p.add_argument("--k", type=float, default=1.0, help="with --smoothing addk: the k (default 1)")
     p.add_argument("--discounts", default="tuned", choices=["tuned", "closed"],
-                   help="kn: tuned on the val split per order and context-total bucket (default), or the "
+                   help="kn: tuned on the val split per order and context bucket (default), or the "
                    "closed-form estimate from counts of counts (docs/baselines.md)")
     p.add_argument("--out", required=True, help="folder to write the model into")
     p.add_argument("--json", action="store_true", help="print one JSON object")
