@@ -649,8 +649,11 @@ def sorted_searchsorted(keys: np.ndarray, q: np.ndarray) -> np.ndarray:
     return out
 
 
-def _tuning_features(model: NGramModel, ids: np.ndarray, order: int):
+def _tuning_features(model: NGramModel, ids: np.ndarray, order: int, bucket=None):
     """What the loss of the order-`order` model on `ids` needs, as a function of the discounts.
+
+    `bucket(total, occurrences, distinct successors)` -> bucket per context replaces bucket_of (for
+    comparing bucket rules: benchmarks/ngram_buckets.py).
 
     Rows (predictions) are sorted by the length of their longest seen context, deepest first, so that
     the rows with a seen context at level j are the first m_j (contexts are nested: an unseen context
@@ -679,7 +682,7 @@ def _tuning_features(model: NGramModel, ids: np.ndarray, order: int):
               for r in (1, 2, 3)]
         del parent
         c = np.where(ent >= 0, counts[np.maximum(ent, 0)], 0).astype(np.float64)
-        b3 = bucket_of(total, occurrences) * 3
+        b3 = (bucket_of(total, occurrences) if bucket is None else bucket(total, occurrences, sum(ns))) * 3
         ic = np.where(c > 0, b3 + np.minimum(c, 3).astype(np.int64), 0)
         feats.append((torch.from_numpy(np.stack([c, total] + ns).astype(np.float64)),
                       torch.from_numpy(ic), torch.from_numpy(b3)))
@@ -699,29 +702,14 @@ def _tuning_loss(feats, n: int, d, v: int):
     return -torch.log(p).mean()
 
 
-def tune_discounts(model: NGramModel, val_ids: np.ndarray, iterations: int = TUNE_ITERATIONS) -> dict:
-    """Tune the model's discounts on held-out ids, in place, and return what happened.
-
-    The tuned model has, at each level, one (D1, D2, D3+) per bucket of the context total c(h.)
-    and occurrence ratio (TOTAL_EDGES, RATIO_EDGES), for the count type the level uses (raw at the top, continuation below), each
-    D_r kept in [DISCOUNT_MIN, r] (a sigmoid), starting from the closed-form estimate. L-BFGS
-    minimises the mean loss of the rows of val_ids that have a whole context; the tuned discounts
-    are then kept only if the loss of all of val_ids (model.losses) is not above the closed form's."""
+def _fit_discounts(model: NGramModel, feats, n: int, buckets: int, iterations: int = TUNE_ITERATIONS) -> np.ndarray:
+    """The discounts [order, buckets, 3] that minimise _tuning_loss over `feats`: L-BFGS from the closed
+    form of each level (the same in every bucket), each D_r kept in [DISCOUNT_MIN, r] by a sigmoid."""
     import torch
-    if model.smoothing != "kn":
-        raise RnnlensError("only Kneser-Ney discounts can be tuned; use --smoothing kn")
     order, v = model.order, len(model.vocab)
-    val_ids = np.asarray(val_ids, dtype=np.int64)
-    for lv in model.levels:
-        lv.t_raw = lv.t_cont = None
-    model.__dict__.pop("_stats_cache", None)
-    closed_loss = float(model.losses(val_ids).mean()) if len(val_ids) >= 2 else float("nan")
-    if len(val_ids) < order + 1:
-        return {"kept": False, "val_closed": closed_loss, "why": "held-out text too short"}
-    feats, n = _tuning_features(model, val_ids, order)
     closed = np.array([model.levels[j].d_raw if j == order - 1 else model.levels[j].d_cont for j in range(order)])
     lo, hi = DISCOUNT_MIN, torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
-    start = torch.from_numpy(closed)[:, None, :].repeat(1, BUCKETS, 1)
+    start = torch.from_numpy(closed)[:, None, :].repeat(1, buckets, 1)
     x0 = ((start - lo) / (hi - lo)).clamp(1e-3, 1 - 1e-3)
     theta = torch.log(x0 / (1 - x0)).requires_grad_()
     opt = torch.optim.LBFGS([theta], max_iter=iterations, line_search_fn="strong_wolfe",
@@ -741,7 +729,29 @@ def tune_discounts(model: NGramModel, val_ids: np.ndarray, iterations: int = TUN
         opt.step(closure)
     finally:
         torch.set_num_threads(threads)
-    d = discounts().detach().numpy()
+    return discounts().detach().numpy()
+
+
+def tune_discounts(model: NGramModel, val_ids: np.ndarray, iterations: int = TUNE_ITERATIONS) -> dict:
+    """Tune the model's discounts on held-out ids, in place, and return what happened.
+
+    The tuned model has, at each level, one (D1, D2, D3+) per bucket of the context total c(h.)
+    and occurrence ratio (TOTAL_EDGES, RATIO_EDGES), for the count type the level uses (raw at the top,
+    continuation below), each D_r kept in [DISCOUNT_MIN, r] (a sigmoid), starting from the closed-form estimate. L-BFGS
+    minimises the mean loss of the rows of val_ids that have a whole context; the tuned discounts
+    are then kept only if the loss of all of val_ids (model.losses) is not above the closed form's."""
+    if model.smoothing != "kn":
+        raise RnnlensError("only Kneser-Ney discounts can be tuned; use --smoothing kn")
+    order = model.order
+    val_ids = np.asarray(val_ids, dtype=np.int64)
+    for lv in model.levels:
+        lv.t_raw = lv.t_cont = None
+    model.__dict__.pop("_stats_cache", None)
+    closed_loss = float(model.losses(val_ids).mean()) if len(val_ids) >= 2 else float("nan")
+    if len(val_ids) < order + 1:
+        return {"kept": False, "val_closed": closed_loss, "why": "held-out text too short"}
+    feats, n = _tuning_features(model, val_ids, order)
+    d = _fit_discounts(model, feats, n, BUCKETS, iterations)
     feats.clear()                                 # free the features before scoring val again
     for j in range(order):
         if j == order - 1:
