@@ -310,7 +310,8 @@ def recompute(cell: str, gi: torch.Tensor, h: torch.Tensor, h0: torch.Tensor, c0
     rows = slice(None) if keep - {"hidden"} else checked
     gh = hidden_projection(h_prev[rows], w_hh, b_hh)  # [rows, G*H]
     acts = rnn_cell(gi[rows] + gh, nonlinearity) if cell == "rnn" else gru_cell(gi[rows], gh, h_prev[rows])
-    acts["hidden"] = acts["hidden"][checked] if rows != checked else acts["hidden"]
+    if rows != checked:
+        acts["hidden"] = acts["hidden"][checked]
     return {k: v for k, v in acts.items() if k in keep or k == "hidden"}
 
 

@@ -160,7 +160,7 @@ def causal_effects(lm, text: str, units, *, max_chars: int = DEFAULT_MAX_CHARS, 
 def _ablated_losses(lm, ids: np.ndarray, targets: list[tuple[str, int]]) -> np.ndarray:
     """[T-1, 1 + K] loss of each next character: column 0 the model as trained, column k with unit targets[k-1]
     (activation name, unit) set to zero at every position. One step-by-step pass with 1 + K rows."""
-    from rnnlens.sample import Stepper, step_threads
+    from rnnlens.sample import Stepper, state_to_layers, step_threads
     cfg = lm.config
     rows = 1 + len(targets)
     by_name: dict[str, tuple[list[int], list[int]]] = {}
@@ -181,8 +181,7 @@ def _ablated_losses(lm, ids: np.ndarray, targets: list[tuple[str, int]]) -> np.n
     out = np.empty((T - 1, rows), dtype=np.float32)
     with torch.inference_mode():
         stepper = Stepper(lm.model, rows=rows, dtype=torch.float32, edits=edits, threads=step_threads(rows, device))
-        stepper.set_state([[torch.zeros(1, cfg.size, device=device)] * (2 if cfg.cell == "lstm" else 1)
-                           for _ in range(cfg.layers)])
+        stepper.set_state(state_to_layers(cfg.cell, lm.model.initial_state(rows, device)))
         x = torch.as_tensor(ids, device=device)
         logits = torch.empty(min(CHUNK, T - 1), rows, cfg.vocab_size, device=device)
         for s in range(0, T - 1, CHUNK):

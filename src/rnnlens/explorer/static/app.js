@@ -127,10 +127,10 @@
   }
 
   // Runs of characters of one colour level (and one mark), every newline its own <u>, as the static views.
-  function byChange(panel) {
-    return !!(panel.edit && panel.change && panel.change.text === panel.text &&
-              panel.el.querySelector('.by-change input').checked);
-  }
+  // the loss change of the panel's edit, when it belongs to the text on screen
+  function hasChange(panel) { return !!(panel.edit && panel.change && panel.change.text === panel.text); }
+
+  function byChange(panel) { return hasChange(panel) && panel.el.querySelector('.by-change input').checked; }
 
   function render(panel) {
     var d = panel.data, chars = panel.chars, codes = d.levels, prefix = d.scale.class_prefix;
@@ -200,7 +200,7 @@
     var raw = d.values[i], value = d.transform ? Math[d.transform](raw) : raw;
     tip.textContent = named(panel.chars[i]) + '   #' + i + '\n' + d.shown_label + ' = ' + num(value) +
       (d.raw_label ? '   ' + d.raw_label + ' = ' + num(raw) : '') +
-      (panel.edit && panel.change && panel.change.text === panel.text && panel.change.change[i] !== null ?
+      (hasChange(panel) && panel.change.change[i] !== null ?
         '\nloss change predicting it = ' + num(panel.change.change[i]) + ' nats' : '');
     tip.hidden = false;
     var px = e.clientX + 14, py = e.clientY + 16;
@@ -419,7 +419,6 @@
       // later requests send the resolved edit: a clamp keeps the value found on this text
       panel.edit = { name: d.intervention.name, unit: d.intervention.unit,
         mode: d.intervention.mode === 'ablate' ? 'ablate' : 'clamp', value: d.intervention.value };
-      panel.editLabel = d.intervention.label;
       panel.change = d; d.text = body.text;
       panel.data = d.trace; panel.text = body.text; panel.chars = Array.from(body.text);
       panel.wanted = JSON.stringify({ text: body.text, model: panel.model, name: d.trace.name, unit: d.trace.unit,
