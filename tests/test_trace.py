@@ -101,6 +101,37 @@ def test_chunking_does_not_change_the_trace():
         np.testing.assert_allclose(chunked[name], whole[name], atol=1e-5, rtol=0)
 
 
+def test_the_pipelined_trace_writes_into_given_arrays_and_keeps_each_chunks_state(monkeypatch):
+    import threading
+
+    import rnnlens.trace as trace_module
+    model, ids = random_model("lstm", 2), random_ids(1000)
+    whole = trace_ids(model, ids, CHARS, chunk=10_000)  # one chunk: nothing to pipeline
+    threads, recompute_layer = set(), trace_module.recompute_layer
+
+    def spy(*args, **kwargs):
+        threads.add(threading.current_thread().name)
+        return recompute_layer(*args, **kwargs)
+    monkeypatch.setattr(trace_module, "recompute_layer", spy)
+    monkeypatch.setattr(trace_module, "available_cores", lambda: 2)  # two cores, whatever this machine has
+    names = ["layer0.cell", "layer1.hidden", "loss"]
+    into = {n: np.zeros((900,) if n == "loss" else (900, 24), np.float32 if n == "loss" else np.float16)
+            for n in names}
+    part = trace_ids(model, ids[:900], CHARS, names=names, chunk=128, into=into, next_id=ids[900])
+    assert {t.split("_")[0] for t in threads} == {"rnnlens-trace"}  # every recomputation ran beside the fused pass
+    for name in names:
+        assert np.shares_memory(part[name], into[name])
+        np.testing.assert_allclose(into[name].astype(np.float32), whole[name][:900], rtol=2 ** -10, atol=1e-5,
+                                   err_msg=name)
+    assert not np.isnan(into["loss"]).any()  # the last row predicted the next_id
+    assert len(part.chunk_states) == 8 and part.chunk_states[-1] is part.final_state
+    rest = trace_ids(model, ids[512:], CHARS, names=names, initial_state=part.chunk_states[3])  # after 4 x 128
+    for name in names:
+        np.testing.assert_allclose(rest[name], whole[name][512:], atol=1e-5, rtol=0, err_msg=name)
+    with pytest.raises(RnnlensError, match="into= needs an array of at least 900 rows for each of loss"):
+        trace_ids(model, ids[:900], CHARS, names=names, into={**into, "loss": into["loss"][:10]})
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "ffn"])
 def test_a_trace_resumed_from_a_final_state_equals_the_whole_trace(cell):
     model = random_model(cell, 2) if cell != "ffn" else CharRNN(ModelConfig(

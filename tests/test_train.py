@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 from safetensors.torch import save_file
 
 import rnnlens
@@ -219,6 +220,16 @@ def test_step_schedule_matches_char_rnn_rule(tmp_path, text_file):
     assert lrs == [1.0, 1.0, 0.5, 0.25, 0.125]
 
 
+def test_wsd_schedule_holds_the_rate_then_decays_linearly_over_the_last_fifth(tmp_path, text_file):
+    cfg = TrainConfig(data=str(text_file), max_steps=100, lr=1.0, batch_size=4, seq_len=20)  # wsd: the default
+    trainer = Trainer.start(tmp_path / "r", cfg=cfg, progress=False, log=lambda m: None, layers=1, size=8)
+    lrs = []
+    for step in (0, 50, 80, 90, 100):
+        trainer.state.step = step
+        lrs.append(round(trainer.current_lr(), 6))
+    assert cfg.lr_schedule == "wsd" and lrs == [1.0, 1.0, 1.0, 0.55, 0.1]
+
+
 def test_checkpoint_write_is_atomic(tmp_path, text_file, monkeypatch):
     lm = rnnlens.train(data=str(text_file), out=tmp_path / "run", max_steps=5, progress=False, **SMALL)
     path = tmp_path / "run" / "best.safetensors"
@@ -275,3 +286,21 @@ def test_presets_set_char_rnns_and_the_papers_settings_under_the_flags_given(tex
     assert set(PRESETS["paper"]) <= set(PRESETS["char-rnn"]) | {"patience"}
     with pytest.raises(RnnlensError, match="unknown --preset 'torch-rnn'; choose from char-rnn, paper"):
         plan_run(str(text_file), preset="torch-rnn", max_steps=1)
+    assert plan_run(str(text_file), preset="char-rnn", max_steps=3).defaults is None  # a preset is exact
+
+
+def test_a_run_says_in_one_line_which_defaults_it_took_and_why(text_file, tmp_path, capsys):
+    from rnnlens.plan import plan_run
+    note = plan_run(str(text_file), max_steps=3).defaults
+    assert note.startswith("defaults: 1x512 LSTM, dropout 0.2, batch 16 (the most updates per CPU-second), Adam "
+                           "0.004, the wsd schedule (the full rate, then down to 0.1x over the last 20% of the "
+                           "planned run): ")
+    assert "\n" not in note
+    note = plan_run(str(text_file), max_steps=3, size=16, batch_size=4, lr_schedule="cosine").defaults
+    assert note.startswith("defaults: dropout 0.2, Adam 0.004: ")
+    assert plan_run(str(text_file), max_steps=3, model="gru", layers=1, dropout=0.0, batch_size=4, lr=1e-3,
+                    lr_schedule="constant").defaults is None
+    code, _, err = run_cli(capsys, "train", "--data", text_file, "--out", tmp_path / "r", "--max-steps", "1",
+                           "--size", "16", "--quiet")
+    assert code == 0, err
+    assert "defaults: dropout 0.2, batch 16 (the most updates per CPU-second), Adam 0.004, the wsd schedule" in err

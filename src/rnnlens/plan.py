@@ -60,6 +60,7 @@ class RunPlan:
     model: ModelConfig
     train: TrainConfig
     corpus: Corpus
+    defaults: str | None = None  # which of rnnlens's defaults the run took, and why (defaults_note)
 
     def describe(self) -> str:
         m = self.model
@@ -67,6 +68,28 @@ class RunPlan:
                  else f"{m.layers}x{m.size} {m.cell.upper()}")
         return (f"a {shape} ({count_parameters(m):,} parameters) on {self.corpus.name} "
                 f"({len(self.corpus):,} characters, vocabulary {len(self.corpus.vocab)})")
+
+
+def defaults_note(given: set, model: ModelConfig, train: TrainConfig) -> str | None:
+    """One line: the settings that shape quality which this run took from rnnlens's defaults (none given,
+    no preset), and why. None when the user set them all."""
+    m, t = model, train
+    parts = []
+    if not given & {"model", "layers", "size", "params"}:
+        parts.append(f"{m.layers}x{m.size} {m.cell.upper()}")
+    if "dropout" not in given and m.cell != "ffn":
+        parts.append(f"dropout {m.dropout:g}")
+    if "batch_size" not in given:
+        parts.append(f"batch {t.batch_size} (the most updates per CPU-second)")
+    if not given & {"optimizer", "lr"}:
+        parts.append(f"{t.optimizer.capitalize()} {t.lr:g}")
+    if "lr_schedule" not in given and t.lr_schedule == "wsd":
+        parts.append(f"the wsd schedule (the full rate, then down to {t.min_lr_ratio:g}x over the last 20% of "
+                     f"the planned run)")
+    if not parts:
+        return None
+    return (f"defaults: {', '.join(parts)}: chosen for quality per CPU-minute on prose, code and markup "
+            "(docs/training.md); a flag changes any of them")
 
 
 def train_config(options: dict) -> TrainConfig:
@@ -89,6 +112,7 @@ def plan_run(data: str | Path = "pystdlib", *, model: str | None = None, params:
     """Check every option, read the corpus and size the model. Raises RnnlensError naming a bad option.
     preset: 'char-rnn' or 'paper' (PRESETS), under the options given."""
     options = apply_preset(preset, {"model": model, "params": params, **options})
+    given = {k for k, v in options.items() if v is not None}
     model, params = options.pop("model", None) or "lstm", options.pop("params", None)
     model_options = {k: options.pop(k) for k in list(options) if k in MODEL_OPTIONS and options[k] is not None}
     cfg = train_config({"data": data, **options})
@@ -108,7 +132,7 @@ def plan_run(data: str | Path = "pystdlib", *, model: str | None = None, params:
     model_cfg = ModelConfig(vocab_size=len(corpus.vocab), cell=model, **model_options)
     if params is not None:
         model_cfg.size = size_for_params(model_cfg, parse_count(params) if isinstance(params, str) else params)
-    return RunPlan(model_cfg, cfg, corpus)
+    return RunPlan(model_cfg, cfg, corpus, None if preset else defaults_note(given, model_cfg, cfg))
 
 
 def start_run(out: str | Path, *, force: bool = False, progress: bool = True, log=None, **options) -> Trainer:
@@ -119,6 +143,8 @@ def start_run(out: str | Path, *, force: bool = False, progress: bool = True, lo
     trainer = Trainer.start(out, plan.model, plan.train, force=force, progress=progress, corpus=plan.corpus, log=log)
     if trainer.dist.is_main:
         trainer.log(f"training {plan.describe()} into {out}{ranks_note(trainer)}")
+        if plan.defaults:
+            trainer.log(plan.defaults)
     return trainer
 
 

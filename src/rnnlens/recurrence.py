@@ -32,6 +32,7 @@ Shapes: N rows (batch, or time for `recompute`), I inputs, H units, G gates (4 L
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
@@ -367,6 +368,14 @@ def linear_scan(a: torch.Tensor, b: torch.Tensor, c0: torch.Tensor, block: int |
         torch.addcmul(ends[j], end_prods[j], carry_j[j], out=carry_j[j + 1])
     c = torch.addcmul(local, prod, carry[:, None, :])
     return c.reshape(m * k, H)[:n]
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity where the OS says, else all of the machine's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 @contextmanager

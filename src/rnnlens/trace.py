@@ -49,7 +49,15 @@ from rnnlens.model import CharRNN
 # because `from rnnlens.trace import LAYER_ACTIVATIONS, parse_unit, linear_scan, ...` is public.
 from rnnlens.names import GATES, LAYER_ACTIVATIONS, OUTPUTS, activation_names, parse_unit  # noqa: F401
 from rnnlens.names import name as activation_name
-from rnnlens.recurrence import input_projection, layer_weights, linear_scan, recompute, run_layer, torch_threads  # noqa: F401
+from rnnlens.recurrence import (  # noqa: F401
+    available_cores,
+    input_projection,
+    layer_weights,
+    linear_scan,
+    recompute,
+    run_layer,
+    torch_threads,
+)
 
 DEFAULT_CHUNK = 8192  # characters per forward chunk: bounds working memory to ~chunk * 14 * H floats per layer
 
@@ -76,6 +84,7 @@ class Trace:
         self.source = source  # the checkpoint that made it, when known
         self.path = path      # the file it lives in, when saved or loaded
         self.final_state = None  # the TraceState after the last character, when traced (not loaded)
+        self.chunk_states = []   # the TraceState after each chunk, when traced
         for name, a in self._arrays.items():
             if a.shape[0] != len(text):
                 raise RnnlensError(f"trace array {name} has {a.shape[0]} rows for a text of {len(text)} characters")
@@ -176,14 +185,19 @@ class Trace:
 def trace_ids(model: CharRNN, ids: np.ndarray, chars: list[str], *, names: Iterable[str] | None = None,
               float16: bool = False, out: str | Path | None = None, chunk: int = DEFAULT_CHUNK,
               progress: bool = False, source: str | None = None, initial_state=None,
-              interventions=None, check_every: int = 1, threads: int | None = 1) -> Trace:
+              interventions=None, check_every: int = 1, threads: int | None = 1,
+              into: Mapping[str, np.ndarray] | None = None, next_id: int | None = None) -> Trace:
     """Run `model` over the id sequence from the zero state (or from `initial_state`) and keep the
     activations named in `names` (default: all). With `out`, arrays go to that safetensors file instead of RAM.
 
     The recurrent state after the last character is kept as `trace.final_state` (a TraceState): pass it
     as `initial_state` to go on where this trace stopped, so that tracing a text in pieces gives the same
     arrays as tracing it whole (rnnlens.explorer re-traces an edited text from a checkpoint this way).
-    Row t's `loss` needs character t+1: the last row's is NaN (the caller may know the next character).
+    `trace.chunk_states` holds the state after each chunk of `chunk` characters (the last is final_state).
+    `into`: write the arrays into these (name -> array of at least len(ids) rows, any float dtype, e.g.
+    memory maps; converted on the way) instead of new ones. `next_id`: the id of the character after the
+    text, when known: the last row's loss is then that of predicting it, not NaN.
+    Row t's `loss` needs character t+1: the last row's is NaN unless `next_id` is given.
 
     `interventions` (rnnlens.interventions) edit units inside the recurrence. Batched where the maths
     allows: the layers below the first edited one run fused as always; an edited layer runs step by step
@@ -197,16 +211,17 @@ def trace_ids(model: CharRNN, ids: np.ndarray, chars: list[str], *, names: Itera
     `threads`: torch threads for the trace on a CPU (None: torch's setting). One by default: the trace runs
     at batch 1, where every step of the fused kernel is a small matrix-vector product and each parallel region
     a thread barrier; on a busy machine that barrier waits for a descheduled thread, and two threads ran 10
-    to 100x slower than one (docs/benchmarks.md, section 11)."""
+    to 100x slower than one (docs/benchmarks.md, section 11). A text of several chunks uses a second core
+    all the same: each chunk's recomputation runs in a worker thread beside the next chunk's fused pass."""
     device = next(model.parameters()).device
     with torch_threads(threads if device.type == "cpu" else None):
         return _trace_ids(model, ids, chars, names=names, float16=float16, out=out, chunk=chunk, progress=progress,
                           source=source, initial_state=initial_state, interventions=interventions,
-                          check_every=check_every)
+                          check_every=check_every, into=into, next_id=next_id)
 
 
 def _trace_ids(model: CharRNN, ids: np.ndarray, chars: list[str], *, names, float16, out, chunk, progress, source,
-               initial_state, interventions, check_every) -> Trace:
+               initial_state, interventions, check_every, into, next_id) -> Trace:
     cfg = model.cfg
     edits = compile_interventions(interventions, cfg.cell, cfg.layers, cfg.size) if interventions else {}
     ids = np.asarray(ids, dtype=np.int64)
@@ -239,29 +254,80 @@ def _trace_ids(model: CharRNN, ids: np.ndarray, chars: list[str], *, names, floa
         state = [_to_device(s, device) for s in initial_state.layers]
         ffn_state = _to_device(initial_state.ffn, device)
     max_err = 0.0
+    chunk_states = []  # the TraceState after each chunk (the last is the final state)
     was_training = model.training
     model.eval()
     bar = _progress(T, progress)
     file = _TraceFile(out, {"ids": ((T,), np.dtype(np.int32)), **{n: (shapes[n], dtypes[n]) for n in wanted}},
                       info) if out is not None else None
+    pool = None
     try:
-        arrays = None if file else {n: np.empty(shapes[n], dtypes[n]) for n in wanted}
+        if into is not None and file:
+            raise RnnlensError("give trace_ids out= (a file) or into= (arrays), not both")
+        if into is not None:
+            missing = [n for n in wanted if n not in into or len(into[n]) < T]
+            if missing:
+                raise RnnlensError(f"into= needs an array of at least {T} rows for each of {', '.join(missing)}")
+            arrays = {n: into[n][:T] for n in wanted}
+        else:
+            arrays = None if file else {n: np.empty(shapes[n], dtypes[n]) for n in wanted}
 
-        def store(name: str, start: int, value: np.ndarray) -> None:
+        def store(name: str, start: int, value: torch.Tensor) -> None:
             if file:
-                file.write(name, start, value)
-            else:
-                arrays[name][start:start + len(value)] = value
+                file.write(name, start, value.to("cpu", store_torch if name != "loss" else torch.float32).numpy())
+            else:  # torch converts to the array's dtype on the way (numpy's float16 cast is slow)
+                torch.from_numpy(arrays[name][start:start + len(value)]).copy_(value)
+
+        @torch.no_grad()  # grad mode is per thread: the worker's own
+        def finish(s: int, e: int, seen: list, x: torch.Tensor) -> float:
+            """Chunk s..e's second half: what the fused layers hid, recomputed from their inputs and outputs
+            (`seen`: (layer index, layer, inputs, fused outputs, state before)), stored; then probs/loss
+            from the last layer's outputs x [1, n, H]. Returns the largest recomputation error."""
+            err = 0.0
+            for i, layer, x_in, fused, before in seen:
+                mine = {activation_name(i, a): a for a in LAYER_ACTIVATIONS[cfg.cell]}
+                keep = [a for name, a in mine.items() if name in shapes]
+                gi = first_inputs[ids_t[s:e]] if i == 0 else None
+                acts, recomputed = recompute_layer(cfg.cell, layer, x_in[0], fused[0], before, keep, check_every, gi)
+                err = max(err, float((recomputed - fused[0, ::check_every]).abs().max()))
+                for name, a in mine.items():
+                    if name in shapes:
+                        store(name, s, acts[a])
+            if "probs" in shapes or "loss" in shapes:
+                logp = torch.log_softmax(model.head(x[0]).float(), dim=-1)  # [n, V]
+                if "probs" in shapes:
+                    store("probs", s, logp.exp())
+                if "loss" in shapes:
+                    nxt = targets[s + 1:e + 1]  # the true next characters (one fewer at the end, unless next_id)
+                    loss = torch.full((e - s,), float("nan"))
+                    loss[:len(nxt)] = -logp[torch.arange(len(nxt), device=device), nxt].cpu()
+                    store("loss", s, loss)
+            bar.update(e - s)
+            return err
+
+        # On a CPU with cores to spare, chunk k's recomputation runs in a second thread while this one runs
+        # chunk k+1's fused layers (which need only chunk k's fused state): at batch 1 the fused kernel is a
+        # chain of small matrix-vector products that one core runs no slower than two, so the second core
+        # is otherwise idle. Interventions step layers exactly, in order, on this thread: no pipeline then.
+        if (device.type == "cpu" and not edits and model.rnn is not None and T > chunk
+                and available_cores() > 1):
+            from concurrent.futures import ThreadPoolExecutor
+            # the worker gets this thread's torch thread count (a new thread would start from torch's default)
+            pool = ThreadPoolExecutor(1, thread_name_prefix="rnnlens-trace", initializer=torch.set_num_threads,
+                                      initargs=(torch.get_num_threads(),))
+        pending = []  # at most one chunk's second half in flight: memory stays ~2 chunks
 
         if file:
             file.write("ids", 0, ids)
         ids_t = torch.from_numpy(ids).to(device)
+        targets = ids_t if next_id is None else torch.cat([ids_t, ids_t.new_tensor([int(next_id)])])
         for s in range(0, T, chunk):
             e = min(T, s + chunk)
+            seen = []
             if model.rnn is None:  # n-NN: its hidden layer is computed exactly as in training
                 x, ffn_state = model.ffn_hidden(ids_t[None, s:e], ffn_state)  # [1, n, H]
                 if "layer0.hidden" in shapes:
-                    store("layer0.hidden", s, x[0].to("cpu", store_torch).numpy())
+                    store("layer0.hidden", s, x[0])
             else:
                 x = model.inputs(ids_t[None, s:e])  # [1, n, I]
             for i, layer in enumerate(layers):
@@ -269,42 +335,35 @@ def _trace_ids(model: CharRNN, ids: np.ndarray, chars: list[str], *, names, floa
                     x = _edited_layer(cfg.cell, layer, i, x, state, edits[i], s, shapes, store)
                     continue
                 fused, new_state = layer(x, state[i])  # [1, n, H]
-                mine = {activation_name(i, a): a for a in LAYER_ACTIVATIONS[cfg.cell]}
-                if any(n in shapes for n in mine):  # only probs/loss wanted: the fused pass suffices
-                    keep = [a for name, a in mine.items() if name in shapes]
-                    gi = first_inputs[ids_t[s:e]] if i == 0 else None
-                    acts, recomputed = recompute_layer(cfg.cell, layer, x[0], fused[0], state[i], keep, check_every,
-                                                       gi)
-                    max_err = max(max_err, float((recomputed - fused[0, ::check_every]).abs().max()))
-                    for name, a in mine.items():
-                        if name in shapes:
-                            store(name, s, acts[a].to("cpu", store_torch).numpy())
+                if any(activation_name(i, a) in shapes for a in LAYER_ACTIVATIONS[cfg.cell]):
+                    seen.append((i, layer, x, fused, state[i]))  # only probs/loss wanted: the fused pass suffices
                 state[i] = new_state
                 x = fused
-            if "probs" in shapes or "loss" in shapes:
-                logp = torch.log_softmax(model.head(x[0]).float(), dim=-1)  # [n, V]
-                if "probs" in shapes:
-                    store("probs", s, logp.exp().to("cpu", store_torch).numpy())
-                if "loss" in shapes:
-                    nxt = ids_t[s + 1:e + 1]  # the true next characters (one fewer at the very end)
-                    loss = torch.full((e - s,), float("nan"))
-                    loss[:len(nxt)] = -logp[torch.arange(len(nxt), device=device), nxt].cpu()
-                    store("loss", s, loss.numpy())
-            bar.update(e - s)
+            chunk_states.append(TraceState([_to_device(st, "cpu") for st in state], _to_device(ffn_state, "cpu")))
+            if pool is None:
+                max_err = max(max_err, finish(s, e, seen, x))
+                continue
+            pending.append(pool.submit(finish, s, e, seen, x))
+            if len(pending) > 1:
+                max_err = max(max_err, pending.pop(0).result())
+        for job in pending:
+            max_err = max(max_err, job.result())
         info["max_recompute_error"] = max_err
-        final = TraceState([_to_device(s, "cpu") for s in state], _to_device(ffn_state, "cpu"))
+        final = chunk_states[-1]
         if file:
             file.info = info
             file.close()
             trace = Trace.load(out)
             trace.source = source
-            trace.final_state = final
+            trace.final_state, trace.chunk_states = final, chunk_states
             return trace
         trace = Trace(text, ids, arrays, max_recompute_error=max_err, **{k: v for k, v in info.items()
                                                                         if k != "max_recompute_error"})
-        trace.final_state = final
+        trace.final_state, trace.chunk_states = final, chunk_states
         return trace
     finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
         model.train(was_training)
         if file:
@@ -329,7 +388,7 @@ def _edited_layer(cell: str, layer: nn.Module, i: int, x: torch.Tensor, state: l
     acts, st = run_layer(cell, input_projection(x[0], w_ih, b_ih), st, w_hh, b_hh,
                          getattr(layer, "nonlinearity", "tanh"), edit, t0, keep)
     for a in keep:
-        store(activation_name(i, a), t0, acts[a].to("cpu", torch.float32).numpy())
+        store(activation_name(i, a), t0, acts[a])
     state[i] = (st[0][None], st[1][None]) if cell == "lstm" else st[0][None]
     return acts["hidden"][None]
 

@@ -131,12 +131,13 @@ def add_train_arguments(p) -> None:
     g.add_argument("--lr", type=float, help=f"learning rate (default {d.lr:g})")
     g.add_argument("--rmsprop-alpha", type=float, help="RMSProp decay (default 0.95)")
     g.add_argument("--weight-decay", type=float)
-    g.add_argument("--lr-schedule", choices=["step", "cosine", "constant"],
-                   help=f"cosine: to --min-lr-ratio over the run; step: x--lr-decay per epoch after --lr-decay-after "
+    g.add_argument("--lr-schedule", choices=["step", "cosine", "wsd", "constant"],
+                   help=f"cosine: to --min-lr-ratio over the run; wsd: constant, then linear to --min-lr-ratio over the "
+                   f"run's last 20%%; step: x--lr-decay per epoch after --lr-decay-after "
                    f"(default {d.lr_schedule})")
     g.add_argument("--lr-decay", type=float, help="default 0.97")
     g.add_argument("--lr-decay-after", type=int, help="epochs (default 10)")
-    g.add_argument("--min-lr-ratio", type=float, help="cosine floor as a fraction of --lr (default 0.1)")
+    g.add_argument("--min-lr-ratio", type=float, help="cosine and wsd floor as a fraction of --lr (default 0.1)")
     g.add_argument("--grad-clip", type=float, help="clip threshold, 0 = off (default 5)")
     g.add_argument("--clip-mode", choices=["norm", "value"], help="clip the global norm (default) or each value like "
                    "char-rnn")

@@ -14,11 +14,13 @@ Gates and candidates are not stored: a window of them is re-traced exactly from 
 The checkpoints: `states[j]` is the exact float32 TraceState before character j * every (states[0] the zero
 state). After an edit whose first changed character is f, rows before j * every (j = f // every) and
 states[0..j] still hold; everything from there is traced again (`advance`), the part the page shows at once
-and the rest in the background (`run_background`), one block of `every` characters at a time under the lock,
-so that requests interleave with it.
+and the rest in the background (`run_background`), in spans of whole blocks of about BACKGROUND_SECONDS
+under the lock, so that requests interleave with it. A span is one call of rnnlens.trace.trace_ids, which
+pipelines its blocks over two cores and writes straight into the memory maps.
 
 The cache: the first trace of a text goes to cache_root()/explorer/<model hash>-<text hash>-<dtype>/ (the
-arrays, checkpoints.npz and meta.json, written last, when the trace is complete). The next start with the
+arrays, checkpoints.npz and meta.json, written last, when the trace is complete, by a thread of its own
+while the document already serves). The next start with the
 same model and text opens it and traces nothing. The first edit copies the arrays to a private folder (the
 cache keeps the original text's trace).
 """
@@ -42,6 +44,7 @@ from rnnlens.names import name as activation_name
 from rnnlens.trace import TraceState, trace_ids
 
 EVERY = 2000  # characters between checkpoints: an edit re-traces at most this many characters before it
+BACKGROUND_SECONDS = 0.25  # the background trace holds the lock for spans of about this long
 CHECK_EVERY = 16  # the trace's recomputation is checked against the fused outputs on every 16th row
 FORMAT = 1
 
@@ -95,6 +98,9 @@ class Document:
         self._wake = threading.Event()
         self._stop = False
         self._thread: threading.Thread | None = None
+        self._saver: threading.Thread | None = None
+        self.save_seconds: float | None = None  # writing the cache, once done (in its own thread)
+        self._chars_per_second = 0.0   # of the last traced span: sizes the background's spans
         self._set_text(text)
         self._model_hash = model_hash(lm)
         key = f"{self._model_hash[:16]}-{text_hash(text)[:16]}-{self.dtype.name}-{self.every}"
@@ -177,13 +183,27 @@ class Document:
         self.valid = len(self.text)
         return True
 
-    def _save_cache(self) -> None:
+    def _start_save(self) -> None:
+        """Write the cache in a thread of its own: the document is complete and serves meanwhile. What is
+        saved is taken now, under the lock (an edit then goes private and leaves the cached arrays alone)."""
+        arrays, packed, meta = list(self.arrays.values()), self._pack(self.states), self._meta()
+        self._saver = threading.Thread(target=self._save_cache, args=(self.folder, arrays, packed, meta),
+                                       name="rnnlens-document-save", daemon=True)
+        self._saver.start()
+
+    def _save_cache(self, folder: Path, arrays: list, packed: dict, meta: dict) -> None:
         from rnnlens.fileio import atomic_write, write_json_atomic
-        for a in self.arrays.values():
+        t0 = time.perf_counter()
+        for a in arrays:  # on disk before meta.json says the cache is whole
             a.flush()
-        packed = self._pack(self.states)
-        atomic_write(self.folder / "checkpoints.npz", lambda p: _savez(p, packed))
-        write_json_atomic(self.folder / "meta.json", self._meta())
+        atomic_write(folder / "checkpoints.npz", lambda p: _savez(p, packed))
+        write_json_atomic(folder / "meta.json", meta)
+        self.save_seconds = time.perf_counter() - t0
+
+    def wait_saved(self) -> None:
+        """Until the cache is written (when a complete trace started writing it)."""
+        if self._saver is not None:
+            self._saver.join()
 
     def _pack(self, states: list[TraceState]) -> dict:
         """Checkpoints as arrays: h [n, layers, H] (and c for an LSTM; ffn ids for an n-NN), zeros for None."""
@@ -232,43 +252,38 @@ class Document:
     # -- tracing ------------------------------------------------------------------------------------
 
     def advance(self, to: int | None = None) -> int:
-        """Trace until row `to` (default: the end) is done; returns the characters traced."""
+        """Trace until row `to` (default: the end) is done, in one pipelined pass; returns the characters traced."""
         T = len(self.text)
         to = T if to is None else min(int(to), T)
-        done = 0
         with self.lock:
-            while self.valid < to:
-                done += self._block()
-        return done
+            return self._trace_span(to) if self.valid < to else 0
 
-    def _block(self) -> int:
-        """Trace the next block of `every` characters (from checkpoint valid // every)."""
+    def _trace_span(self, to: int) -> int:
+        """Trace from row `valid` (always a checkpoint) through the block that holds row to-1, writing the
+        states and losses straight into the memory maps and keeping a checkpoint at every block's end."""
         t0 = time.perf_counter()
-        s = self.valid
-        j = s // self.every
-        assert s == j * self.every
-        T = len(self.text)
-        e = min(T, s + self.every)
+        s, every, T = self.valid, self.every, len(self.text)
+        j = s // every
+        assert s == j * every
+        e = min(T, -(-to // every) * every)  # whole blocks
         self._ensure_capacity(T)
-        tr = trace_ids(self.lm.model, self.ids[s:e], self.lm.vocab.chars, names=self.names, chunk=self.every,
-                       initial_state=self.states[j], check_every=CHECK_EVERY, threads=self.threads)
-        for name in self.names:  # float32 -> the stored dtype by torch (numpy's float16 cast is 20x slower)
-            torch.from_numpy(self.arrays[name][s:e]).copy_(torch.from_numpy(tr[name]))
-        last = tr[self.names[-1]]  # the last layer's hidden state, float32: the loss of every row
-        self.arrays["loss"][s:e] = self._loss(last, s, e)
-        if s > 0:  # the row before the block: its next character may have changed
-            prev = self.states[j].layers[-1]
-            if prev is not None:
-                h = (prev[0] if isinstance(prev, tuple) else prev).reshape(1, -1).numpy()
-                self.arrays["loss"][s - 1:s] = self._loss(h, s - 1, s)
-        if e == s + self.every:
-            del self.states[j + 1:]
-            self.states.append(tr.final_state)
+        names = [*self.names, "loss"]
+        tr = trace_ids(self.lm.model, self.ids[s:e], self.lm.vocab.chars, names=names, chunk=every,
+                       initial_state=self.states[j], check_every=CHECK_EVERY, threads=self.threads,
+                       into={n: self.arrays[n][s:e] for n in names}, next_id=self.ids[e] if e < T else None)
+        prev = self.states[j].layers[-1] if s > 0 else None
+        if prev is not None:  # the row before the span: its next character may have changed
+            h = (prev[0] if isinstance(prev, tuple) else prev).reshape(1, -1).numpy()
+            self.arrays["loss"][s - 1:s] = self._loss(h, s - 1, s)
+        del self.states[j + 1:]
+        self.states.extend(tr.chunk_states[:(e - s) // every])  # the states at whole blocks' ends
         self.valid = e
         self.recomputed += e - s
-        self.trace_seconds += time.perf_counter() - t0
+        took = time.perf_counter() - t0
+        self.trace_seconds += took
+        self._chars_per_second = (e - s) / max(took, 1e-6)
         if self.complete and self.shared and self.version == 0:
-            self._save_cache()
+            self._start_save()
         return e - s
 
     @torch.no_grad()
@@ -321,8 +336,9 @@ class Document:
     def _work(self) -> None:
         while not self._stop:
             with self.lock:
-                if not self.complete:
-                    self._block()
+                if not self.complete:  # spans of about BACKGROUND_SECONDS, so that requests interleave
+                    blocks = max(2, min(64, round(BACKGROUND_SECONDS * self._chars_per_second / self.every)))
+                    self._trace_span(self.valid + blocks * self.every)
                     continue
             self._wake.wait(0.5)
             self._wake.clear()
@@ -332,6 +348,7 @@ class Document:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        self.wait_saved()
         if self._private is not None:
             shutil.rmtree(self._private, ignore_errors=True)
 

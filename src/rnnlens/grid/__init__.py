@@ -56,6 +56,7 @@ from rnnlens.model import (
     count_parameters,
     size_for_params,
 )
+from rnnlens.recurrence import available_cores
 from rnnlens.runs import read_json
 from rnnlens.trainer import RESUMABLE_OPTIONS
 
@@ -205,13 +206,6 @@ def cell_state_text(run_dir: Path) -> str:
     if state.get("damaged"):
         return "damaged checkpoint"
     return f"interrupted at step {state.get('step')}"
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def visible_gpus(device: str) -> list[str]:
