@@ -99,7 +99,6 @@ class Document:
         self._stop = False
         self._thread: threading.Thread | None = None
         self._saver: threading.Thread | None = None
-        self.save_seconds: float | None = None  # writing the cache, once done (in its own thread)
         self._chars_per_second = 0.0   # of the last traced span: sizes the background's spans
         self._set_text(text)
         self._model_hash = model_hash(lm)
@@ -193,12 +192,10 @@ class Document:
 
     def _save_cache(self, folder: Path, arrays: list, packed: dict, meta: dict) -> None:
         from rnnlens.fileio import atomic_write, write_json_atomic
-        t0 = time.perf_counter()
         for a in arrays:  # on disk before meta.json says the cache is whole
             a.flush()
         atomic_write(folder / "checkpoints.npz", lambda p: _savez(p, packed))
         write_json_atomic(folder / "meta.json", meta)
-        self.save_seconds = time.perf_counter() - t0
 
     def wait_saved(self) -> None:
         """Until the cache is written (when a complete trace started writing it)."""
