@@ -12,12 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import make_text, run_cli
 from safetensors.torch import save_file
 
 import rnnlens
 from rnnlens.checkpoint import read_checkpoint, save_checkpoint
 from rnnlens.errors import RnnlensError
+from rnnlens.model import ModelConfig
 from rnnlens.trainer import TrainConfig, Trainer
 
 SMALL = dict(layers=2, size=24, embedding_size=8, dropout=0.1, batch_size=4, seq_len=20, lr=1e-2,
@@ -228,6 +229,14 @@ def test_wsd_schedule_holds_the_rate_then_decays_linearly_over_the_last_fifth(tm
         trainer.state.step = step
         lrs.append(round(trainer.current_lr(), 6))
     assert cfg.lr_schedule == "wsd" and lrs == [1.0, 1.0, 1.0, 0.55, 0.1]
+    trainer.cfg.decay_fraction = 0.5  # --decay-fraction: the decay's share of the run
+    lrs = []
+    for step in (0, 50, 75, 100):
+        trainer.state.step = step
+        lrs.append(round(trainer.current_lr(), 6))
+    assert lrs == [1.0, 1.0, 0.55, 0.1]
+    with pytest.raises(RnnlensError, match="--decay-fraction"):
+        TrainConfig(decay_fraction=0.0)
 
 
 def test_checkpoint_write_is_atomic(tmp_path, text_file, monkeypatch):
@@ -292,9 +301,9 @@ def test_presets_set_char_rnns_and_the_papers_settings_under_the_flags_given(tex
 def test_a_run_says_in_one_line_which_defaults_it_took_and_why(text_file, tmp_path, capsys):
     from rnnlens.plan import plan_run
     note = plan_run(str(text_file), max_steps=3).defaults
-    assert note.startswith("defaults: 1x512 LSTM, dropout 0.2, batch 16 (the most updates per CPU-second), Adam "
-                           "0.004, the wsd schedule (the full rate, then down to 0.1x over the last 20% of the "
-                           "planned run): ")
+    assert note.startswith("defaults: 1x512 LSTM, dropout 0.2, batch 16 (a short run, ~3 updates at batch 16 by "
+                           "--max-steps 3: under 700, the most updates per second win), Adam 0.004, the wsd schedule "
+                           "(the full rate, then down to 0.1x over the last 20% of the planned run): ")
     assert "\n" not in note
     note = plan_run(str(text_file), max_steps=3, size=16, batch_size=4, lr_schedule="cosine").defaults
     assert note.startswith("defaults: dropout 0.2, Adam 0.004: ")
@@ -303,4 +312,41 @@ def test_a_run_says_in_one_line_which_defaults_it_took_and_why(text_file, tmp_pa
     code, _, err = run_cli(capsys, "train", "--data", text_file, "--out", tmp_path / "r", "--max-steps", "1",
                            "--size", "16", "--quiet")
     assert code == 0, err
-    assert "defaults: dropout 0.2, batch 16 (the most updates per CPU-second), Adam 0.004, the wsd schedule" in err
+    assert "defaults: dropout 0.2, batch 16 (a short run, ~1 updates at batch 16 by --max-steps 1: " in err
+
+
+def test_the_default_batch_grows_with_the_planned_run(tmp_path, monkeypatch):
+    from rnnlens import plan
+    path = tmp_path / "big.txt"
+    path.write_text(make_text(1200))  # ~33K characters: a window for each of 32 streams of 100
+    assert plan.plan_run(str(path), max_steps=699).train.batch_size == 16
+    long_run = plan.plan_run(str(path), max_steps=700)
+    assert long_run.train.batch_size == 32
+    assert "batch 32 (a long run, ~700 updates at batch 16 by --max-steps 700: from 700 on, more text per update " \
+           "wins)" in long_run.defaults
+    windows = (len(long_run.corpus.split("train")) - 1) // 16 // 100
+    epochs = 700 / windows
+    assert plan.plan_run(str(path), max_epochs=epochs * 1.01).train.batch_size == 32
+    assert plan.plan_run(str(path), max_epochs=epochs * 0.99).train.batch_size == 16
+    assert plan.plan_run(str(path), max_epochs=epochs * 2, max_steps=100).train.batch_size == 16  # the first end
+    # a flag or a preset decides instead
+    assert plan.plan_run(str(path), max_steps=5000, batch_size=8).train.batch_size == 8
+    assert plan.plan_run(str(path), max_steps=5000, preset="char-rnn").train.batch_size == 50
+    # a time budget is counted in updates at the speed of a few timed ones
+    monkeypatch.setattr(plan, "measure_updates_per_second", lambda model, train, batch: 10.0)
+    assert plan.plan_run(str(path), time_budget=69).train.batch_size == 16
+    timed = plan.plan_run(str(path), time_budget="70s")
+    assert timed.train.batch_size == 32 and "~700 updates at batch 16 by --time-budget 70s (timed)" in timed.defaults
+    # a text too short for 32 streams keeps 16, and says so
+    short = tmp_path / "short.txt"
+    short.write_text(make_text(200))
+    note = plan.plan_run(str(short), max_steps=5000).defaults
+    assert "batch 16 (the text is too short for 32 streams)" in note
+
+
+def test_timing_updates_for_the_plan_leaves_the_random_state_alone():
+    from rnnlens.trainer import measure_updates_per_second
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    rate = measure_updates_per_second(ModelConfig(vocab_size=7, layers=1, size=8), TrainConfig(seq_len=10), 4, steps=2)
+    assert rate > 0 and torch.equal(torch.get_rng_state(), before)

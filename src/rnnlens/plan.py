@@ -8,6 +8,7 @@ names it.
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -17,7 +18,7 @@ from rnnlens.checks import parse_count
 from rnnlens.corpus import Corpus, load_corpus, parse_split
 from rnnlens.errors import RnnlensError
 from rnnlens.model import ModelConfig, count_parameters, size_for_params
-from rnnlens.trainer import RESUMABLE_OPTIONS, TrainConfig, Trainer, parse_duration
+from rnnlens.trainer import RESUMABLE_OPTIONS, TrainConfig, Trainer, measure_updates_per_second, parse_duration
 
 # ModelConfig's fields a user sets (the cell type is `model`, the vocabulary comes from the corpus)
 MODEL_OPTIONS = tuple(f.name for f in fields(ModelConfig) if f.name not in ("vocab_size", "cell"))
@@ -55,6 +56,52 @@ def apply_preset(preset: str | None, options: dict, skip=()) -> dict:
     return {**{k: v for k, v in PRESETS[preset].items() if k not in skip}, **given}
 
 
+# The batch a run takes when none is given (docs/training.md, "Why these defaults"). On a CPU a short run is
+# decided by how many updates it gets: batch 16, the most updates per second. A longer run gains more from
+# reading more text per second with less noise in each update: batch 32 once the run would take
+# LONG_RUN_UPDATES or more updates at batch 16. Measured on five texts (docs/benchmarks.md, section 5): at
+# 60 s (~330 updates) batch 16 wins on all five, at 300 s (~1,350) batch 32 on three and is within 0.011 on
+# the prose; the threshold lies between.
+SHORT_RUN_BATCH, LONG_RUN_BATCH = 16, 32
+LONG_RUN_UPDATES = 700
+
+
+@dataclass
+class BatchChoice:
+    batch_size: int
+    why: str               # the reason, as the run's defaults line gives it
+
+    def describe(self) -> str:
+        return f"batch {self.batch_size} ({self.why})"
+
+
+def choose_batch(model: ModelConfig, train: TrainConfig, corpus: Corpus, *, timed: bool = True) -> BatchChoice:
+    """The batch for a run that gives none: LONG_RUN_BATCH when the run is long enough (planned updates at
+    SHORT_RUN_BATCH, counted from the stopping rule that ends it first; a time budget is turned into updates by
+    timing a few of them, unless `timed` is False) and the training split holds a window for each of its
+    streams."""
+    windows = max(0, (len(corpus.split("train")) - 1) // SHORT_RUN_BATCH // train.seq_len)
+    if windows < 2 * LONG_RUN_BATCH // SHORT_RUN_BATCH:  # not a window per stream at the long-run batch
+        return BatchChoice(SHORT_RUN_BATCH, f"the text is too short for {LONG_RUN_BATCH} streams")
+    counts = []
+    if train.max_steps:
+        counts.append((train.max_steps, f"--max-steps {train.max_steps}"))
+    if train.max_epochs:
+        counts.append((math.ceil(train.max_epochs * windows), f"--max-epochs {train.max_epochs:g}"))
+    if train.time_budget and timed and not (counts and min(counts)[0] < LONG_RUN_UPDATES):
+        # timing is needed only when nothing else already makes the run short
+        rate = measure_updates_per_second(model, train, SHORT_RUN_BATCH)
+        counts.append((math.ceil(train.time_budget * rate), f"--time-budget {train.time_budget:g}s (timed)"))
+    if not counts:
+        return BatchChoice(SHORT_RUN_BATCH, "a time budget is not counted in updates when ranks share a run")
+    planned, measure = min(counts)
+    length = f"~{planned:,} updates at batch {SHORT_RUN_BATCH} by {measure}"
+    if planned < LONG_RUN_UPDATES:
+        return BatchChoice(SHORT_RUN_BATCH, f"a short run, {length}: under {LONG_RUN_UPDATES}, the most updates "
+                                            "per second win")
+    return BatchChoice(LONG_RUN_BATCH, f"a long run, {length}: from {LONG_RUN_UPDATES} on, more text per update wins")
+
+
 @dataclass
 class RunPlan:
     model: ModelConfig
@@ -70,7 +117,7 @@ class RunPlan:
                 f"({len(self.corpus):,} characters, vocabulary {len(self.corpus.vocab)})")
 
 
-def defaults_note(given: set, model: ModelConfig, train: TrainConfig) -> str | None:
+def defaults_note(given: set, model: ModelConfig, train: TrainConfig, batch: BatchChoice | None = None) -> str | None:
     """One line: the settings that shape quality which this run took from rnnlens's defaults (none given,
     no preset), and why. None when the user set them all."""
     m, t = model, train
@@ -80,12 +127,12 @@ def defaults_note(given: set, model: ModelConfig, train: TrainConfig) -> str | N
     if "dropout" not in given and m.cell != "ffn":
         parts.append(f"dropout {m.dropout:g}")
     if "batch_size" not in given:
-        parts.append(f"batch {t.batch_size} (the most updates per CPU-second)")
+        parts.append(batch.describe() if batch else f"batch {t.batch_size}")
     if not given & {"optimizer", "lr"}:
         parts.append(f"{t.optimizer.capitalize()} {t.lr:g}")
     if "lr_schedule" not in given and t.lr_schedule == "wsd":
-        parts.append(f"the wsd schedule (the full rate, then down to {t.min_lr_ratio:g}x over the last 20% of "
-                     f"the planned run)")
+        parts.append(f"the wsd schedule (the full rate, then down to {t.min_lr_ratio:g}x over the last "
+                     f"{t.decay_fraction:.0%} of the planned run)")
     if not parts:
         return None
     return (f"defaults: {', '.join(parts)}: chosen for quality per CPU-minute on prose, code and markup "
@@ -132,7 +179,12 @@ def plan_run(data: str | Path = "pystdlib", *, model: str | None = None, params:
     model_cfg = ModelConfig(vocab_size=len(corpus.vocab), cell=model, **model_options)
     if params is not None:
         model_cfg.size = size_for_params(model_cfg, parse_count(params) if isinstance(params, str) else params)
-    return RunPlan(model_cfg, cfg, corpus, None if preset else defaults_note(given, model_cfg, cfg))
+    batch = None
+    if not preset and "batch_size" not in given and model_cfg.cell != "ffn":  # measured on recurrent models
+        # ranks of a distributed run must agree, and each would time its own updates: they count steps only
+        batch = choose_batch(model_cfg, cfg, corpus, timed=not distributed.current().active)
+        cfg.batch_size = batch.batch_size
+    return RunPlan(model_cfg, cfg, corpus, None if preset else defaults_note(given, model_cfg, cfg, batch))
 
 
 def start_run(out: str | Path, *, force: bool = False, progress: bool = True, log=None, **options) -> Trainer:

@@ -31,10 +31,6 @@ from rnnlens.model import CharRNN, ModelConfig, detach_state, state_from_tensors
 
 OPTIMIZERS = ("rmsprop", "adam", "adamw", "sgd")
 SCHEDULES = ("step", "cosine", "wsd", "constant")
-# "wsd" (warmup-stable-decay, without the warm-up): the full rate, then a linear decay to min_lr_ratio over this
-# last fraction of the planned run; the decay anneals like cosine, the stable part keeps the updates
-# a short run still needs (docs/training.md, "Learning-rate schedules")
-WSD_DECAY_FRACTION = 0.2
 CLIP_MODES = ("norm", "value")
 DEVICES = ("auto", "cpu", "cuda")
 MAX_ROLLBACKS = 8
@@ -55,7 +51,8 @@ class TrainConfig:
     encoding_errors: str = "strict"
     # batches
     # defaults: what won quality per CPU-minute on 2 cores (docs/benchmarks.md); small batches
-    # mean more updates per second, which beats throughput per character on a CPU
+    # mean more updates per second, which beats throughput per character in a short run on a CPU.
+    # `rnnlens train` and rnnlens.train() take 32 instead for a long run (rnnlens.plan.choose_batch)
     batch_size: int = 16
     seq_len: int = 100
     # optimizer and schedule
@@ -67,6 +64,10 @@ class TrainConfig:
     lr_decay: float = 0.97          # 'step' schedule: x lr_decay per epoch once lr_decay_after epochs are done
     lr_decay_after: int = 10
     min_lr_ratio: float = 0.1       # 'cosine' and 'wsd' schedules end at lr * min_lr_ratio
+    # 'wsd' (warmup-stable-decay, without the warm-up): the full rate, then a linear decay to min_lr_ratio over
+    # this last fraction of the planned run; the decay anneals like cosine, the stable part keeps the updates
+    # a short run still needs (docs/training.md, "Learning-rate schedules")
+    decay_fraction: float = 0.2
     grad_clip: float = 5.0
     clip_mode: str = "norm"
     # stopping
@@ -102,6 +103,7 @@ class TrainConfig:
         check_range("--lr-decay", self.lr_decay, 0.0, 1.0, low_open=True)
         check_range("--lr-decay-after", self.lr_decay_after, 0, None, integer=True)
         check_range("--min-lr-ratio", self.min_lr_ratio, 0.0, 1.0)
+        check_range("--decay-fraction", self.decay_fraction, 0.0, 1.0, low_open=True)
         check_range("--grad-clip", self.grad_clip, 0.0, None)
         for name, value, integer in (("--max-epochs", self.max_epochs, False), ("--max-steps", self.max_steps, True),
                                      ("--time-budget", self.time_budget, False), ("--patience", self.patience, True)):
@@ -145,6 +147,36 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def measure_updates_per_second(model_cfg: ModelConfig, cfg: TrainConfig, batch_size: int, steps: int = 3) -> float:
+    """How many training updates per second this model takes at `batch_size` x cfg.seq_len on cfg's device:
+    `steps` timed updates on random characters after one untimed one. For planning a time-budgeted run before
+    it starts (rnnlens.plan); the random state of the caller is left as it was."""
+    device = resolve_device(cfg.device)
+    reproducibility.configure(cfg.deterministic, device.type)  # the kernels and threads the run will have
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(cfg.seed)
+        model = CharRNN(model_cfg).to(device)
+        optimizer = make_optimizer(model, cfg)
+        x = torch.randint(model_cfg.vocab_size, (batch_size, cfg.seq_len + 1), device=device)
+        hidden, t0 = None, 0.0
+        for k in range(steps + 1):
+            if k == 1:  # the first update pays for allocations and kernel choice
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                t0 = time.perf_counter()
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                logits, hidden = model(x[:, :-1], hidden)
+                loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf"))
+            optimizer.step()
+            hidden = detach_state(hidden)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    return steps / max(time.perf_counter() - t0, 1e-9)
 
 
 def parse_duration(text: str) -> float:
@@ -442,9 +474,9 @@ class Trainer:
                 lr *= lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * frac))
         elif cfg.lr_schedule == "wsd":
             frac = self.progress_fraction()
-            if frac is not None and frac > 1 - WSD_DECAY_FRACTION:
+            if frac is not None and frac > 1 - cfg.decay_fraction:
                 lo = cfg.min_lr_ratio
-                lr *= 1 - (1 - lo) * (frac - (1 - WSD_DECAY_FRACTION)) / WSD_DECAY_FRACTION
+                lr *= 1 - (1 - lo) * (frac - (1 - cfg.decay_fraction)) / cfg.decay_fraction
         return lr
 
     # ---------------------------------------------------------------- the loop

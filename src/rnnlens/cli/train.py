@@ -125,7 +125,8 @@ def add_train_arguments(p) -> None:
     g.add_argument("--init-range", type=float, help="default 0.08")
     g.add_argument("--forget-bias", type=float, help="LSTM forget-gate bias at init (default 1)")
     g = p.add_argument_group("optimization")
-    g.add_argument("--batch-size", type=int, help=f"parallel streams B (default {d.batch_size})")
+    g.add_argument("--batch-size", type=int, help="parallel streams B (default: 16 for a run planned under 700 "
+                   "updates, 32 from 700 on; docs/training.md)")
     g.add_argument("--seq-len", type=int, help=f"unrolled steps T per window (default {d.seq_len})")
     g.add_argument("--optimizer", choices=["rmsprop", "adam", "adamw", "sgd"], help=f"default {d.optimizer}")
     g.add_argument("--lr", type=float, help=f"learning rate (default {d.lr:g})")
@@ -133,11 +134,13 @@ def add_train_arguments(p) -> None:
     g.add_argument("--weight-decay", type=float)
     g.add_argument("--lr-schedule", choices=["step", "cosine", "wsd", "constant"],
                    help=f"cosine: to --min-lr-ratio over the run; wsd: constant, then linear to --min-lr-ratio over the "
-                   f"run's last 20%%; step: x--lr-decay per epoch after --lr-decay-after "
+                   f"run's last --decay-fraction; step: x--lr-decay per epoch after --lr-decay-after "
                    f"(default {d.lr_schedule})")
     g.add_argument("--lr-decay", type=float, help="default 0.97")
     g.add_argument("--lr-decay-after", type=int, help="epochs (default 10)")
     g.add_argument("--min-lr-ratio", type=float, help="cosine and wsd floor as a fraction of --lr (default 0.1)")
+    g.add_argument("--decay-fraction", type=float, help=f"wsd: the share of the planned run over which the rate "
+                   f"decays (default {d.decay_fraction:g})")
     g.add_argument("--grad-clip", type=float, help="clip threshold, 0 = off (default 5)")
     g.add_argument("--clip-mode", choices=["norm", "value"], help="clip the global norm (default) or each value like "
                    "char-rnn")
