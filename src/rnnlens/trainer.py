@@ -149,6 +149,28 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
     return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+def update(step_model, model: torch.nn.Module, optimizer, cfg: TrainConfig, device: torch.device, x: torch.Tensor,
+           y: torch.Tensor, hidden):
+    """One training update: forward (`step_model`: the model, or its DDP/compiled wrapper), loss, backward, clip
+    `model`'s gradients, step. Returns (loss [], grad norm [], detached state) as device tensors: no sync."""
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+        logits, hidden = step_model(x, hidden)
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    params = [p for p in model.parameters() if p.grad is not None]
+    if cfg.clip_mode == "norm" and cfg.grad_clip > 0:
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)  # [] tensor, no sync
+    else:
+        grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_value_(params, cfg.grad_clip)
+    # Step before looking at the values: a non-finite loss makes run() reload the last
+    # checkpoint anyway, and reading loss and norm together costs one device sync, not two.
+    optimizer.step()
+    return loss, grad_norm, detach_state(hidden)
+
+
 def measure_updates_per_second(model_cfg: ModelConfig, cfg: TrainConfig, batch_size: int, steps: int = 3) -> float:
     """How many training updates per second this model takes at `batch_size` x cfg.seq_len on cfg's device:
     `steps` timed updates on random characters after one untimed one. For planning a time-budgeted run before
@@ -166,14 +188,7 @@ def measure_updates_per_second(model_cfg: ModelConfig, cfg: TrainConfig, batch_s
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 t0 = time.perf_counter()
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                logits, hidden = model(x[:, :-1], hidden)
-                loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf"))
-            optimizer.step()
-            hidden = detach_state(hidden)
+            _, _, hidden = update(model, model, optimizer, cfg, device, x[:, :-1], x[:, 1:], hidden)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
     return steps / max(time.perf_counter() - t0, 1e-9)
@@ -482,23 +497,8 @@ class Trainer:
     # ---------------------------------------------------------------- the loop
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
         """One window: forward, loss, backward, clip, update. Returns (loss, grad norm)."""
-        cfg = self.cfg
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-            logits, hidden = self.step_model(x, self.hidden)
-            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        params = [p for p in self.model.parameters() if p.grad is not None]
-        if cfg.clip_mode == "norm" and cfg.grad_clip > 0:
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)  # [] tensor, no sync
-        else:
-            grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_value_(params, cfg.grad_clip)
-        # Step before looking at the values: a non-finite loss makes run() reload the last
-        # checkpoint anyway, and reading loss and norm together costs one device sync, not two.
-        self.optimizer.step()
-        self.hidden = detach_state(hidden)
+        loss, grad_norm, self.hidden = update(self.step_model, self.model, self.optimizer, self.cfg, self.device, x, y,
+                                              self.hidden)
         loss_value, norm_value = torch.stack([loss.detach(), grad_norm.detach().float()]).tolist()
         return loss_value, norm_value
 
