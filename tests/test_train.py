@@ -301,18 +301,22 @@ def test_presets_set_char_rnns_and_the_papers_settings_under_the_flags_given(tex
 def test_a_run_says_in_one_line_which_defaults_it_took_and_why(text_file, tmp_path, capsys):
     from rnnlens.plan import plan_run
     note = plan_run(str(text_file), max_steps=3).defaults
-    assert note.startswith("defaults: 1x512 LSTM, dropout 0.2, batch 16 (a short run, ~3 updates at batch 16 by "
+    assert note.startswith("defaults: 1x512 LSTM, dropout 0 (~0.75 passes over the training text: each character "
+                           "is new, nothing to overfit yet), batch 16 (a short run, ~3 updates at batch 16 by "
                            "--max-steps 3: under 700, the most updates per second win), Adam 0.004, the wsd schedule "
                            "(the full rate, then down to 0.1x over the last 20% of the planned run): ")
     assert "\n" not in note
     note = plan_run(str(text_file), max_steps=3, size=16, batch_size=4, lr_schedule="cosine").defaults
-    assert note.startswith("defaults: dropout 0.2, Adam 0.004: ")
+    assert note.startswith("defaults: dropout 0 (~0.19 passes over the training text: each character is new, "
+                           "nothing to overfit yet), Adam 0.004: ")
     assert plan_run(str(text_file), max_steps=3, model="gru", layers=1, dropout=0.0, batch_size=4, lr=1e-3,
                     lr_schedule="constant").defaults is None
     code, _, err = run_cli(capsys, "train", "--data", text_file, "--out", tmp_path / "r", "--max-steps", "1",
                            "--size", "16", "--quiet")
     assert code == 0, err
-    assert "defaults: dropout 0.2, batch 16 (a short run, ~1 updates at batch 16 by --max-steps 1: " in err
+    assert "defaults: dropout 0 (~0.25 passes over the training text: each character is new, nothing to overfit " \
+           "yet), batch 16 (a short run, ~1 updates at batch 16 by --max-steps 1: " in err
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["model"]["dropout"] == 0.0
 
 
 def test_the_default_batch_grows_with_the_planned_run(tmp_path, monkeypatch):
@@ -342,6 +346,33 @@ def test_the_default_batch_grows_with_the_planned_run(tmp_path, monkeypatch):
     short.write_text(make_text(200))
     note = plan.plan_run(str(short), max_steps=5000).defaults
     assert "batch 16 (the text is too short for 32 streams)" in note
+
+
+def test_the_default_dropout_follows_the_passes_over_the_text(tmp_path, monkeypatch):
+    from rnnlens import plan
+    path = tmp_path / "big.txt"
+    path.write_text(make_text(1200))
+    windows = (len(plan.plan_run(str(path), max_steps=1).corpus.split("train")) - 1) // 16 // 100
+
+    def dropout(**options):
+        return plan.plan_run(str(path), **options).model.dropout
+
+    # at most one pass: every character is new, so nothing to overfit
+    assert dropout(max_steps=windows) == 0.0 and dropout(max_epochs=0.5) == 0.0
+    assert dropout(max_steps=windows + 1) == 0.2 and dropout(max_epochs=11.9) == 0.2
+    many = plan.plan_run(str(path), max_epochs=12)
+    assert many.model.dropout == 0.4
+    assert "dropout 0.4 (~12 passes over the training text: from 12 on, more against overfitting)" in many.defaults
+    # a fixed number of updates at batch 32 reads twice the text of batch 16
+    assert plan.plan_run(str(path), max_steps=700).train.batch_size == 32 and dropout(max_steps=700) == 0.4
+    # a time budget is counted at the speed of a few timed updates
+    monkeypatch.setattr(plan, "measure_updates_per_second", lambda model, train, batch: 10.0)
+    assert dropout(time_budget=windows / 10) == 0.0 and dropout(time_budget=3 * windows / 10) == 0.2
+    # a flag or a preset decides instead, and the line leaves it out
+    given = plan.plan_run(str(path), max_epochs=20, dropout=0.1)
+    assert given.model.dropout == 0.1 and "dropout" not in given.defaults
+    assert dropout(max_epochs=20, preset="char-rnn") == 0.0
+    assert dropout(max_epochs=20, model="ffn") == 0.2  # not measured on the n-NN: ModelConfig's default
 
 
 def test_timing_updates_for_the_plan_leaves_the_random_state_alone():

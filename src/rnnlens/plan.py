@@ -65,41 +65,86 @@ def apply_preset(preset: str | None, options: dict, skip=()) -> dict:
 SHORT_RUN_BATCH, LONG_RUN_BATCH = 16, 32
 LONG_RUN_UPDATES = 700
 
+# The dropout a recurrent model takes when none is given, by how many times the run will read its training text
+# (docs/benchmarks.md, section 5). Within one pass every character is new: dropout 0 was better on four of five
+# texts at 60 s (~0.3 passes). At 14 passes a 1x512 LSTM overfits with 0.2: 0.4 was better by 0.035-0.056 on
+# prose and code; at 8 passes (Python, 1,800 s) 0.2 still improved to the end. MANY_PASSES lies between.
+DROPOUT, MANY_PASSES_DROPOUT = 0.2, 0.4
+MANY_PASSES = 12
+
 
 @dataclass
-class BatchChoice:
-    batch_size: int
-    why: str               # the reason, as the run's defaults line gives it
+class RunLength:
+    """How long a run will be, counted before it starts from the stopping rule that ends it first."""
+    updates: int | None    # at SHORT_RUN_BATCH; None: not counted (ranks of a distributed run with a time budget)
+    measure: str           # that stopping rule, as the defaults line names it
+    windows: int           # windows of seq_len per stream at SHORT_RUN_BATCH in the training split
+    fixed_steps: bool      # it ends by --max-steps: a larger batch reads more text in as many updates
 
     def describe(self) -> str:
-        return f"batch {self.batch_size} ({self.why})"
+        return f"~{self.updates:,} updates at batch {SHORT_RUN_BATCH} by {self.measure}"
+
+    def passes(self, batch_size: int) -> float | None:
+        """Planned passes over the training split at `batch_size` (at least that many under a time budget: a
+        larger batch reads more characters per second). None when not counted."""
+        if self.updates is None or not self.windows:
+            return None
+        passes = self.updates / self.windows
+        return passes * batch_size / SHORT_RUN_BATCH if self.fixed_steps else passes
 
 
-def choose_batch(model: ModelConfig, train: TrainConfig, corpus: Corpus, *, timed: bool = True) -> BatchChoice:
-    """The batch for a run that gives none: LONG_RUN_BATCH when the run is long enough (planned updates at
-    SHORT_RUN_BATCH, counted from the stopping rule that ends it first; a time budget is turned into updates by
-    timing a few of them, unless `timed` is False) and the training split holds a window for each of its
-    streams."""
+def plan_length(model: ModelConfig, train: TrainConfig, corpus: Corpus, *, timed: bool = True) -> RunLength:
+    """The run's planned length in updates at SHORT_RUN_BATCH: `--max-steps` as given, `--max-epochs` x the
+    training split's windows, a `--time-budget` x the speed of a few updates timed now (unless `timed` is
+    False); the first to end wins."""
     windows = max(0, (len(corpus.split("train")) - 1) // SHORT_RUN_BATCH // train.seq_len)
-    if windows < 2 * LONG_RUN_BATCH // SHORT_RUN_BATCH:  # not a window per stream at the long-run batch
-        return BatchChoice(SHORT_RUN_BATCH, f"the text is too short for {LONG_RUN_BATCH} streams")
-    counts = []
+    counts = []  # (updates, the rule that gives them, whether it is --max-steps)
     if train.max_steps:
-        counts.append((train.max_steps, f"--max-steps {train.max_steps}"))
+        counts.append((train.max_steps, f"--max-steps {train.max_steps}", True))
     if train.max_epochs:
-        counts.append((math.ceil(train.max_epochs * windows), f"--max-epochs {train.max_epochs:g}"))
-    if train.time_budget and timed and not (counts and min(counts)[0] < LONG_RUN_UPDATES):
-        # timing is needed only when nothing else already makes the run short
+        counts.append((math.ceil(train.max_epochs * windows), f"--max-epochs {train.max_epochs:g}", False))
+    if train.time_budget and timed:
         rate = measure_updates_per_second(model, train, SHORT_RUN_BATCH)
-        counts.append((math.ceil(train.time_budget * rate), f"--time-budget {train.time_budget:g}s (timed)"))
+        counts.append((math.ceil(train.time_budget * rate), f"--time-budget {train.time_budget:g}s (timed)", False))
     if not counts:
-        return BatchChoice(SHORT_RUN_BATCH, "a time budget is not counted in updates when ranks share a run")
-    planned, measure = min(counts)
-    length = f"~{planned:,} updates at batch {SHORT_RUN_BATCH} by {measure}"
-    if planned < LONG_RUN_UPDATES:
-        return BatchChoice(SHORT_RUN_BATCH, f"a short run, {length}: under {LONG_RUN_UPDATES}, the most updates "
-                                            "per second win")
-    return BatchChoice(LONG_RUN_BATCH, f"a long run, {length}: from {LONG_RUN_UPDATES} on, more text per update wins")
+        return RunLength(None, "a time budget, not counted in updates when ranks share a run", windows, False)
+    updates, measure, fixed_steps = min(counts, key=lambda count: count[0])
+    return RunLength(updates, measure, windows, fixed_steps)
+
+
+@dataclass
+class Choice:
+    """A default the run chose for itself, and the reason the defaults line gives."""
+    value: int | float
+    why: str
+
+
+def choose_batch(length: RunLength) -> Choice:
+    """LONG_RUN_BATCH when the run is long enough and the training split holds a window for each of its
+    streams, else SHORT_RUN_BATCH."""
+    if length.windows < 2 * LONG_RUN_BATCH // SHORT_RUN_BATCH:  # not a window per stream at the long-run batch
+        return Choice(SHORT_RUN_BATCH, f"the text is too short for {LONG_RUN_BATCH} streams")
+    if length.updates is None:
+        return Choice(SHORT_RUN_BATCH, length.measure)
+    if length.updates < LONG_RUN_UPDATES:
+        return Choice(SHORT_RUN_BATCH, f"a short run, {length.describe()}: under {LONG_RUN_UPDATES}, the most "
+                                       "updates per second win")
+    return Choice(LONG_RUN_BATCH, f"a long run, {length.describe()}: from {LONG_RUN_UPDATES} on, more text per "
+                                  "update wins")
+
+
+def choose_dropout(length: RunLength, batch_size: int) -> Choice:
+    """No dropout for a run that reads its text at most once, DROPOUT for a few passes, MANY_PASSES_DROPOUT
+    from MANY_PASSES on."""
+    passes = length.passes(batch_size)
+    if passes is None:
+        return Choice(DROPOUT, length.measure)
+    read = f"~{f'{passes:.2g}' if passes < 10 else f'{passes:,.0f}'} passes over the training text"
+    if passes <= 1:
+        return Choice(0.0, f"{read}: each character is new, nothing to overfit yet")
+    if passes < MANY_PASSES:
+        return Choice(DROPOUT, read)
+    return Choice(MANY_PASSES_DROPOUT, f"{read}: from {MANY_PASSES} on, more against overfitting")
 
 
 @dataclass
@@ -117,17 +162,22 @@ class RunPlan:
                 f"({len(self.corpus):,} characters, vocabulary {len(self.corpus.vocab)})")
 
 
-def defaults_note(given: set, model: ModelConfig, train: TrainConfig, batch: BatchChoice | None = None) -> str | None:
+def defaults_note(given: set, model: ModelConfig, train: TrainConfig, choices: dict | None = None) -> str | None:
     """One line: the settings that shape quality which this run took from rnnlens's defaults (none given,
-    no preset), and why. None when the user set them all."""
-    m, t = model, train
+    no preset), and why. choices: option name -> the Choice the run made for it. None when the user set them
+    all."""
+    m, t, choices = model, train, choices or {}
+
+    def with_reason(name: str, setting: str) -> str:
+        return f"{setting} ({choices[name].why})" if name in choices else setting
+
     parts = []
     if not given & {"model", "layers", "size", "params"}:
         parts.append(f"{m.layers}x{m.size} {m.cell.upper()}")
     if "dropout" not in given and m.cell != "ffn":
-        parts.append(f"dropout {m.dropout:g}")
+        parts.append(with_reason("dropout", f"dropout {m.dropout:g}"))
     if "batch_size" not in given:
-        parts.append(batch.describe() if batch else f"batch {t.batch_size}")
+        parts.append(with_reason("batch_size", f"batch {t.batch_size}"))
     if not given & {"optimizer", "lr"}:
         parts.append(f"{t.optimizer.capitalize()} {t.lr:g}")
     if "lr_schedule" not in given and t.lr_schedule == "wsd":
@@ -179,12 +229,17 @@ def plan_run(data: str | Path = "pystdlib", *, model: str | None = None, params:
     model_cfg = ModelConfig(vocab_size=len(corpus.vocab), cell=model, **model_options)
     if params is not None:
         model_cfg.size = size_for_params(model_cfg, parse_count(params) if isinstance(params, str) else params)
-    batch = None
-    if not preset and "batch_size" not in given and model_cfg.cell != "ffn":  # measured on recurrent models
+    choices = {}
+    if not preset and model_cfg.cell != "ffn" and not {"batch_size", "dropout"} <= given:  # measured on recurrent models
         # ranks of a distributed run must agree, and each would time its own updates: they count steps only
-        batch = choose_batch(model_cfg, cfg, corpus, timed=not distributed.current().active)
-        cfg.batch_size = batch.batch_size
-    return RunPlan(model_cfg, cfg, corpus, None if preset else defaults_note(given, model_cfg, cfg, batch))
+        length = plan_length(model_cfg, cfg, corpus, timed=not distributed.current().active)
+        if "batch_size" not in given:
+            choices["batch_size"] = choose_batch(length)
+            cfg.batch_size = int(choices["batch_size"].value)
+        if "dropout" not in given:
+            choices["dropout"] = choose_dropout(length, cfg.batch_size)
+            model_cfg.dropout = choices["dropout"].value
+    return RunPlan(model_cfg, cfg, corpus, None if preset else defaults_note(given, model_cfg, cfg, choices))
 
 
 def start_run(out: str | Path, *, force: bool = False, progress: bool = True, log=None, **options) -> Trainer:
