@@ -650,9 +650,9 @@ class Trainer:
                 bar.write(f"step {s.step}: val {val:.4f} nats/char ({val / math.log(2):.3f} bits/char)"
                           + (" *best*" if improved else ""))
         self._plot_now_and_then()
-        # what the final validation, checkpoint and picture will cost: a run with a time budget stops early
-        # enough to fit them inside it
-        self._final_cost = 1.5 * seconds + self._save_cost + self._plot_cost
+        # what the final validation, its best checkpoint, the last checkpoint and the picture will cost: a run
+        # with a time budget stops early enough to fit them inside it
+        self._final_cost = 1.5 * seconds + 2 * self._save_cost + self._plot_cost
 
     def _write_metrics(self, metrics, row: dict) -> None:
         if not self.dist.is_main:
