@@ -180,23 +180,6 @@ def test_second_ctrl_c_quits_without_writing(tmp_path, text_file, monkeypatch):
     assert read_checkpoint(tmp_path / "run" / "last.safetensors").meta["state"]["step"] == 10
 
 
-def test_early_stopping_and_time_budget(tmp_path, text_file, monkeypatch):
-    losses = iter([3.0, 2.5, 2.6, 2.4, 2.45, 2.5, 1.0])  # improves at the 2nd and 4th, then 2 misses
-    monkeypatch.setattr(Trainer, "validate", lambda self: next(losses))
-    cfg = TrainConfig(data=str(text_file), max_steps=10_000, batch_size=4, seq_len=20, eval_every=5, patience=2)
-    state = Trainer.start(tmp_path / "a", cfg=cfg, progress=False, log=lambda m: None, layers=1, size=8).run()
-    assert "did not improve for 2 validations" in state.stop_reason
-    assert state.step == 30 and state.best_val == 2.4 and state.best_step == 20
-    assert read_checkpoint(tmp_path / "a" / "best.safetensors").meta["step"] == 20
-    monkeypatch.undo()
-    clock = VirtualClock(monkeypatch)
-    clock.charge(Trainer, "train_step", 0.01)
-    clock.charge(Trainer, "validate", 0.05)  # only at the ends of epochs here
-    cfg = TrainConfig(data=str(text_file), time_budget=1.0, batch_size=4, seq_len=20, eval_every=0)
-    state = Trainer.start(tmp_path / "b", cfg=cfg, progress=False, log=lambda m: None, layers=1, size=8).run()
-    assert "time-budget" in state.stop_reason and 0.9 <= state.elapsed <= 1.0  # its final validation fits in
-
-
 class VirtualClock:
     """The trainer's clock, moved only by the costs a test charges, so a loaded machine cannot move a result."""
 
@@ -213,6 +196,23 @@ class VirtualClock:
 
     def charge(self, owner, name: str, seconds: float) -> None:
         self.monkeypatch.setattr(owner, name, self.costing(getattr(owner, name), seconds))
+
+
+def test_early_stopping_and_time_budget(tmp_path, text_file, monkeypatch):
+    losses = iter([3.0, 2.5, 2.6, 2.4, 2.45, 2.5, 1.0])  # improves at the 2nd and 4th, then 2 misses
+    monkeypatch.setattr(Trainer, "validate", lambda self: next(losses))
+    cfg = TrainConfig(data=str(text_file), max_steps=10_000, batch_size=4, seq_len=20, eval_every=5, patience=2)
+    state = Trainer.start(tmp_path / "a", cfg=cfg, progress=False, log=lambda m: None, layers=1, size=8).run()
+    assert "did not improve for 2 validations" in state.stop_reason
+    assert state.step == 30 and state.best_val == 2.4 and state.best_step == 20
+    assert read_checkpoint(tmp_path / "a" / "best.safetensors").meta["step"] == 20
+    monkeypatch.undo()
+    clock = VirtualClock(monkeypatch)
+    clock.charge(Trainer, "train_step", 0.01)
+    clock.charge(Trainer, "validate", 0.05)  # only at the ends of epochs here
+    cfg = TrainConfig(data=str(text_file), time_budget=1.0, batch_size=4, seq_len=20, eval_every=0)
+    state = Trainer.start(tmp_path / "b", cfg=cfg, progress=False, log=lambda m: None, layers=1, size=8).run()
+    assert "time-budget" in state.stop_reason and 0.9 <= state.elapsed <= 1.0  # its final validation fits in
 
 
 def test_time_budget_is_wall_time_with_validations_and_the_final_checkpoint(tmp_path, text_file, monkeypatch):
