@@ -330,7 +330,7 @@ def test_a_run_says_in_one_line_which_defaults_it_took_and_why(text_file, tmp_pa
                            "(the full rate, then down to 0.1x over the last 20% of the planned run): ")
     assert "\n" not in note
     note = plan_run(str(text_file), max_steps=3, size=16, batch_size=4, lr_schedule="cosine").defaults
-    assert note.startswith("defaults: dropout 0 (~0.19 passes over the training text: each character is new, "
+    assert note.startswith("defaults: dropout 0 (~0.18 passes over the training text: each character is new, "
                            "nothing to overfit yet), Adam 0.004: ")
     assert plan_run(str(text_file), max_steps=3, model="gru", layers=1, dropout=0.0, batch_size=4, lr=1e-3,
                     lr_schedule="constant").defaults is None
@@ -402,5 +402,50 @@ def test_timing_updates_for_the_plan_leaves_the_random_state_alone():
     from rnnlens.trainer import measure_updates_per_second
     torch.manual_seed(5)
     before = torch.get_rng_state()
-    rate = measure_updates_per_second(ModelConfig(vocab_size=7, layers=1, size=8), TrainConfig(seq_len=10), 4, steps=2)
+    rate = measure_updates_per_second(ModelConfig(vocab_size=7, layers=1, size=8), TrainConfig(seq_len=10), 4,
+                                      seconds=0.01)
     assert rate > 0 and torch.equal(torch.get_rng_state(), before)
+
+
+def test_the_plan_times_updates_for_a_second_after_two_untimed_ones(monkeypatch):
+    from rnnlens.trainer import measure_updates_per_second
+    clock = VirtualClock(monkeypatch)
+    updates = []
+    real_update = trainer_module.update
+
+    def update(*args, **kwargs):
+        updates.append(clock.now)
+        return real_update(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "update", update)
+    clock.charge(trainer_module, "update", 0.25)
+    model, cfg = ModelConfig(vocab_size=7, layers=1, size=8), TrainConfig(seq_len=10)
+    assert measure_updates_per_second(model, cfg, 4) == 4.0 and len(updates) == 2 + 4
+    updates.clear()
+    clock.charge(trainer_module, "update", 0.35)  # 0.6 s an update: still at least 3 are timed
+    assert measure_updates_per_second(model, cfg, 4) == pytest.approx(3 / 1.8) and len(updates) == 2 + 3
+
+
+def test_a_timed_run_counts_its_passes_at_the_speed_of_the_batch_it_takes(tmp_path, monkeypatch):
+    from rnnlens import plan
+    path = tmp_path / "big.txt"
+    path.write_text(make_text(6000))
+    train_chars = len(plan.plan_run(str(path), max_steps=1).corpus.split("train"))
+    windows = {batch: (train_chars - 1) // batch // 100 for batch in (16, 32)}
+    speed = {16: 10.0, 32: 6.0}  # batch 32 reads 1.2x the characters per second of batch 16
+    timed = []
+
+    def measure(model, train, batch):
+        timed.append(batch)
+        return speed[batch]
+
+    monkeypatch.setattr(plan, "measure_updates_per_second", measure)
+    budget = 11 * windows[16] / speed[16]  # 11 passes at batch 16's speed: a long run, under 12 passes ...
+    passes_at_32 = math.ceil(budget * speed[32]) / windows[32]
+    assert budget * speed[16] >= 700 and passes_at_32 >= 12  # ... and over 12 at batch 32's
+    run = plan.plan_run(str(path), time_budget=budget)
+    assert timed == [16, 32] and run.train.batch_size == 32 and run.model.dropout == 0.4
+    assert f"dropout 0.4 (~{passes_at_32:,.0f} passes over the training text: from 12 on" in run.defaults
+    timed.clear()
+    given = plan.plan_run(str(path), time_budget=budget, batch_size=32)  # a batch given is timed as given
+    assert timed == [32] and given.model.dropout == 0.4

@@ -76,40 +76,45 @@ MANY_PASSES = 12
 @dataclass
 class RunLength:
     """How long a run will be, counted before it starts from the stopping rule that ends it first."""
-    updates: int | None    # at SHORT_RUN_BATCH; None: not counted (ranks of a distributed run with a time budget)
+    updates: int | None    # at batch_size; None: not counted (ranks of a distributed run with a time budget)
     measure: str           # that stopping rule, as the defaults line names it
-    windows: int           # windows of seq_len per stream at SHORT_RUN_BATCH in the training split
+    windows: int           # windows of seq_len per stream at batch_size in the training split
     fixed_steps: bool      # it ends by --max-steps: a larger batch reads more text in as many updates
+    batch_size: int = SHORT_RUN_BATCH
+    timed: bool = False    # it ends by a time budget, counted at the speed of updates timed at batch_size
 
     def describe(self) -> str:
-        return f"~{self.updates:,} updates at batch {SHORT_RUN_BATCH} by {self.measure}"
+        return f"~{self.updates:,} updates at batch {self.batch_size} by {self.measure}"
 
     def passes(self, batch_size: int) -> float | None:
-        """Planned passes over the training split at `batch_size` (at least that many under a time budget: a
-        larger batch reads more characters per second). None when not counted."""
+        """Planned passes over the training split at `batch_size` (at least that many when the run is timed at a
+        smaller batch: a larger one reads more characters per second). None when not counted."""
         if self.updates is None or not self.windows:
             return None
         passes = self.updates / self.windows
-        return passes * batch_size / SHORT_RUN_BATCH if self.fixed_steps else passes
+        return passes * batch_size / self.batch_size if self.fixed_steps else passes
 
 
-def plan_length(model: ModelConfig, train: TrainConfig, corpus: Corpus, *, timed: bool = True) -> RunLength:
-    """The run's planned length in updates at SHORT_RUN_BATCH: `--max-steps` as given, `--max-epochs` x the
-    training split's windows, a `--time-budget` x the speed of a few updates timed now (unless `timed` is
-    False); the first to end wins."""
-    windows = max(0, (len(corpus.split("train")) - 1) // SHORT_RUN_BATCH // train.seq_len)
-    counts = []  # (updates, the rule that gives them, whether it is --max-steps)
+def plan_length(model: ModelConfig, train: TrainConfig, corpus: Corpus, *, batch_size: int = SHORT_RUN_BATCH,
+                timed: bool = True) -> RunLength:
+    """The run's planned length in updates at `batch_size`: `--max-steps` as given, `--max-epochs` x the
+    training split's windows, a `--time-budget` x the speed of updates timed now at that batch (unless `timed`
+    is False); the first to end wins."""
+    windows = max(0, (len(corpus.split("train")) - 1) // batch_size // train.seq_len)
+    counts = []  # (updates, the rule that gives them, whether it is --max-steps, whether it is timed)
     if train.max_steps:
-        counts.append((train.max_steps, f"--max-steps {train.max_steps}", True))
+        counts.append((train.max_steps, f"--max-steps {train.max_steps}", True, False))
     if train.max_epochs:
-        counts.append((math.ceil(train.max_epochs * windows), f"--max-epochs {train.max_epochs:g}", False))
+        counts.append((math.ceil(train.max_epochs * windows), f"--max-epochs {train.max_epochs:g}", False, False))
     if train.time_budget and timed:
-        rate = measure_updates_per_second(model, train, SHORT_RUN_BATCH)
-        counts.append((math.ceil(train.time_budget * rate), f"--time-budget {train.time_budget:g}s (timed)", False))
+        rate = measure_updates_per_second(model, train, batch_size)
+        counts.append((math.ceil(train.time_budget * rate), f"--time-budget {train.time_budget:g}s (timed)", False,
+                       True))
     if not counts:
-        return RunLength(None, "a time budget, not counted in updates when ranks share a run", windows, False)
-    updates, measure, fixed_steps = min(counts, key=lambda count: count[0])
-    return RunLength(updates, measure, windows, fixed_steps)
+        return RunLength(None, "a time budget, not counted in updates when ranks share a run", windows, False,
+                         batch_size)
+    updates, measure, fixed_steps, by_time = min(counts, key=lambda count: count[0])
+    return RunLength(updates, measure, windows, fixed_steps, batch_size, by_time)
 
 
 @dataclass
@@ -232,11 +237,14 @@ def plan_run(data: str | Path = "pystdlib", *, model: str | None = None, params:
     choices = {}
     if not preset and model_cfg.cell != "ffn" and not {"batch_size", "dropout"} <= given:  # measured on recurrent models
         # ranks of a distributed run must agree, and each would time its own updates: they count steps only
-        length = plan_length(model_cfg, cfg, corpus, timed=not distributed.current().active)
+        length = plan_length(model_cfg, cfg, corpus, timed=not distributed.current().active,
+                             batch_size=cfg.batch_size if "batch_size" in given else SHORT_RUN_BATCH)
         if "batch_size" not in given:
             choices["batch_size"] = choose_batch(length)
             cfg.batch_size = int(choices["batch_size"].value)
         if "dropout" not in given:
+            if length.timed and cfg.batch_size != length.batch_size:  # count the passes at the run's own speed
+                length = plan_length(model_cfg, cfg, corpus, batch_size=cfg.batch_size)
             choices["dropout"] = choose_dropout(length, cfg.batch_size)
             model_cfg.dropout = choices["dropout"].value
     return RunPlan(model_cfg, cfg, corpus, None if preset else defaults_note(given, model_cfg, cfg, choices))

@@ -171,27 +171,36 @@ def update(step_model, model: torch.nn.Module, optimizer, cfg: TrainConfig, devi
     return loss, grad_norm, detach_state(hidden)
 
 
-def measure_updates_per_second(model_cfg: ModelConfig, cfg: TrainConfig, batch_size: int, steps: int = 3) -> float:
-    """How many training updates per second this model takes at `batch_size` x cfg.seq_len on cfg's device:
-    `steps` timed updates on random characters after one untimed one. For planning a time-budgeted run before
-    it starts (rnnlens.plan); the random state of the caller is left as it was."""
+def measure_updates_per_second(model_cfg: ModelConfig, cfg: TrainConfig, batch_size: int, seconds: float = 1.0,
+                               min_steps: int = 3) -> float:
+    """How many training updates per second this model takes at `batch_size` x cfg.seq_len on cfg's device: updates
+    on random characters, timed for at least `seconds` and `min_steps` after two untimed ones. For planning a
+    time-budgeted run before it starts (rnnlens.plan); the random state of the caller is left as it was."""
+    # Why a second and not a few updates: one update of a 1x512 LSTM at batch 16 takes ~0.2 s on a 2-core CPU and
+    # single updates vary by ±20%; 3 of them planned 1.45x apart on two texts whose runs differed by 1.16x
+    # (docs/benchmarks.md, section 5).
     device = resolve_device(cfg.device)
     reproducibility.configure(cfg.deterministic, device.type)  # the kernels and threads the run will have
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(cfg.seed)
         model = CharRNN(model_cfg).to(device)
         optimizer = make_optimizer(model, cfg)
         x = torch.randint(model_cfg.vocab_size, (batch_size, cfg.seq_len + 1), device=device)
-        hidden, t0 = None, 0.0
-        for k in range(steps + 1):
-            if k == 1:  # the first update pays for allocations and kernel choice
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                t0 = time.perf_counter()
+        hidden = None
+        for _ in range(2):  # the first updates pay for allocations and kernel choice
             _, _, hidden = update(model, model, optimizer, cfg, device, x[:, :-1], x[:, 1:], hidden)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-    return steps / max(time.perf_counter() - t0, 1e-9)
+        sync()
+        t0, steps, elapsed = time.perf_counter(), 0, 0.0
+        while steps < min_steps or elapsed < seconds:
+            _, _, hidden = update(model, model, optimizer, cfg, device, x[:, :-1], x[:, 1:], hidden)
+            sync()
+            steps, elapsed = steps + 1, time.perf_counter() - t0
+    return steps / max(elapsed, 1e-9)
 
 
 def parse_duration(text: str) -> float:
