@@ -68,6 +68,7 @@ import gzip
 import math
 import os
 import random
+import re
 import sys
 import tempfile
 import time
@@ -81,6 +82,7 @@ import torch.nn.functional as F
 
 DEFAULT_DATA = "/work/shared/data/tinyshakespeare.txt"
 DEFAULT_RNNLENS = [""]  # rnnlens's own defaults
+PLANNED_PASSES = re.compile(r"dropout [\d.]+ \(~([\d.,]+) passes over the training text")  # in the defaults line
 SHUFFLE_SEED = 0
 
 
@@ -390,6 +392,7 @@ def train_rnnlens(kwargs: dict, data: str, workdir: Path, val: np.ndarray, cut: 
     preset, under the run's own batch_size/seq_len if it gives them)."""
     import rnnlens
     from rnnlens.checkpoint import LAST
+    from rnnlens.plan import start_run
     from rnnlens.corpus import load_corpus
     from rnnlens.model import count_parameters
 
@@ -405,8 +408,15 @@ def train_rnnlens(kwargs: dict, data: str, workdir: Path, val: np.ndarray, cut: 
     kwargs = {**stop, **kwargs}
     if steps is not None:
         kwargs["max_steps"] = steps  # exactly `steps` updates (a preset's max_epochs is not reached first here)
-    rnnlens.train(data=data, out=out, split=split, progress=False, force=True, device=device.type, **kwargs)
+    lines = []  # what the run says; its defaults line gives the passes it planned
+
+    def log(line: str) -> None:
+        lines.append(line)
+        print(line, file=sys.stderr, flush=True)
+
+    start_run(out, data=data, split=split, progress=False, force=True, device=device.type, log=log, **kwargs).run()
     wall = time.perf_counter() - t0
+    planned = next((m for m in map(PLANNED_PASSES.search, lines) if m), None)
     last = rnnlens.load(out, which=LAST, device=device.type)
     state = last.meta["state"]
     model = last.model.eval()
@@ -414,6 +424,7 @@ def train_rnnlens(kwargs: dict, data: str, workdir: Path, val: np.ndarray, cut: 
     return {"val": eval_recurrent(lambda x, s: model(x, s), val, device), "train_s": state["elapsed"],
             "wall_s": wall, "steps": state["step"], "chars": state["step"] * cfg["batch_size"] * cfg["seq_len"],
             "best_val": state["best_val"], "params": count_parameters(last.config),
+            "planned_passes": float(planned.group(1).replace(",", "")) if planned else None,
             "resolved": resolved(last.config.to_dict(), cfg, count_parameters(last.config))}
 
 
@@ -529,11 +540,12 @@ def main(argv=None):
         rows.append([tname, glabel, name, config, f"**{r['val']:.4f}**" if d == 0 else f"{r['val']:.4f}",
                      f"{r['val'] / math.log(2):.3f}", f"+{d:.3f}" if d else "best",
                      f"{bv:.4f}" if bv is not None else "-", f"{r['train_s']:.0f}", f"{r['wall_s']:.0f}", r["steps"],
-                     f"{r['epochs']:.2f}", bu.fmt_rate(r["chars"] / max(r["train_s"], 1e-9)), r["probe"]])
+                     f"{r['epochs']:.2f}",
+                     f"{r['planned_passes']:g}" if r.get("planned_passes") is not None else "-", bu.fmt_rate(r["chars"] / max(r["train_s"], 1e-9)), r["probe"]])
     print(f"\ndevice {args.device}, {torch.get_num_threads()} threads; val = last weights over the whole val split "
           "of each text (its last 10%)\n")
     print(bu.markdown_table(["text", "budget", "run", "config", "val nats/char", "bits/char", "vs best",
-                             "rnnlens best val", "train s", "wall s", "steps", "epochs", "train chars/s",
+                             "rnnlens best val", "train s", "wall s", "steps", "epochs", "planned epochs", "train chars/s",
                              "sgemm before/after"], rows))
     seen = set()
     for tname, glabel, name, config, r in results:
