@@ -392,9 +392,9 @@ def train_rnnlens(kwargs: dict, data: str, workdir: Path, val: np.ndarray, cut: 
     preset, under the run's own batch_size/seq_len if it gives them)."""
     import rnnlens
     from rnnlens.checkpoint import LAST
-    from rnnlens.plan import start_run
     from rnnlens.corpus import load_corpus
     from rnnlens.model import count_parameters
+    from rnnlens.plan import start_run
 
     split = (0.9, 0.1, 0.0)
     corpus = load_corpus(data, split=split)
