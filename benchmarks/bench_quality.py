@@ -540,13 +540,13 @@ def main(argv=None):
         rows.append([tname, glabel, name, config, f"**{r['val']:.4f}**" if d == 0 else f"{r['val']:.4f}",
                      f"{r['val'] / math.log(2):.3f}", f"+{d:.3f}" if d else "best",
                      f"{bv:.4f}" if bv is not None else "-", f"{r['train_s']:.0f}", f"{r['wall_s']:.0f}", r["steps"],
-                     f"{r['epochs']:.2f}",
-                     f"{r['planned_passes']:g}" if r.get("planned_passes") is not None else "-", bu.fmt_rate(r["chars"] / max(r["train_s"], 1e-9)), r["probe"]])
+                     f"{r['epochs']:.2f}", f"{r['planned_passes']:g}" if r.get("planned_passes") is not None else "-",
+                     bu.fmt_rate(r["chars"] / max(r["train_s"], 1e-9)), r["probe"]])
     print(f"\ndevice {args.device}, {torch.get_num_threads()} threads; val = last weights over the whole val split "
           "of each text (its last 10%)\n")
     print(bu.markdown_table(["text", "budget", "run", "config", "val nats/char", "bits/char", "vs best",
-                             "rnnlens best val", "train s", "wall s", "steps", "epochs", "planned epochs", "train chars/s",
-                             "sgemm before/after"], rows))
+                             "rnnlens best val", "train s", "wall s", "steps", "epochs", "planned epochs",
+                             "train chars/s", "sgemm before/after"], rows))
     seen = set()
     for tname, glabel, name, config, r in results:
         if "resolved" in r and (config, r["resolved"]) not in seen:
