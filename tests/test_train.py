@@ -410,20 +410,13 @@ def test_timing_updates_for_the_plan_leaves_the_random_state_alone():
 def test_the_plan_times_updates_for_a_second_after_two_untimed_ones(monkeypatch):
     from rnnlens.trainer import measure_updates_per_second
     clock = VirtualClock(monkeypatch)
-    updates = []
-    real_update = trainer_module.update
-
-    def update(*args, **kwargs):
-        updates.append(clock.now)
-        return real_update(*args, **kwargs)
-
-    monkeypatch.setattr(trainer_module, "update", update)
     clock.charge(trainer_module, "update", 0.25)
     model, cfg = ModelConfig(vocab_size=7, layers=1, size=8), TrainConfig(seq_len=10)
-    assert measure_updates_per_second(model, cfg, 4) == 4.0 and len(updates) == 2 + 4
-    updates.clear()
+    assert measure_updates_per_second(model, cfg, 4) == 4.0 and clock.now == 0.25 * (2 + 4)  # 2 untimed, 4 timed
+    clock.now = 0.0
     clock.charge(trainer_module, "update", 0.35)  # 0.6 s an update: still at least 3 are timed
-    assert measure_updates_per_second(model, cfg, 4) == pytest.approx(3 / 1.8) and len(updates) == 2 + 3
+    assert measure_updates_per_second(model, cfg, 4) == pytest.approx(3 / 1.8)
+    assert clock.now == pytest.approx(0.6 * (2 + 3))
 
 
 def test_a_timed_run_counts_its_passes_at_the_speed_of_the_batch_it_takes(tmp_path, monkeypatch):

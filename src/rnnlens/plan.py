@@ -87,8 +87,8 @@ class RunLength:
         return f"~{self.updates:,} updates at batch {self.batch_size} by {self.measure}"
 
     def passes(self, batch_size: int) -> float | None:
-        """Planned passes over the training split at `batch_size` (at least that many when the run is timed at a
-        smaller batch: a larger one reads more characters per second). None when not counted."""
+        """Planned passes over the training split at `batch_size`; None when not counted. A timed length counts
+        them at the batch it was timed at (plan_run times the batch the run takes)."""
         if self.updates is None or not self.windows:
             return None
         passes = self.updates / self.windows
