@@ -429,16 +429,52 @@ def test_a_timed_run_counts_its_passes_at_the_speed_of_the_batch_it_takes(tmp_pa
     timed = []
 
     def measure(model, train, batch):
-        timed.append(batch)
+        timed.append((batch, model.size))
         return speed[batch]
 
     monkeypatch.setattr(plan, "measure_updates_per_second", measure)
     budget = 11 * windows[16] / speed[16]  # 11 passes at batch 16's speed: a long run, under 12 passes ...
     passes_at_32 = math.ceil(budget * speed[32]) / windows[32]
     assert budget * speed[16] >= 700 and passes_at_32 >= 12  # ... and over 12 at batch 32's
-    run = plan.plan_run(str(path), time_budget=budget)
-    assert timed == [16, 32] and run.train.batch_size == 32 and run.model.dropout == 0.4
+    run = plan.plan_run(str(path), time_budget=budget, size=512)
+    assert timed == [(16, 512), (32, 512)] and run.train.batch_size == 32 and run.model.dropout == 0.4
     assert f"dropout 0.4 (~{passes_at_32:,.0f} passes over the training text: from 12 on" in run.defaults
     timed.clear()
-    given = plan.plan_run(str(path), time_budget=budget, batch_size=32)  # a batch given is timed as given
-    assert timed == [32] and given.model.dropout == 0.4
+    given = plan.plan_run(str(path), time_budget=budget, batch_size=32, size=512)  # a batch given is timed as given
+    assert timed == [(32, 512)] and given.model.dropout == 0.4
+    timed.clear()
+    # the default shape: timed as 1x512, then again as the 1x384 the short run takes, at the batch it takes
+    assert plan.plan_run(str(path), time_budget=budget).model.size == 384 and timed == [(16, 512), (32, 384)]
+
+
+def test_a_short_timed_run_takes_a_narrower_model_and_counts_its_passes_at_its_speed(tmp_path, monkeypatch):
+    from rnnlens import plan
+    path = tmp_path / "big.txt"
+    path.write_text(make_text(1200))
+    windows = (len(plan.plan_run(str(path), max_steps=1).corpus.split("train")) - 1) // 16 // 100
+    speed = {512: 10.0, 384: 15.0}  # updates per second at batch 16: the narrower model takes 1.5x the updates
+    monkeypatch.setattr(plan, "measure_updates_per_second", lambda model, train, batch: speed.get(model.size, 10.0))
+
+    short = plan.plan_run(str(path), time_budget=499.85)  # 4,999 updates of 1x512 in the budget
+    assert short.model.size == 384 and short.model.layers == 1
+    assert short.defaults.startswith("defaults: 1x384 LSTM (a timed run under 5,000 updates at batch 16: a narrower "
+                                     "model reads more text per second), ")
+    long = plan.plan_run(str(path), time_budget=500)
+    assert long.model.size == 512
+    assert long.defaults.startswith("defaults: 1x512 LSTM (a timed run of 5,000 updates or more at batch 16: the "
+                                    "wider model's capacity pays), ")
+    # the passes that set the dropout are counted at the narrower model's speed: one pass at 1x512's, 1.5 at 1x384's
+    budget = windows / speed[512]
+    assert plan.plan_run(str(path), time_budget=budget, size=512).model.dropout == 0.0
+    narrow = plan.plan_run(str(path), time_budget=budget)
+    assert narrow.model.size == 384 and narrow.model.dropout == 0.2 and "dropout 0.2 (~1.5 passes" in narrow.defaults
+    # a run that --max-steps or --max-epochs ends gets no more updates from a narrower model: it keeps 1x512
+    assert plan.plan_run(str(path), max_steps=100).model.size == 512
+    assert plan.plan_run(str(path), max_epochs=1).defaults.startswith("defaults: 1x512 LSTM, dropout 0 (")
+    # any option of the shape, or a preset, decides instead
+    assert plan.plan_run(str(path), time_budget=100, layers=2).model.size == 512
+    assert plan.plan_run(str(path), time_budget=100, model="gru").model.size == 512
+    assert plan.plan_run(str(path), time_budget=100, size=256).model.size == 256
+    with_params = plan.plan_run(str(path), time_budget=100, params="100K")
+    assert with_params.model.size != 384 and "narrower" not in with_params.defaults
+    assert plan.plan_run(str(path), time_budget=100, preset="char-rnn").model.size == 128

@@ -25,6 +25,8 @@ MODEL_OPTIONS = tuple(f.name for f in fields(ModelConfig) if f.name not in ("voc
 TRAIN_OPTIONS = tuple(f.name for f in fields(TrainConfig))
 # What shapes the network rather than its training: fixed once a run exists
 ARCHITECTURE_OPTIONS = ("model", "params") + MODEL_OPTIONS
+# The options that set the recurrent model's shape: with none given, the run takes the default shape
+SHAPE_OPTIONS = {"model", "layers", "size", "params"}
 
 # Named sets of settings; any option given beside a preset wins over it (docs/training.md, "Presets").
 PRESETS = {
@@ -71,6 +73,17 @@ LONG_RUN_UPDATES = 700
 # prose and code; at 8 passes (Python, 1,800 s) 0.2 still improved to the end. MANY_PASSES lies between.
 DROPOUT, MANY_PASSES_DROPOUT = 0.2, 0.4
 MANY_PASSES = 12
+
+
+# The width of the default model (no --model, --layers, --size or --params) in a run that a time budget ends
+# (docs/benchmarks.md, section 5). Under a time budget the width trades quality per update for updates per
+# second: a 1x384 LSTM takes ~1.5x the updates of a 1x512 in the same time. In a short run that wins: on Python at
+# ~1,700 updates (counted at batch 16 and 1x512, as the batch rule counts them) 1x384 was 0.02-0.08 better than
+# 1x512 over two seeds, and 0.006-0.040 better on C headers, War and Peace and man pages (0.011 worse on tiny
+# Shakespeare); at ~4,000 the two were within 0.005; at ~7,600 (War and Peace) 1x512 was 0.028 better.
+# A run ended by --max-steps or --max-epochs gets no more updates from a narrower model: it keeps 512.
+SHORT_RUN_SIZE, LONG_RUN_SIZE = 384, 512
+LONG_RUN_SIZE_UPDATES = 5000
 
 
 @dataclass
@@ -138,6 +151,15 @@ def choose_batch(length: RunLength) -> Choice:
                                   "update wins")
 
 
+def choose_size(length: RunLength) -> Choice:
+    """For a timed length: SHORT_RUN_SIZE under LONG_RUN_SIZE_UPDATES updates, else LONG_RUN_SIZE."""
+    if length.updates < LONG_RUN_SIZE_UPDATES:
+        return Choice(SHORT_RUN_SIZE, f"a timed run under {LONG_RUN_SIZE_UPDATES:,} updates at batch "
+                                      f"{length.batch_size}: a narrower model reads more text per second")
+    return Choice(LONG_RUN_SIZE, f"a timed run of {LONG_RUN_SIZE_UPDATES:,} updates or more at batch "
+                                 f"{length.batch_size}: the wider model's capacity pays")
+
+
 def choose_dropout(length: RunLength, batch_size: int) -> Choice:
     """No dropout for a run that reads its text at most once, DROPOUT for a few passes, MANY_PASSES_DROPOUT
     from MANY_PASSES on."""
@@ -177,8 +199,8 @@ def defaults_note(given: set, model: ModelConfig, train: TrainConfig, choices: d
         return f"{setting} ({choices[name].why})" if name in choices else setting
 
     parts = []
-    if not given & {"model", "layers", "size", "params"}:
-        parts.append(f"{m.layers}x{m.size} {m.cell.upper()}")
+    if not given & SHAPE_OPTIONS:
+        parts.append(with_reason("size", f"{m.layers}x{m.size} {m.cell.upper()}"))
     if "dropout" not in given and m.cell != "ffn":
         parts.append(with_reason("dropout", f"dropout {m.dropout:g}"))
     if "batch_size" not in given:
@@ -235,15 +257,22 @@ def plan_run(data: str | Path = "pystdlib", *, model: str | None = None, params:
     if params is not None:
         model_cfg.size = size_for_params(model_cfg, parse_count(params) if isinstance(params, str) else params)
     choices = {}
-    if not preset and model_cfg.cell != "ffn" and not {"batch_size", "dropout"} <= given:  # measured on recurrent models
+    default_shape = not given & SHAPE_OPTIONS
+    # measured on recurrent models only
+    if not preset and model_cfg.cell != "ffn" and (default_shape or not {"batch_size", "dropout"} <= given):
         # ranks of a distributed run must agree, and each would time its own updates: they count steps only
         length = plan_length(model_cfg, cfg, corpus, timed=not distributed.current().active,
                              batch_size=cfg.batch_size if "batch_size" in given else SHORT_RUN_BATCH)
+        timed_size = model_cfg.size
+        if default_shape and length.timed:
+            choices["size"] = choose_size(length)
+            model_cfg.size = int(choices["size"].value)
         if "batch_size" not in given:
             choices["batch_size"] = choose_batch(length)
             cfg.batch_size = int(choices["batch_size"].value)
         if "dropout" not in given:
-            if length.timed and cfg.batch_size != length.batch_size:  # count the passes at the run's own speed
+            if length.timed and (cfg.batch_size, model_cfg.size) != (length.batch_size, timed_size):
+                # count the passes at the speed of the model and batch the run takes
                 length = plan_length(model_cfg, cfg, corpus, batch_size=cfg.batch_size)
             choices["dropout"] = choose_dropout(length, cfg.batch_size)
             model_cfg.dropout = choices["dropout"].value
