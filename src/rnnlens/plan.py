@@ -82,7 +82,7 @@ MANY_PASSES = 12
 # 1x512 over two seeds, and 0.006-0.040 better on C headers, War and Peace and man pages (0.011 worse on tiny
 # Shakespeare); at ~4,000 the two were within 0.005; at ~7,600 (War and Peace) 1x512 was 0.028 better.
 # A run ended by --max-steps or --max-epochs gets no more updates from a narrower model: it keeps 512.
-SHORT_RUN_SIZE, LONG_RUN_SIZE = 384, 512
+SHORT_RUN_SIZE, LONG_RUN_SIZE = 384, ModelConfig.size  # the long run keeps ModelConfig's default width (512)
 LONG_RUN_SIZE_UPDATES = 5000
 
 
