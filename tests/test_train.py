@@ -324,21 +324,21 @@ def test_presets_set_char_rnns_and_the_papers_settings_under_the_flags_given(tex
 def test_a_run_says_in_one_line_which_defaults_it_took_and_why(text_file, tmp_path, capsys):
     from rnnlens.plan import plan_run
     note = plan_run(str(text_file), max_steps=3).defaults
-    assert note.startswith("defaults: 1x512 LSTM, dropout 0 (~0.75 passes over the training text: each character "
-                           "is new, nothing to overfit yet), batch 16 (a short run, ~3 updates at batch 16 by "
+    assert note.startswith("defaults: 1x512 LSTM, dropout 0 (~0.75 passes over the training text: under 2.5, "
+                           "too few to overfit), batch 16 (a short run, ~3 updates at batch 16 by "
                            "--max-steps 3: under 700, the most updates per second win), Adam 0.004, the wsd schedule "
                            "(the full rate, then down to 0.1x over the last 20% of the planned run): ")
     assert "\n" not in note
     note = plan_run(str(text_file), max_steps=3, size=16, batch_size=4, lr_schedule="cosine").defaults
-    assert note.startswith("defaults: dropout 0 (~0.18 passes over the training text: each character is new, "
-                           "nothing to overfit yet), Adam 0.004: ")
+    assert note.startswith("defaults: dropout 0 (~0.18 passes over the training text: under 2.5, too "
+                           "few to overfit), Adam 0.004: ")
     assert plan_run(str(text_file), max_steps=3, model="gru", layers=1, dropout=0.0, batch_size=4, lr=1e-3,
                     lr_schedule="constant").defaults is None
     code, _, err = run_cli(capsys, "train", "--data", text_file, "--out", tmp_path / "r", "--max-steps", "1",
                            "--size", "16", "--quiet")
     assert code == 0, err
-    assert "defaults: dropout 0 (~0.25 passes over the training text: each character is new, nothing to overfit " \
-           "yet), batch 16 (a short run, ~1 updates at batch 16 by --max-steps 1: " in err
+    assert "defaults: dropout 0 (~0.25 passes over the training text: under 2.5, too few to overfit), " \
+           "batch 16 (a short run, ~1 updates at batch 16 by --max-steps 1: " in err
     assert json.loads((tmp_path / "r" / "run.json").read_text())["model"]["dropout"] == 0.0
 
 
@@ -380,9 +380,12 @@ def test_the_default_dropout_follows_the_passes_over_the_text(tmp_path, monkeypa
     def dropout(**options):
         return plan.plan_run(str(path), **options).model.dropout
 
-    # at most one pass: every character is new, so nothing to overfit
-    assert dropout(max_steps=windows) == 0.0 and dropout(max_epochs=0.5) == 0.0
-    assert dropout(max_steps=windows + 1) == 0.2 and dropout(max_epochs=11.9) == 0.2
+    # under 2.5 passes there is too little to overfit
+    assert dropout(max_steps=windows) == 0.0 and dropout(max_epochs=2.4) == 0.0
+    assert dropout(max_steps=math.ceil(2.5 * windows) - 1) == 0.0
+    few = plan.plan_run(str(path), max_steps=math.ceil(2.5 * windows))
+    assert few.model.dropout == 0.2 and dropout(max_epochs=2.5) == 0.2 and dropout(max_epochs=11.9) == 0.2
+    assert "dropout 0.2 (~2.5 passes over the training text: from 2.5 on, against overfitting)" in few.defaults
     many = plan.plan_run(str(path), max_epochs=12)
     assert many.model.dropout == 0.4
     assert "dropout 0.4 (~12 passes over the training text: from 12 on, more against overfitting)" in many.defaults
@@ -390,7 +393,7 @@ def test_the_default_dropout_follows_the_passes_over_the_text(tmp_path, monkeypa
     assert plan.plan_run(str(path), max_steps=700).train.batch_size == 32 and dropout(max_steps=700) == 0.4
     # a time budget is counted at the speed of a few timed updates
     monkeypatch.setattr(plan, "measure_updates_per_second", lambda model, train, batch: 10.0)
-    assert dropout(time_budget=windows / 10) == 0.0 and dropout(time_budget=3 * windows / 10) == 0.2
+    assert dropout(time_budget=2.4 * windows / 10) == 0.0 and dropout(time_budget=3 * windows / 10) == 0.2
     # a flag or a preset decides instead, and the line leaves it out
     given = plan.plan_run(str(path), max_epochs=20, dropout=0.1)
     assert given.model.dropout == 0.1 and "dropout" not in given.defaults
@@ -463,11 +466,11 @@ def test_a_short_timed_run_takes_a_narrower_model_and_counts_its_passes_at_its_s
     assert long.model.size == 512
     assert long.defaults.startswith("defaults: 1x512 LSTM (a timed run of 5,000 updates or more at batch 16: the "
                                     "wider model's capacity pays), ")
-    # the passes that set the dropout are counted at the narrower model's speed: one pass at 1x512's, 1.5 at 1x384's
-    budget = windows / speed[512]
+    # the passes that set the dropout are counted at the narrower model's speed: two at 1x512's, three at 1x384's
+    budget = 2 * windows / speed[512]
     assert plan.plan_run(str(path), time_budget=budget, size=512).model.dropout == 0.0
     narrow = plan.plan_run(str(path), time_budget=budget)
-    assert narrow.model.size == 384 and narrow.model.dropout == 0.2 and "dropout 0.2 (~1.5 passes" in narrow.defaults
+    assert narrow.model.size == 384 and narrow.model.dropout == 0.2 and "dropout 0.2 (~3 passes" in narrow.defaults
     # a run that --max-steps or --max-epochs ends gets no more updates from a narrower model: it keeps 1x512
     assert plan.plan_run(str(path), max_steps=100).model.size == 512
     assert plan.plan_run(str(path), max_epochs=1).defaults.startswith("defaults: 1x512 LSTM, dropout 0 (")

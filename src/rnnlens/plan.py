@@ -68,11 +68,13 @@ SHORT_RUN_BATCH, LONG_RUN_BATCH = 16, 32
 LONG_RUN_UPDATES = 700
 
 # The dropout a recurrent model takes when none is given, by how many times the run will read its training text
-# (docs/benchmarks.md, section 5). Within one pass every character is new: dropout 0 was better on four of five
-# texts at 60 s (~0.3 passes). At 14 passes a 1x512 LSTM overfits with 0.2: 0.4 was better by 0.035-0.056 on
-# prose and code; at 8 passes (Python, 1,800 s) 0.2 still improved to the end. MANY_PASSES lies between.
+# (docs/benchmarks.md, section 5). A run that reads its text only a few times has little to overfit: dropout 0
+# was better on four of five texts at 60 s (~0.3 passes), and at ~2.1-2.4 passes (120 s, 1x384) on four of five
+# (by 0.005-0.05; the C headers 0.007 worse). At 2.8 passes (War and Peace, fixed steps) 0.2 was 0.017 better:
+# FEW_PASSES lies between. At 14 passes a 1x512 LSTM overfits with 0.2: 0.4 was better by 0.035-0.056 on prose
+# and code; at 8 passes (Python, 1,800 s) 0.2 still improved to the end. MANY_PASSES lies between.
 DROPOUT, MANY_PASSES_DROPOUT = 0.2, 0.4
-MANY_PASSES = 12
+FEW_PASSES, MANY_PASSES = 2.5, 12
 
 
 # The width of the default model (no --model, --layers, --size or --params) in a run that a time budget ends
@@ -161,16 +163,16 @@ def choose_size(length: RunLength) -> Choice:
 
 
 def choose_dropout(length: RunLength, batch_size: int) -> Choice:
-    """No dropout for a run that reads its text at most once, DROPOUT for a few passes, MANY_PASSES_DROPOUT
-    from MANY_PASSES on."""
+    """No dropout for a run that reads its text fewer than FEW_PASSES times, DROPOUT up to MANY_PASSES,
+    MANY_PASSES_DROPOUT from MANY_PASSES on."""
     passes = length.passes(batch_size)
     if passes is None:
         return Choice(DROPOUT, length.measure)
     read = f"~{f'{passes:.2g}' if passes < 10 else f'{passes:,.0f}'} passes over the training text"
-    if passes <= 1:
-        return Choice(0.0, f"{read}: each character is new, nothing to overfit yet")
+    if passes < FEW_PASSES:
+        return Choice(0.0, f"{read}: under {FEW_PASSES:g}, too few to overfit")
     if passes < MANY_PASSES:
-        return Choice(DROPOUT, read)
+        return Choice(DROPOUT, f"{read}: from {FEW_PASSES:g} on, against overfitting")
     return Choice(MANY_PASSES_DROPOUT, f"{read}: from {MANY_PASSES} on, more against overfitting")
 
 
