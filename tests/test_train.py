@@ -322,11 +322,13 @@ def test_presets_set_char_rnns_and_the_papers_settings_under_the_flags_given(tex
 
 
 def test_a_run_says_in_one_line_which_defaults_it_took_and_why(text_file, tmp_path, capsys):
+    from rnnlens.plan import LONG_RUN_UPDATES as LONG
     from rnnlens.plan import plan_run
     note = plan_run(str(text_file), max_steps=3).defaults
     assert note.startswith("defaults: 1x512 LSTM, dropout 0 (~0.75 passes over the training text: under 2.5, "
                            "too few to overfit), batch 16 (a short run, ~3 updates at batch 16 by "
-                           "--max-steps 3: under 700, the most updates per second win), Adam 0.004, the wsd schedule "
+                           f"--max-steps 3: under {LONG:,}, the most updates per second win), Adam 0.004, the wsd "
+                           "schedule "
                            "(the full rate, then down to 0.1x over the last 20% of the planned run): ")
     assert "\n" not in note
     note = plan_run(str(text_file), max_steps=3, size=16, batch_size=4, lr_schedule="cosine").defaults
@@ -346,13 +348,14 @@ def test_the_default_batch_grows_with_the_planned_run(tmp_path, monkeypatch):
     from rnnlens import plan
     path = tmp_path / "big.txt"
     path.write_text(make_text(1200))  # ~33K characters: a window for each of 32 streams of 100
-    assert plan.plan_run(str(path), max_steps=699).train.batch_size == 16
-    long_run = plan.plan_run(str(path), max_steps=700)
+    long = plan.LONG_RUN_UPDATES
+    assert plan.plan_run(str(path), max_steps=long - 1).train.batch_size == 16
+    long_run = plan.plan_run(str(path), max_steps=long)
     assert long_run.train.batch_size == 32
-    assert "batch 32 (a long run, ~700 updates at batch 16 by --max-steps 700: from 700 on, more text per update " \
-           "wins)" in long_run.defaults
+    assert (f"batch 32 (a long run, ~{long:,} updates at batch 16 by --max-steps {long}: from {long:,} on, more "
+            "text per update wins)") in long_run.defaults
     windows = (len(long_run.corpus.split("train")) - 1) // 16 // 100
-    epochs = 700 / windows
+    epochs = long / windows
     assert plan.plan_run(str(path), max_epochs=epochs * 1.01).train.batch_size == 32
     assert plan.plan_run(str(path), max_epochs=epochs * 0.99).train.batch_size == 16
     assert plan.plan_run(str(path), max_epochs=epochs * 2, max_steps=100).train.batch_size == 16  # the first end
@@ -361,9 +364,10 @@ def test_the_default_batch_grows_with_the_planned_run(tmp_path, monkeypatch):
     assert plan.plan_run(str(path), max_steps=5000, preset="char-rnn").train.batch_size == 50
     # a time budget is counted in updates at the speed of a few timed ones
     monkeypatch.setattr(plan, "measure_updates_per_second", lambda model, train, batch: 10.0)
-    assert plan.plan_run(str(path), time_budget=69).train.batch_size == 16
-    timed = plan.plan_run(str(path), time_budget="70s")
-    assert timed.train.batch_size == 32 and "~700 updates at batch 16 by --time-budget 70s (timed)" in timed.defaults
+    assert plan.plan_run(str(path), time_budget=(long - 1) / 10).train.batch_size == 16
+    timed = plan.plan_run(str(path), time_budget=f"{long / 10:g}s")
+    assert timed.train.batch_size == 32
+    assert f"~{long:,} updates at batch 16 by --time-budget {long / 10:g}s (timed)" in timed.defaults
     # a text too short for 32 streams keeps 16, and says so
     short = tmp_path / "short.txt"
     short.write_text(make_text(200))
@@ -390,7 +394,8 @@ def test_the_default_dropout_follows_the_passes_over_the_text(tmp_path, monkeypa
     assert many.model.dropout == 0.4
     assert "dropout 0.4 (~12 passes over the training text: from 12 on, more against overfitting)" in many.defaults
     # a fixed number of updates at batch 32 reads twice the text of batch 16
-    assert plan.plan_run(str(path), max_steps=700).train.batch_size == 32 and dropout(max_steps=700) == 0.4
+    long = plan.LONG_RUN_UPDATES
+    assert plan.plan_run(str(path), max_steps=long).train.batch_size == 32 and dropout(max_steps=long) == 0.4
     # a time budget is counted at the speed of a few timed updates
     monkeypatch.setattr(plan, "measure_updates_per_second", lambda model, train, batch: 10.0)
     assert dropout(time_budget=2.4 * windows / 10) == 0.0 and dropout(time_budget=3 * windows / 10) == 0.2
@@ -425,7 +430,7 @@ def test_the_plan_times_updates_for_a_second_after_two_untimed_ones(monkeypatch)
 def test_a_timed_run_counts_its_passes_at_the_speed_of_the_batch_it_takes(tmp_path, monkeypatch):
     from rnnlens import plan
     path = tmp_path / "big.txt"
-    path.write_text(make_text(6000))
+    path.write_text(make_text(12000))  # enough windows that 11 passes are a long run
     train_chars = len(plan.plan_run(str(path), max_steps=1).corpus.split("train"))
     windows = {batch: (train_chars - 1) // batch // 100 for batch in (16, 32)}
     speed = {16: 10.0, 32: 6.0}  # batch 32 reads 1.2x the characters per second of batch 16
@@ -438,7 +443,7 @@ def test_a_timed_run_counts_its_passes_at_the_speed_of_the_batch_it_takes(tmp_pa
     monkeypatch.setattr(plan, "measure_updates_per_second", measure)
     budget = 11 * windows[16] / speed[16]  # 11 passes at batch 16's speed: a long run, under 12 passes ...
     passes_at_32 = math.ceil(budget * speed[32]) / windows[32]
-    assert budget * speed[16] >= 700 and passes_at_32 >= 12  # ... and over 12 at batch 32's
+    assert budget * speed[16] >= plan.LONG_RUN_UPDATES and passes_at_32 >= 12  # ... and over 12 at batch 32's
     run = plan.plan_run(str(path), time_budget=budget, size=512)
     assert timed == [(16, 512), (32, 512)] and run.train.batch_size == 32 and run.model.dropout == 0.4
     assert f"dropout 0.4 (~{passes_at_32:,.0f} passes over the training text: from 12 on" in run.defaults

@@ -59,13 +59,15 @@ def apply_preset(preset: str | None, options: dict, skip=()) -> dict:
 
 
 # The batch a run takes when none is given (docs/training.md, "Why these defaults"). On a CPU a short run is
-# decided by how many updates it gets: batch 16, the most updates per second. A longer run gains more from
-# reading more text per second with less noise in each update: batch 32 once the run would take
-# LONG_RUN_UPDATES or more updates at batch 16. Measured on five texts (docs/benchmarks.md, section 5): at
-# 60 s (~330 updates) batch 16 wins on all five, at 300 s (~1,350) batch 32 on three and is within 0.011 on
-# the prose; the threshold lies between.
+# decided by how many updates it gets: batch 16, the most updates per second (on 2 cores batch 32 reads no more
+# characters per second with the 1x384). A longer run gains more from less noise in each update: batch 32 once
+# the run would take LONG_RUN_UPDATES or more updates at batch 16 (counted on the 1x512). Measured on five texts
+# (docs/benchmarks.md, section 5): at ~740-1,090 planned updates batch 16 was 0.021-0.069 better on the prose
+# and the man pages, and on the C headers at ~630-950 better in four of six seeded pairs (by -0.050 to +0.068,
+# -0.005 on average); at ~1,350 batch 32 was better by 0.106 on the C headers and within 0.011 on the prose.
+# The threshold lies between.
 SHORT_RUN_BATCH, LONG_RUN_BATCH = 16, 32
-LONG_RUN_UPDATES = 700
+LONG_RUN_UPDATES = 1200
 
 # The dropout a recurrent model takes when none is given, by how many times the run will read its training text
 # (docs/benchmarks.md, section 5). A run that reads its text only a few times has little to overfit: dropout 0
@@ -147,9 +149,9 @@ def choose_batch(length: RunLength) -> Choice:
     if length.updates is None:
         return Choice(SHORT_RUN_BATCH, length.measure)
     if length.updates < LONG_RUN_UPDATES:
-        return Choice(SHORT_RUN_BATCH, f"a short run, {length.describe()}: under {LONG_RUN_UPDATES}, the most "
+        return Choice(SHORT_RUN_BATCH, f"a short run, {length.describe()}: under {LONG_RUN_UPDATES:,}, the most "
                                        "updates per second win")
-    return Choice(LONG_RUN_BATCH, f"a long run, {length.describe()}: from {LONG_RUN_UPDATES} on, more text per "
+    return Choice(LONG_RUN_BATCH, f"a long run, {length.describe()}: from {LONG_RUN_UPDATES:,} on, more text per "
                                   "update wins")
 
 

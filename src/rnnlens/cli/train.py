@@ -127,8 +127,8 @@ def add_train_arguments(p) -> None:
     g.add_argument("--init-range", type=float, help="default 0.08")
     g.add_argument("--forget-bias", type=float, help="LSTM forget-gate bias at init (default 1)")
     g = p.add_argument_group("optimization")
-    g.add_argument("--batch-size", type=int, help="parallel streams B (default: 16 for a run planned under 700 "
-                   "updates, 32 from 700 on; docs/training.md)")
+    g.add_argument("--batch-size", type=int, help="parallel streams B (default: 16 for a run planned under 1,200 "
+                   "updates, 32 from 1,200 on; docs/training.md)")
     g.add_argument("--seq-len", type=int, help=f"unrolled steps T per window (default {d.seq_len})")
     g.add_argument("--optimizer", choices=["rmsprop", "adam", "adamw", "sgd"], help=f"default {d.optimizer}")
     g.add_argument("--lr", type=float, help=f"learning rate (default {d.lr:g})")
