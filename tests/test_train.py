@@ -328,8 +328,7 @@ def test_a_run_says_in_one_line_which_defaults_it_took_and_why(text_file, tmp_pa
     assert note.startswith("defaults: 1x512 LSTM, dropout 0 (~0.75 passes over the training text: under 2.5, "
                            "too few to overfit), batch 16 (a short run, ~3 updates at batch 16 by "
                            f"--max-steps 3: under {LONG:,}, the most updates per second win), Adam 0.004, the wsd "
-                           "schedule "
-                           "(the full rate, then down to 0.1x over the last 20% of the planned run): ")
+                           "schedule (the full rate, then down to 0.1x over the last 20% of the planned run): ")
     assert "\n" not in note
     note = plan_run(str(text_file), max_steps=3, size=16, batch_size=4, lr_schedule="cosine").defaults
     assert note.startswith("defaults: dropout 0 (~0.18 passes over the training text: under 2.5, too "
