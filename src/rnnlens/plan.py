@@ -75,8 +75,8 @@ LONG_RUN_UPDATES = 1200
 # (by 0.005-0.05; the C headers 0.007 worse). At 2.8 passes (War and Peace, fixed steps) 0.2 was 0.017 better:
 # FEW_PASSES lies between. At 14 passes a 1x512 LSTM overfits with 0.2: 0.4 was better by 0.035-0.056 on prose
 # and code; at 8 passes (Python, 1,800 s) 0.2 still improved to the end. MANY_PASSES lies between.
-# Between, at ~5-7 passes, texts disagree (War and Peace 0.02-0.05 better with dropout 0, the C headers
-# 0.045-0.057 worse, two seeds each): the passes alone cannot tell them apart, and 0.2 misses by less.
+# Between, at ~5-7 passes, texts disagree (War and Peace 0.023-0.046 better with dropout 0 on three seeds, the
+# C headers 0.045-0.057 worse on two): the passes alone cannot tell them apart, and 0.2 misses by less.
 DROPOUT, MANY_PASSES_DROPOUT = 0.2, 0.4
 FEW_PASSES, MANY_PASSES = 2.5, 12
 
