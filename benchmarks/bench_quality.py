@@ -82,7 +82,7 @@ import torch.nn.functional as F
 
 DEFAULT_DATA = "/work/shared/data/tinyshakespeare.txt"
 DEFAULT_RNNLENS = [""]  # rnnlens's own defaults
-PLANNED_PASSES = re.compile(r"dropout [\d.]+ \(~([\d.,]+) passes over the training text")  # in the defaults line
+PLANNED_PASSES = re.compile(r"dropout [\d.]+[^(]* \(~([\d.,]+) passes over the training text")  # in the defaults line
 SHUFFLE_SEED = 0
 
 
@@ -425,14 +425,18 @@ def train_rnnlens(kwargs: dict, data: str, workdir: Path, val: np.ndarray, cut: 
             "wall_s": wall, "steps": state["step"], "chars": state["step"] * cfg["batch_size"] * cfg["seq_len"],
             "best_val": state["best_val"], "params": count_parameters(last.config),
             "planned_passes": float(planned.group(1).replace(",", "")) if planned else None,
-            "resolved": resolved(last.config.to_dict(), cfg, count_parameters(last.config))}
+            "resolved": resolved(last.config.to_dict(), cfg, count_parameters(last.config), state)}
 
 
-def resolved(m: dict, t: dict, params: int) -> str:
+def resolved(m: dict, t: dict, params: int, state: dict) -> str:
     """The configuration a run really had (defaults included), in one line."""
     width = f" {m['embedding_size']}" if m["input"] == "embedding" else ""
+    plateau = ""
+    if t.get("dropout_on_plateau"):  # dropout from the first validation that did not improve, if one came
+        came = state.get("dropout_from")
+        plateau = f" from step {came} (on plateau)" if came is not None else " on plateau (never came on)"
     return (f"{m['cell']} {m['layers']}x{m['size']} ({params / 1e6:.2f}M params), input {m['input']}{width}, "
-            f"dropout {m['dropout']}, init {m['init']}; "
+            f"dropout {m['dropout']}{plateau}, init {m['init']}; "
             f"batch {t['batch_size']}, seq {t['seq_len']}, {t['optimizer']} lr {t['lr']:g} ({t['lr_schedule']}), "
             f"clip {t['grad_clip']} ({t['clip_mode']}), eval_every {t['eval_every']}")
 

@@ -215,6 +215,62 @@ def test_early_stopping_and_time_budget(tmp_path, text_file, monkeypatch):
     assert "time-budget" in state.stop_reason and 0.9 <= state.elapsed <= 1.0  # its final validation fits in
 
 
+def test_dropout_on_plateau_comes_on_at_the_first_validation_that_does_not_improve(tmp_path, text_file, monkeypatch):
+    val_at = {5: 3.0, 10: 2.5, 12: 2.45, 15: 2.6, 20: 2.4}  # step 15 is the first not to improve on the best
+    monkeypatch.setattr(Trainer, "validate", lambda self: val_at[self.state.step])
+    rates = {}  # step -> the dropout each training step ran with: (before the head, between the layers)
+    train_step = Trainer.train_step
+
+    def recording(self, x, y):
+        assert self.model.training
+        rates[self.state.step + 1] = (self.model.drop.p, self.model.rnn.dropout)
+        return train_step(self, x, y)
+
+    monkeypatch.setattr(Trainer, "train_step", recording)
+    cfg = TrainConfig(data=str(text_file), max_steps=20, batch_size=4, seq_len=20, eval_every=5, seed=2,
+                      dropout_on_plateau=True, lr_schedule="constant")  # a schedule that does not follow the stop
+    logs = []
+    state = Trainer.start(tmp_path / "full", cfg=cfg, progress=False, log=logs.append, layers=2, size=8,
+                          dropout=0.3).run()
+    assert state.dropout_from == 15
+    assert [rates[step] for step in (1, 15, 16, 20)] == [(0.0, 0.0), (0.0, 0.0), (0.3, 0.3), (0.3, 0.3)]
+    assert "step 15: val 2.6000 did not improve on 2.5000: dropout 0.3 on from here (--dropout-on-plateau)" in logs
+    last = read_checkpoint(tmp_path / "full" / "last.safetensors")
+    assert last.meta["state"]["dropout_from"] == 15 and last.config.dropout == 0.3
+    assert last.meta["train"]["dropout_on_plateau"] is True
+    assert Trainer.resume(tmp_path / "full", progress=False, log=logs.append).model.drop.p == 0.3
+    # stopped at step 12, before the plateau: it resumes without dropout, turns it on at step 15 all the same and
+    # ends with the weights of the run that was never stopped
+    cut = tmp_path / "cut"
+    Trainer.start(cut, cfg=TrainConfig(**{**cfg.to_dict(), "max_steps": 12}), progress=False, log=logs.append,
+                  layers=2, size=8, dropout=0.3).run()
+    resumed = Trainer.resume(cut, overrides={"max_steps": 20}, progress=False, log=logs.append)
+    assert resumed.model.drop.p == 0.0 and resumed.run().dropout_from == 15
+    full, again = read_checkpoint(tmp_path / "full" / "last.safetensors"), read_checkpoint(cut / "last.safetensors")
+    assert all(torch.equal(full.tensors[k], again.tensors[k]) for k in full.tensors if k.startswith("model."))
+    # it needs a validation split to watch
+    with pytest.raises(RnnlensError, match="the validation split is empty: give --split a validation share"):
+        Trainer.start(tmp_path / "noval", cfg=TrainConfig(**{**cfg.to_dict(), "split": (1.0, 0.0, 0.0)}),
+                      progress=False, log=logs.append, layers=1, size=8)
+
+
+def test_the_stop_line_says_when_a_plateau_dropout_came_on(tmp_path, text_file, monkeypatch, capsys):
+    args = ["train", "--data", text_file, "--max-steps", "12", "--eval-every", "4", "--size", "16", "--quiet",
+            "--dropout", "0.25", "--dropout-on-plateau"]
+    monkeypatch.setattr(Trainer, "validate", lambda self: {4: 2.0, 8: 2.1, 12: 1.9}[self.state.step])
+    code, out, err = run_cli(capsys, *args, "--out", tmp_path / "on")
+    assert code == 0, err
+    assert "step 8: val 2.1000 did not improve on 2.0000: dropout 0.25 on from here (--dropout-on-plateau)" in err
+    assert "; best val 1.9000 nats/char (2.741 bits/char) at step 12; dropout 0.25 from step 8\n" in err
+    assert json.loads((tmp_path / "on" / "run.json").read_text())["train"]["dropout_on_plateau"] is True
+    monkeypatch.setattr(Trainer, "validate", lambda self: 3.0 - self.state.step / 10)  # better every time
+    code, out, err = run_cli(capsys, *args, "--out", tmp_path / "off")
+    assert code == 0 and "at step 12; dropout stayed off (no validation failed to improve)\n" in err, err
+    assert "on from here" not in err
+    code, _, err = run_cli(capsys, *args, "--no-dropout-on-plateau", "--out", tmp_path / "plain")
+    assert code == 0 and "dropout stayed off" not in err and "on from here" not in err
+
+
 def test_time_budget_is_wall_time_with_validations_and_the_final_checkpoint(tmp_path, text_file, monkeypatch):
     clock = VirtualClock(monkeypatch)
     clock.charge(Trainer, "train_step", 0.01)
@@ -388,9 +444,16 @@ def test_the_default_dropout_follows_the_passes_over_the_text(tmp_path, monkeypa
     assert dropout(max_steps=math.ceil(2.5 * windows) - 1) == 0.0
     few = plan.plan_run(str(path), max_steps=math.ceil(2.5 * windows))
     assert few.model.dropout == 0.2 and dropout(max_epochs=2.5) == 0.2 and dropout(max_epochs=11.9) == 0.2
-    assert "dropout 0.2 (~2.5 passes over the training text: from 2.5 on, against overfitting)" in few.defaults
+    # ... and from 2.5 passes it comes on once a validation does not improve
+    assert few.train.dropout_on_plateau and plan.plan_run(str(path), max_epochs=11.9).train.dropout_on_plateau
+    assert ("dropout 0.2 from the first validation that does not improve (~2.5 passes over the training text: "
+            "from 2.5 on, once the text shows overfitting)") in few.defaults
+    # with no validation split to watch it is on from the start
+    unwatched = plan.plan_run(str(path), max_epochs=3, split="1,0,0")
+    assert unwatched.model.dropout == 0.2 and not unwatched.train.dropout_on_plateau
+    assert "dropout 0.2 (~3 passes over the training text: from 2.5 on, against overfitting)" in unwatched.defaults
     many = plan.plan_run(str(path), max_epochs=12)
-    assert many.model.dropout == 0.4
+    assert many.model.dropout == 0.4 and not many.train.dropout_on_plateau
     assert "dropout 0.4 (~12 passes over the training text: from 12 on, more against overfitting)" in many.defaults
     # a fixed number of updates at batch 32 reads twice the text of batch 16
     long = plan.LONG_RUN_UPDATES
@@ -401,6 +464,12 @@ def test_the_default_dropout_follows_the_passes_over_the_text(tmp_path, monkeypa
     # a flag or a preset decides instead, and the line leaves it out
     given = plan.plan_run(str(path), max_epochs=20, dropout=0.1)
     assert given.model.dropout == 0.1 and "dropout" not in given.defaults
+    assert not plan.plan_run(str(path), max_epochs=5, dropout=0.2).train.dropout_on_plateau  # on from the start
+    assert not plan.plan_run(str(path), max_epochs=5, dropout_on_plateau=False).train.dropout_on_plateau
+    assert plan.plan_run(str(path), max_epochs=20, dropout=0.3, dropout_on_plateau=True).train.dropout_on_plateau
+    with pytest.raises(RnnlensError, match="this run's dropout is 0: give --dropout, e.g. 0.2, or drop "
+                                           "--dropout-on-plateau"):
+        plan.plan_run(str(path), max_epochs=1, dropout_on_plateau=True)  # under 2.5 passes: dropout 0
     assert dropout(max_epochs=20, preset="char-rnn") == 0.0
     assert dropout(max_epochs=20, model="ffn") == 0.2  # not measured on the n-NN: ModelConfig's default
 
@@ -474,7 +543,8 @@ def test_a_short_timed_run_takes_a_narrower_model_and_counts_its_passes_at_its_s
     budget = 2 * windows / speed[512]
     assert plan.plan_run(str(path), time_budget=budget, size=512).model.dropout == 0.0
     narrow = plan.plan_run(str(path), time_budget=budget)
-    assert narrow.model.size == 384 and narrow.model.dropout == 0.2 and "dropout 0.2 (~3 passes" in narrow.defaults
+    assert narrow.model.size == 384 and narrow.model.dropout == 0.2
+    assert "dropout 0.2 from the first validation that does not improve (~3 passes" in narrow.defaults
     # a run that --max-steps or --max-epochs ends gets no more updates from a narrower model: it keeps 1x512
     assert plan.plan_run(str(path), max_steps=100).model.size == 512
     assert plan.plan_run(str(path), max_epochs=1).defaults.startswith("defaults: 1x512 LSTM, dropout 0 (")

@@ -185,6 +185,13 @@ class CharRNN(nn.Module):
         hidden = torch.tanh(self.ffn(windows))                # [B, T, H]
         return hidden, full[:, full.shape[1] - (n - 1):]
 
+    def set_dropout(self, p: float) -> None:
+        """The dropout training applies from now on (cfg.dropout keeps the configured one). Both torch's
+        between-layer dropout and ours before the head read their rate at every forward."""
+        self.drop.p = p
+        if self.rnn is not None and self.cfg.layers > 1:
+            self.rnn.dropout = p
+
     def initial_state(self, batch: int, device=None):
         device = device or self.head.weight.device
         if self.cfg.cell == "ffn":

@@ -75,8 +75,11 @@ LONG_RUN_UPDATES = 1200
 # (by 0.005-0.05; the C headers 0.007 worse). At 2.8 passes (War and Peace, fixed steps) 0.2 was 0.017 better:
 # FEW_PASSES lies between. At 14 passes a 1x512 LSTM overfits with 0.2: 0.4 was better by 0.035-0.056 on prose
 # and code; at 8 passes (Python, 1,800 s) 0.2 still improved to the end. MANY_PASSES lies between.
-# Between, at ~5-7 passes, texts disagree (War and Peace 0.023-0.046 better with dropout 0 on three seeds, the
-# C headers 0.045-0.057 worse on two): the passes alone cannot tell them apart, and 0.2 misses by less.
+# Between, at ~5-7 passes, texts disagree (War and Peace better with dropout 0 on three seeds, the C headers
+# 0.045-0.057 worse on two): the passes alone cannot tell them apart. So there the dropout waits for the text to
+# show overfitting: none until a validation does not improve on the best, DROPOUT from then on
+# (TrainConfig.dropout_on_plateau); on the C headers that came at 2 passes and read 0.027 better than 0.2 from
+# the start, and on War and Peace it never came.
 DROPOUT, MANY_PASSES_DROPOUT = 0.2, 0.4
 FEW_PASSES, MANY_PASSES = 2.5, 12
 
@@ -166,18 +169,21 @@ def choose_size(length: RunLength) -> Choice:
                                  f"{length.batch_size}: the wider model's capacity pays")
 
 
-def choose_dropout(length: RunLength, batch_size: int) -> Choice:
-    """No dropout for a run that reads its text fewer than FEW_PASSES times, DROPOUT up to MANY_PASSES,
-    MANY_PASSES_DROPOUT from MANY_PASSES on."""
+def choose_dropout(length: RunLength, batch_size: int, can_validate: bool = True) -> tuple[Choice, bool]:
+    """(the dropout, whether it waits for a plateau): none for a run that reads its text fewer than FEW_PASSES
+    times; DROPOUT up to MANY_PASSES, switched on at the first validation that does not improve (when the run has
+    a validation split to watch); MANY_PASSES_DROPOUT from the start from MANY_PASSES on."""
     passes = length.passes(batch_size)
     if passes is None:
-        return Choice(DROPOUT, length.measure)
+        return Choice(DROPOUT, length.measure), False
     read = f"~{f'{passes:.2g}' if passes < 10 else f'{passes:,.0f}'} passes over the training text"
     if passes < FEW_PASSES:
-        return Choice(0.0, f"{read}: under {FEW_PASSES:g}, too few to overfit")
+        return Choice(0.0, f"{read}: under {FEW_PASSES:g}, too few to overfit"), False
     if passes < MANY_PASSES:
-        return Choice(DROPOUT, f"{read}: from {FEW_PASSES:g} on, against overfitting")
-    return Choice(MANY_PASSES_DROPOUT, f"{read}: from {MANY_PASSES} on, more against overfitting")
+        if not can_validate:
+            return Choice(DROPOUT, f"{read}: from {FEW_PASSES:g} on, against overfitting"), False
+        return Choice(DROPOUT, f"{read}: from {FEW_PASSES:g} on, once the text shows overfitting"), True
+    return Choice(MANY_PASSES_DROPOUT, f"{read}: from {MANY_PASSES} on, more against overfitting"), False
 
 
 @dataclass
@@ -208,7 +214,8 @@ def defaults_note(given: set, model: ModelConfig, train: TrainConfig, choices: d
     if not given & SHAPE_OPTIONS:
         parts.append(with_reason("size", f"{m.layers}x{m.size} {m.cell.upper()}"))
     if "dropout" not in given and m.cell != "ffn":
-        parts.append(with_reason("dropout", f"dropout {m.dropout:g}"))
+        plateau = " from the first validation that does not improve" if t.dropout_on_plateau else ""
+        parts.append(with_reason("dropout", f"dropout {m.dropout:g}{plateau}"))
     if "batch_size" not in given:
         parts.append(with_reason("batch_size", f"batch {t.batch_size}"))
     if not given & {"optimizer", "lr"}:
@@ -280,8 +287,14 @@ def plan_run(data: str | Path = "pystdlib", *, model: str | None = None, params:
             if length.timed and (cfg.batch_size, model_cfg.size) != (length.batch_size, timed_size):
                 # count the passes at the speed of the model and batch the run takes
                 length = plan_length(model_cfg, cfg, corpus, batch_size=cfg.batch_size)
-            choices["dropout"] = choose_dropout(length, cfg.batch_size)
+            choices["dropout"], on_plateau = choose_dropout(length, cfg.batch_size,
+                                                            can_validate=len(corpus.split("val")) >= 2)
             model_cfg.dropout = choices["dropout"].value
+            if "dropout_on_plateau" not in given:
+                cfg.dropout_on_plateau = on_plateau
+    if cfg.dropout_on_plateau and model_cfg.dropout == 0:
+        raise RnnlensError("--dropout-on-plateau turns the model's dropout on when validation stops improving, but "
+                           "this run's dropout is 0: give --dropout, e.g. 0.2, or drop --dropout-on-plateau")
     return RunPlan(model_cfg, cfg, corpus, None if preset else defaults_note(given, model_cfg, cfg, choices))
 
 
@@ -334,6 +347,9 @@ def stop_message(trainer, state) -> str:
     if state.best_val is not None:
         msg += (f"; best val {state.best_val:.4f} nats/char ({state.best_val / math.log(2):.3f} bits/char) "
                 f"at step {state.best_step}")
+    if trainer.cfg.dropout_on_plateau:
+        msg += (f"; dropout {trainer.model_cfg.dropout:g} from step {state.dropout_from}" if state.dropout_from is not None
+                else "; dropout stayed off (no validation failed to improve)")
     return msg
 
 

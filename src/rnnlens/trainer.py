@@ -70,6 +70,9 @@ class TrainConfig:
     decay_fraction: float = 0.2
     grad_clip: float = 5.0
     clip_mode: str = "norm"
+    # train without the model's dropout until a validation does not improve on the best, then with it to the end:
+    # dropout only once the text shows overfitting (rnnlens.plan.choose_dropout; docs/training.md)
+    dropout_on_plateau: bool = False
     # stopping
     max_epochs: float | None = None
     max_steps: int | None = None
@@ -228,6 +231,7 @@ class TrainState:
     bad_evals: int = 0           # validations since the last improvement
     lr_scale: float = 1.0        # lowered by each rollback after a NaN / exploding loss
     rollbacks: int = 0
+    dropout_from: int | None = None  # --dropout-on-plateau: the step the model's dropout came on (None: not yet)
     done: bool = False
     stop_reason: str | None = None
 
@@ -270,6 +274,12 @@ class Trainer:
             self.log("note: the validation split is empty; best.safetensors will track the last step instead")
         torch.manual_seed(cfg.seed)
         self.model = CharRNN(model_cfg).to(self.device)
+        if cfg.dropout_on_plateau:
+            if self.val_data is None:
+                raise RnnlensError("--dropout-on-plateau turns dropout on when the validation loss stops improving, "
+                                   "but the validation split is empty: give --split a validation share (e.g. "
+                                   "0.9,0.1,0) or drop --dropout-on-plateau")
+            self._sync_dropout()
         if cfg.bf16 and self.device.type == "cpu":
             _check_cpu_bf16(self.model)
         self.dist.seed_rank(cfg.seed)
@@ -468,6 +478,7 @@ class Trainer:
             setattr(self.state, k, v)
         self.state.rollbacks, self.state.elapsed = keep, elapsed
         self.state.lr_scale *= 0.5
+        self._sync_dropout()
         self.log(f"warning: {reason} at step {self.state.step + 1}; rolled back to step {self.state.step} "
                  f"and halved the learning rate (now x{self.state.lr_scale:g} of --lr)")
 
@@ -658,10 +669,28 @@ class Trainer:
             if bar is not None:
                 bar.write(f"step {s.step}: val {val:.4f} nats/char ({val / math.log(2):.3f} bits/char)"
                           + (" *best*" if improved else ""))
+            if not improved and self.cfg.dropout_on_plateau and s.dropout_from is None and s.stop_reason is None:
+                self._dropout_on(val, bar)  # (not at the validation that ends the run)
         self._plot_now_and_then()
         # what the final validation, its best checkpoint, the last checkpoint and the picture will cost: a run
         # with a time budget stops early enough to fit them inside it
         self._final_cost = 1.5 * seconds + 2 * self._save_cost + self._plot_cost
+
+    def _sync_dropout(self) -> None:
+        """The dropout the model trains with now: a --dropout-on-plateau run has none until it came on."""
+        if self.cfg.dropout_on_plateau:
+            self.model.set_dropout(self.model_cfg.dropout if self.state.dropout_from is not None else 0.0)
+
+    def _dropout_on(self, val: float, bar) -> None:
+        s = self.state
+        s.dropout_from = s.step
+        self._sync_dropout()
+        msg = (f"step {s.step}: val {val:.4f} did not improve on {s.best_val:.4f}: dropout {self.model_cfg.dropout:g} "
+               "on from here (--dropout-on-plateau)")
+        if bar is not None:
+            bar.write(msg)
+        else:
+            self.log(msg)
 
     def _write_metrics(self, metrics, row: dict) -> None:
         if not self.dist.is_main:
