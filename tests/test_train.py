@@ -263,10 +263,19 @@ def test_the_stop_line_says_when_a_plateau_dropout_came_on(tmp_path, text_file, 
     assert "step 8: val 2.1000 did not improve on 2.0000: dropout 0.25 on from here (--dropout-on-plateau)" in err
     assert "; best val 1.9000 nats/char (2.741 bits/char) at step 12; dropout 0.25 from step 8\n" in err
     assert json.loads((tmp_path / "on" / "run.json").read_text())["train"]["dropout_on_plateau"] is True
+    rows = [json.loads(line) for line in (tmp_path / "on" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["dropout"]) for r in rows if "dropout" in r] == [(8, 0.25)]
+    # the report's model card says when it came on
+    from rnnlens.render.report import model_card_section
+    from rnnlens.report import build_report
+    card = build_report(tmp_path / "on", make_text(20), sections=[model_card_section]).html()
+    assert "dropout 0.25 from step 8" in card
     monkeypatch.setattr(Trainer, "validate", lambda self: 3.0 - self.state.step / 10)  # better every time
     code, out, err = run_cli(capsys, *args, "--out", tmp_path / "off")
     assert code == 0 and "at step 12; dropout stayed off (no validation failed to improve)\n" in err, err
     assert "on from here" not in err
+    card = build_report(tmp_path / "off", make_text(20), sections=[model_card_section]).html()
+    assert "dropout 0.25 on plateau (it never came on)" in card
     code, _, err = run_cli(capsys, *args, "--no-dropout-on-plateau", "--out", tmp_path / "plain")
     assert code == 0 and "dropout stayed off" not in err and "on from here" not in err
 
@@ -555,3 +564,17 @@ def test_a_short_timed_run_takes_a_narrower_model_and_counts_its_passes_at_its_s
     with_params = plan.plan_run(str(path), time_budget=100, params="100K")
     assert with_params.model.size != 384 and "narrower" not in with_params.defaults
     assert plan.plan_run(str(path), time_budget=100, preset="char-rnn").model.size == 128
+
+
+def test_the_loss_picture_marks_where_a_plateau_dropout_came_on(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    from rnnlens.render.plots import plot_loss_curve
+    drawn = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, path, **kw: drawn.append(fig))
+    rows = [{"step": 10, "train_loss": 2.0}, {"step": 10, "val_loss": 2.1}, {"step": 20, "train_loss": 1.8},
+            {"step": 20, "val_loss": 2.2}, {"step": 20, "epoch": 1.0, "dropout": 0.2, "elapsed_s": 3.0}]
+    plot_loss_curve(rows, tmp_path / "loss.png")
+    ax = drawn[0].axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["train", "validation", "dropout 0.2 on"]
+    assert list(ax.lines[-1].get_xdata()) == [20, 20]

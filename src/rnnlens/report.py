@@ -354,6 +354,9 @@ def model_card(ctx: ReportContext) -> dict:
     return {
         "cell": cfg.cell, "layers": cfg.layers, "size": cfg.size, "parameters": count_parameters(cfg),
         "vocab": len(ctx.lm.vocab), "dropout": cfg.dropout, "input": cfg.input,
+        # --dropout-on-plateau: the dropout was off until this step (None: it never came on)
+        "dropout_on_plateau": bool(train.get("dropout_on_plateau")),
+        "dropout_from": next((r["step"] for r in rows if "dropout" in r), None),
         "corpus": corpus.get("name") or train.get("data"), "corpus_chars": corpus.get("chars"),
         "split": train.get("split"), "optimizer": train.get("optimizer"), "lr": train.get("lr"),
         "batch_size": train.get("batch_size"), "seq_len": train.get("seq_len"),

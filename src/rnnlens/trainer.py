@@ -670,7 +670,7 @@ class Trainer:
                 bar.write(f"step {s.step}: val {val:.4f} nats/char ({val / math.log(2):.3f} bits/char)"
                           + (" *best*" if improved else ""))
             if not improved and self.cfg.dropout_on_plateau and s.dropout_from is None and s.stop_reason is None:
-                self._dropout_on(val, bar)  # (not at the validation that ends the run)
+                self._dropout_on(val, bar, metrics)  # (not at the validation that ends the run)
         self._plot_now_and_then()
         # what the final validation, its best checkpoint, the last checkpoint and the picture will cost: a run
         # with a time budget stops early enough to fit them inside it
@@ -681,10 +681,12 @@ class Trainer:
         if self.cfg.dropout_on_plateau:
             self.model.set_dropout(self.model_cfg.dropout if self.state.dropout_from is not None else 0.0)
 
-    def _dropout_on(self, val: float, bar) -> None:
+    def _dropout_on(self, val: float, bar, metrics) -> None:
         s = self.state
         s.dropout_from = s.step
         self._sync_dropout()
+        self._write_metrics(metrics, {"step": s.step, "epoch": round(s.epoch + s.window / len(self.batches), 4),
+                                      "dropout": self.model_cfg.dropout, "elapsed_s": s.elapsed})
         msg = (f"step {s.step}: val {val:.4f} did not improve on {s.best_val:.4f}: dropout {self.model_cfg.dropout:g} "
                "on from here (--dropout-on-plateau)")
         if bar is not None:

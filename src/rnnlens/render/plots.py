@@ -22,6 +22,9 @@ def plot_loss_curve(rows: list[dict], out_path: str | Path) -> Path:
         ax.plot(*zip(*train), label="train", color="#4c72b0", linewidth=1)
     if val:
         ax.plot(*zip(*val), label="validation", color="#dd8452", marker="o", markersize=3)
+    for r in rows:  # a --dropout-on-plateau run: where its dropout came on
+        if "dropout" in r:
+            ax.axvline(r["step"], color="0.45", linestyle=":", linewidth=1.2, label=f"dropout {r['dropout']:g} on")
     ax.set_xlabel("step")
     ax.set_ylabel("cross-entropy (nats/char)")
     ax.grid(alpha=0.3)

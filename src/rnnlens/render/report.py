@@ -203,6 +203,10 @@ def model_card_section(ctx) -> Section:
               + (f", step {card['best_step']:,})" if card["best_step"] is not None else ")"), f"{_num(best)} nats/char")]
     settings = [f"{k} {card[k]}" for k in ("optimizer", "lr", "batch_size", "seq_len", "dropout", "input")
                 if card.get(k) is not None]
+    if card.get("dropout_on_plateau"):  # the dropout waited for a validation that did not improve
+        came = card["dropout_from"]
+        when = f"from step {came:,}" if came is not None else "on plateau (it never came on)"
+        settings = [f"dropout {card['dropout']:g} {when}" if k.startswith("dropout ") else k for k in settings]
     body = _tiles(tiles) + (f"<p class=rlr-small>settings: {escape(', '.join(settings).replace('_', ' '))} \u00b7 "
                             f"checkpoint {escape(card['checkpoint'] or '(in memory)')}</p>")
     return Section("model", "Model card",
