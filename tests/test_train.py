@@ -454,7 +454,11 @@ def test_the_default_dropout_follows_the_passes_over_the_text(tmp_path, monkeypa
     few = plan.plan_run(str(path), max_steps=math.ceil(2.5 * windows))
     assert few.model.dropout == 0.2 and dropout(max_epochs=2.5) == 0.2 and dropout(max_epochs=11.9) == 0.2
     # ... and from 2.5 passes it comes on once a validation does not improve
-    assert few.train.dropout_on_plateau and plan.plan_run(str(path), max_epochs=11.9).train.dropout_on_plateau
+    assert few.train.dropout_on_plateau and plan.plan_run(str(path), max_epochs=6.9).train.dropout_on_plateau
+    later = plan.plan_run(str(path), max_epochs=7)  # from 7 passes on it is on from the start
+    assert later.model.dropout == 0.2 and not later.train.dropout_on_plateau
+    assert "dropout 0.2 (~7 passes over the training text: from 7 on, against overfitting from the start)" in \
+        later.defaults
     assert ("dropout 0.2 from the first validation that does not improve (~2.5 passes over the training text: "
             "from 2.5 on, once the text shows overfitting)") in few.defaults
     # with no validation split to watch it is on from the start

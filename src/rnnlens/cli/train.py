@@ -120,11 +120,11 @@ def add_train_arguments(p) -> None:
                    "--time-budget run planned under 5,000 updates; docs/training.md)")
     g.add_argument("--params", help="size the width to this parameter count instead of --size, e.g. 3.3M")
     g.add_argument("--dropout", type=float, help="dropout between layers and before the output, in [0, 1) (default: 0 for a run "
-                   "planned to read its text under 2.5 times, 0.2 up to 12 passes (on at the first validation that "
-                   "does not improve), 0.4 from 12 on; docs/training.md)")
+                   "planned to read its text under 2.5 times, 0.2 up to 12 passes (under 7, on at the first "
+                   "validation that does not improve), 0.4 from 12 on; docs/training.md)")
     g.add_argument("--dropout-on-plateau", action=argparse.BooleanOptionalAction, default=None,
                    help="train without dropout until a validation does not improve, then with --dropout (default: on "
-                   "for the 0.2 of a run planned to read its text 2.5-12 times, when it has a validation split)")
+                   "for the 0.2 of a run planned to read its text 2.5-7 times, when it has a validation split)")
     g.add_argument("--input", choices=["embedding", "onehot"], help="input encoding (default embedding)")
     g.add_argument("--embedding-size", type=int, help="embedding width (default 64)")
     g.add_argument("--init", choices=["uniform", "torch"], help="uniform +-init-range like char-rnn (default), or torch's")
