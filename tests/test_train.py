@@ -266,16 +266,16 @@ def test_the_stop_line_says_when_a_plateau_dropout_came_on(tmp_path, text_file, 
     rows = [json.loads(line) for line in (tmp_path / "on" / "metrics.jsonl").read_text().splitlines()]
     assert [(r["step"], r["dropout"]) for r in rows if "dropout" in r] == [(8, 0.25)]
     # the report's model card says when it came on
-    from rnnlens.render.report import model_card_section
+    from rnnlens.render.report import model_card_section, training_section
     from rnnlens.report import build_report
-    card = build_report(tmp_path / "on", make_text(20), sections=[model_card_section]).html()
-    assert "dropout 0.25 from step 8" in card
+    page = build_report(tmp_path / "on", make_text(20), sections=[model_card_section, training_section]).html()
+    assert "dropout 0.25 from step 8" in page and "The dotted line is where the run" in page
     monkeypatch.setattr(Trainer, "validate", lambda self: 3.0 - self.state.step / 10)  # better every time
     code, out, err = run_cli(capsys, *args, "--out", tmp_path / "off")
     assert code == 0 and "at step 12; dropout stayed off (no validation failed to improve)\n" in err, err
     assert "on from here" not in err
-    card = build_report(tmp_path / "off", make_text(20), sections=[model_card_section]).html()
-    assert "dropout 0.25 on plateau (it never came on)" in card
+    page = build_report(tmp_path / "off", make_text(20), sections=[model_card_section, training_section]).html()
+    assert "dropout 0.25 on plateau (it never came on)" in page and "dotted line" not in page
     code, _, err = run_cli(capsys, *args, "--no-dropout-on-plateau", "--out", tmp_path / "plain")
     assert code == 0 and "dropout stayed off" not in err and "on from here" not in err
 

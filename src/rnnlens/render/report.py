@@ -223,6 +223,10 @@ def training_section(ctx) -> Section:
     if ctx.metrics_path is None or not ctx.metrics:
         return Section("training", "Training curves", why, note="not available: there is no metrics.jsonl beside "
                        "this checkpoint (it is written in the run folder by rnnlens train)")
+    if any("dropout" in r for r in ctx.metrics):
+        why += (" The dotted line is where the run's dropout came on (--dropout-on-plateau: at the first validation "
+                "that did not improve); the training loss steps up there because part of the network is now dropped "
+                "at random in training, not because the model got worse.")
     from rnnlens.render.plots import plot_loss_curve
     return Section("training", "Training curves", why,
                    figure(lambda p: plot_loss_curve(ctx.metrics, p), "training and validation loss by step"))
