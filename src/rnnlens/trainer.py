@@ -483,6 +483,11 @@ class Trainer:
                  f"and halved the learning rate (now x{self.state.lr_scale:g} of --lr)")
 
     # ---------------------------------------------------------------- schedule
+    @property
+    def epochs_read(self) -> float:
+        """Passes over the training split so far, fractional."""
+        return self.state.epoch + self.state.window / len(self.batches)
+
     def progress_fraction(self) -> float | None:
         """How far through the planned run we are, in [0, 1], or None when no end is known."""
         s, cfg = self.state, self.cfg
@@ -490,7 +495,7 @@ class Trainer:
         if cfg.max_steps:
             fractions.append(s.step / cfg.max_steps)
         if cfg.max_epochs:
-            fractions.append((s.epoch + s.window / len(self.batches)) / cfg.max_epochs)
+            fractions.append(self.epochs_read / cfg.max_epochs)
         if cfg.time_budget:
             fractions.append(s.elapsed / cfg.time_budget)
         return min(1.0, max(fractions)) if fractions else None
@@ -526,7 +531,7 @@ class Trainer:
         s, cfg = self.state, self.cfg
         if cfg.max_steps and s.step >= cfg.max_steps:
             return f"reached --max-steps {cfg.max_steps}"
-        if cfg.max_epochs and s.epoch + s.window / len(self.batches) >= cfg.max_epochs - 1e-9:
+        if cfg.max_epochs and self.epochs_read >= cfg.max_epochs - 1e-9:
             return f"reached --max-epochs {cfg.max_epochs:g}"
         if cfg.time_budget and s.elapsed + self._final_cost >= cfg.time_budget:
             return f"used the --time-budget of {cfg.time_budget:g} s"
@@ -599,7 +604,7 @@ class Trainer:
                     bar.update(1)
                 if s.step % cfg.log_every == 0 or epoch_end:
                     dt = time.perf_counter() - window_t0
-                    row = {"step": s.step, "epoch": round(s.epoch + s.window / len(self.batches), 4),
+                    row = {"step": s.step, "epoch": round(self.epochs_read, 4),
                            "train_loss": loss_sum / loss_n, "lr": lr,
                            "chars_per_s": window_steps * chars_per_step / max(dt, 1e-9), "elapsed_s": s.elapsed}
                     self._write_metrics(metrics, row)
@@ -663,7 +668,7 @@ class Trainer:
                 self.save_best(val)
             else:
                 s.bad_evals += 1
-            row = {"step": s.step, "epoch": round(s.epoch + s.window / len(self.batches), 4),
+            row = {"step": s.step, "epoch": round(self.epochs_read, 4),
                    "val_loss": val, "val_bpc": val / math.log(2), "elapsed_s": s.elapsed}
             self._write_metrics(metrics, row)
             if bar is not None:
@@ -685,7 +690,7 @@ class Trainer:
         s = self.state
         s.dropout_from = s.step
         self._sync_dropout()
-        self._write_metrics(metrics, {"step": s.step, "epoch": round(s.epoch + s.window / len(self.batches), 4),
+        self._write_metrics(metrics, {"step": s.step, "epoch": round(self.epochs_read, 4),
                                       "dropout": self.model_cfg.dropout, "elapsed_s": s.elapsed})
         msg = (f"step {s.step}: val {val:.4f} did not improve on {s.best_val:.4f}: dropout {self.model_cfg.dropout:g} "
                "on from here (--dropout-on-plateau)")
