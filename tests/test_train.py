@@ -427,6 +427,7 @@ def test_the_default_batch_grows_with_the_planned_run(tmp_path, monkeypatch):
     assert plan.plan_run(str(path), max_steps=5000, batch_size=8).train.batch_size == 8
     assert plan.plan_run(str(path), max_steps=5000, preset="char-rnn").train.batch_size == 50
     # a time budget is counted in updates at the speed of a few timed ones
+    monkeypatch.setattr(plan, "EVAL_SPEEDUP", math.inf)  # validations take no time here
     monkeypatch.setattr(plan, "measure_updates_per_second", lambda model, train, batch: 10.0)
     assert plan.plan_run(str(path), time_budget=(long - 1) / 10).train.batch_size == 16
     timed = plan.plan_run(str(path), time_budget=f"{long / 10:g}s")
@@ -472,6 +473,7 @@ def test_the_default_dropout_follows_the_passes_over_the_text(tmp_path, monkeypa
     long = plan.LONG_RUN_UPDATES
     assert plan.plan_run(str(path), max_steps=long).train.batch_size == 32 and dropout(max_steps=long) == 0.4
     # a time budget is counted at the speed of a few timed updates
+    monkeypatch.setattr(plan, "EVAL_SPEEDUP", math.inf)  # validations take no time here
     monkeypatch.setattr(plan, "measure_updates_per_second", lambda model, train, batch: 10.0)
     assert dropout(time_budget=2.4 * windows / 10) == 0.0 and dropout(time_budget=3 * windows / 10) == 0.2
     # a flag or a preset decides instead, and the line leaves it out
@@ -496,16 +498,40 @@ def test_timing_updates_for_the_plan_leaves_the_random_state_alone():
     assert rate > 0 and torch.equal(torch.get_rng_state(), before)
 
 
-def test_the_plan_times_updates_for_a_second_after_two_untimed_ones(monkeypatch):
+def test_the_plan_times_the_median_update_after_a_second_of_warm_up(monkeypatch):
     from rnnlens.trainer import measure_updates_per_second
     clock = VirtualClock(monkeypatch)
-    clock.charge(trainer_module, "update", 0.25)
+    real_update = trainer_module.update
+
+    def scripted(costs):
+        costs = iter(costs)
+
+        def call(*args, **kwargs):
+            clock.now += next(costs)
+            return real_update(*args, **kwargs)
+        monkeypatch.setattr(trainer_module, "update", call)
+
     model, cfg = ModelConfig(vocab_size=7, layers=1, size=8), TrainConfig(seq_len=10)
-    assert measure_updates_per_second(model, cfg, 4) == 4.0 and clock.now == 0.25 * (2 + 4)  # 2 untimed, 4 timed
+    # a fresh process: three slow updates (1.125 s, the warm-up), then 0.125 s each but for one spike
+    scripted([0.375] * 3 + [0.125, 0.125, 0.5, 0.125, 0.125] + [9.0])
+    assert measure_updates_per_second(model, cfg, 4) == 8.0  # the median update; the mean would say 5
+    assert clock.now == 1.125 + 1.0  # 3 untimed, then 5 timed: a second of them
     clock.now = 0.0
-    clock.charge(trainer_module, "update", 0.35)  # 0.6 s an update: still at least 3 are timed
-    assert measure_updates_per_second(model, cfg, 4) == pytest.approx(3 / 1.8)
-    assert clock.now == pytest.approx(0.6 * (2 + 3))
+    scripted([0.75] * 7 + [9.0])  # slow updates: 2 untimed, at least 5 timed
+    assert measure_updates_per_second(model, cfg, 4) == pytest.approx(1 / 0.75)
+    assert clock.now == pytest.approx(0.75 * (2 + 5))
+
+
+def test_a_time_budget_holds_the_updates_its_validations_leave_time_for():
+    from rnnlens.plan import EVAL_SPEEDUP, updates_in_budget
+    assert EVAL_SPEEDUP == 5.0
+    cfg = TrainConfig(time_budget=100, seq_len=100, eval_every=25)
+    # 0.1 s an update at batch 16; a validation of 8,000 characters (5 updates' worth) at 5x the speed: 0.1 s,
+    # every 25 steps and every 50 (the epoch end), and 1.5x one kept free at the end
+    assert updates_in_budget(cfg, 0.1, 16, windows=50, val_chars=8000) == math.ceil(99.85 / 0.106) == 942
+    assert updates_in_budget(cfg, 0.1, 16, windows=50, val_chars=0) == 1000  # no validation split
+    cfg.eval_every = 0  # epoch ends only
+    assert updates_in_budget(cfg, 0.1, 16, windows=50, val_chars=8000) == math.ceil(99.85 / 0.102) == 979
 
 
 def test_a_timed_run_counts_its_passes_at_the_speed_of_the_batch_it_takes(tmp_path, monkeypatch):
@@ -521,6 +547,7 @@ def test_a_timed_run_counts_its_passes_at_the_speed_of_the_batch_it_takes(tmp_pa
         timed.append((batch, model.size))
         return speed[batch]
 
+    monkeypatch.setattr(plan, "EVAL_SPEEDUP", math.inf)  # validations take no time here
     monkeypatch.setattr(plan, "measure_updates_per_second", measure)
     budget = 11 * windows[16] / speed[16]  # 11 passes at batch 16's speed: a long run, under 12 passes ...
     passes_at_32 = math.ceil(budget * speed[32]) / windows[32]
@@ -542,6 +569,7 @@ def test_a_short_timed_run_takes_a_narrower_model_and_counts_its_passes_at_its_s
     path.write_text(make_text(1200))
     windows = (len(plan.plan_run(str(path), max_steps=1).corpus.split("train")) - 1) // 16 // 100
     speed = {512: 10.0, 384: 15.0}  # updates per second at batch 16: the narrower model takes 1.5x the updates
+    monkeypatch.setattr(plan, "EVAL_SPEEDUP", math.inf)  # validations take no time here
     monkeypatch.setattr(plan, "measure_updates_per_second", lambda model, train, batch: speed.get(model.size, 10.0))
 
     short = plan.plan_run(str(path), time_budget=499.85)  # 4,999 updates of 1x512 in the budget

@@ -121,8 +121,8 @@ class RunLength:
 def plan_length(model: ModelConfig, train: TrainConfig, corpus: Corpus, *, batch_size: int = SHORT_RUN_BATCH,
                 timed: bool = True) -> RunLength:
     """The run's planned length in updates at `batch_size`: `--max-steps` as given, `--max-epochs` x the
-    training split's windows, a `--time-budget` x the speed of updates timed now at that batch (unless `timed`
-    is False); the first to end wins."""
+    training split's windows, the updates a `--time-budget` holds at the speed of updates timed now at that batch,
+    less its validations (unless `timed` is False); the first to end wins."""
     windows = max(0, (len(corpus.split("train")) - 1) // batch_size // train.seq_len)
     counts = []  # (updates, the rule that gives them, whether it is --max-steps, whether it is timed)
     if train.max_steps:
@@ -130,14 +130,28 @@ def plan_length(model: ModelConfig, train: TrainConfig, corpus: Corpus, *, batch
     if train.max_epochs:
         counts.append((math.ceil(train.max_epochs * windows), f"--max-epochs {train.max_epochs:g}", False, False))
     if train.time_budget and timed:
-        rate = measure_updates_per_second(model, train, batch_size)
-        counts.append((math.ceil(train.time_budget * rate), f"--time-budget {train.time_budget:g}s (timed)", False,
-                       True))
+        updates = updates_in_budget(train, 1.0 / measure_updates_per_second(model, train, batch_size), batch_size,
+                                    windows, val_chars=len(corpus.split("val")))
+        counts.append((updates, f"--time-budget {train.time_budget:g}s (timed)", False, True))
     if not counts:
         return RunLength(None, "a time budget, not counted in updates when ranks share a run", windows, False,
                          batch_size)
     updates, measure, fixed_steps, by_time = min(counts, key=lambda count: count[0])
     return RunLength(updates, measure, windows, fixed_steps, batch_size, by_time)
+
+
+# A validation reads the validation split forward only, without gradients, at the wider eval batch: 4.7-5.9x the
+# characters per second of a training update (1x128 to 1x512 LSTMs on 2 cores; docs/benchmarks.md, section 5b).
+EVAL_SPEEDUP = 5.0
+
+
+def updates_in_budget(train: TrainConfig, update_s: float, batch_size: int, windows: int, val_chars: int) -> int:
+    """The updates a run of `update_s` seconds each takes in its time budget, less the time of its validations:
+    every eval_every steps, at every epoch end (`windows` updates) and the last one, whose time the trainer keeps
+    free at the end (1.5x its cost)."""
+    val_s = val_chars / (batch_size * train.seq_len) * update_s / EVAL_SPEEDUP if val_chars >= 2 else 0.0
+    per_update = update_s + val_s * ((1 / train.eval_every if train.eval_every else 0) + (1 / windows if windows else 0))
+    return max(1, math.ceil((train.time_budget - 1.5 * val_s) / per_update))
 
 
 @dataclass

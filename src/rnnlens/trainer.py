@@ -11,6 +11,7 @@ import json
 import math
 import os
 import signal
+import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
@@ -175,35 +176,39 @@ def update(step_model, model: torch.nn.Module, optimizer, cfg: TrainConfig, devi
 
 
 def measure_updates_per_second(model_cfg: ModelConfig, cfg: TrainConfig, batch_size: int, seconds: float = 1.0,
-                               min_steps: int = 3) -> float:
+                               min_steps: int = 5, warmup_seconds: float = 1.0) -> float:
     """How many training updates per second this model takes at `batch_size` x cfg.seq_len on cfg's device: updates
-    on random characters, timed for at least `seconds` and `min_steps` after two untimed ones. For planning a
-    time-budgeted run before it starts (rnnlens.plan); the random state of the caller is left as it was."""
-    # Why a second and not a few updates: one update of a 1x512 LSTM at batch 16 takes ~0.2 s on a 2-core CPU and
-    # single updates vary by ±20%; 3 of them planned 1.45x apart on two texts whose runs differed by 1.16x
-    # (docs/benchmarks.md, section 5).
+    on random characters, `warmup_seconds` of them untimed (at least two), then each timed for at least `seconds`
+    and `min_steps`; the rate of the median update. For planning a time-budgeted run before it starts
+    (rnnlens.plan); the random state of the caller is left as it was."""
+    # Why a second of warm-up and the median (docs/benchmarks.md, section 5b): the first second of a fresh process
+    # has updates 2-3x slower than the rest, and single updates spike later too. The mean of a second after two
+    # untimed updates counted 0.67-1.05x of the steps the run then took (median 0.81); a run of minutes goes at its
+    # typical update, not at those of its first second.
     device = resolve_device(cfg.device)
     reproducibility.configure(cfg.deterministic, device.type)  # the kernels and threads the run will have
 
-    def sync():
+    def timed_update(hidden):
+        t = time.perf_counter()
+        _, _, hidden = update(model, model, optimizer, cfg, device, x[:, :-1], x[:, 1:], hidden)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
+        return hidden, time.perf_counter() - t
 
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(cfg.seed)
         model = CharRNN(model_cfg).to(device)
         optimizer = make_optimizer(model, cfg)
         x = torch.randint(model_cfg.vocab_size, (batch_size, cfg.seq_len + 1), device=device)
-        hidden = None
-        for _ in range(2):  # the first updates pay for allocations and kernel choice
-            _, _, hidden = update(model, model, optimizer, cfg, device, x[:, :-1], x[:, 1:], hidden)
-        sync()
-        t0, steps, elapsed = time.perf_counter(), 0, 0.0
-        while steps < min_steps or elapsed < seconds:
-            _, _, hidden = update(model, model, optimizer, cfg, device, x[:, :-1], x[:, 1:], hidden)
-            sync()
-            steps, elapsed = steps + 1, time.perf_counter() - t0
-    return steps / max(elapsed, 1e-9)
+        hidden, warm, warmed = None, 0, 0.0
+        while warm < 2 or warmed < warmup_seconds:
+            hidden, took = timed_update(hidden)
+            warm, warmed = warm + 1, warmed + took
+        durations = []  # seconds of each timed update
+        while len(durations) < min_steps or sum(durations) < seconds:
+            hidden, took = timed_update(hidden)
+            durations.append(took)
+    return 1.0 / max(statistics.median(durations), 1e-9)
 
 
 def parse_duration(text: str) -> float:
