@@ -586,8 +586,13 @@ def test_a_short_timed_run_takes_a_narrower_model_and_counts_its_passes_at_its_s
     narrow = plan.plan_run(str(path), time_budget=budget)
     assert narrow.model.size == 384 and narrow.model.dropout == 0.2
     assert "dropout 0.2 from the first validation that does not improve (~3 passes" in narrow.defaults
+    # the timing chose them, so another run of the command may not: the flags that make the same choices
+    assert narrow.same_choices == f"--size 384 --batch-size {narrow.train.batch_size} --dropout 0.2 --dropout-on-plateau"
+    given = plan.plan_run(str(path), time_budget=budget, batch_size=16, dropout_on_plateau=True)
+    assert given.same_choices == "--size 384 --dropout 0.2"  # what was given is not repeated
     # a run that --max-steps or --max-epochs ends gets no more updates from a narrower model: it keeps 1x512
     assert plan.plan_run(str(path), max_steps=100).model.size == 512
+    assert plan.plan_run(str(path), max_steps=100).same_choices is None  # nothing timed: the same every time
     assert plan.plan_run(str(path), max_epochs=1).defaults.startswith("defaults: 1x512 LSTM, dropout 0 (")
     # any option of the shape, or a preset, decides instead
     assert plan.plan_run(str(path), time_budget=100, layers=2).model.size == 512
@@ -596,6 +601,22 @@ def test_a_short_timed_run_takes_a_narrower_model_and_counts_its_passes_at_its_s
     with_params = plan.plan_run(str(path), time_budget=100, params="100K")
     assert with_params.model.size != 384 and "narrower" not in with_params.defaults
     assert plan.plan_run(str(path), time_budget=100, preset="char-rnn").model.size == 128
+
+
+def test_a_timed_run_prints_the_flags_that_make_its_choices_again(tmp_path, text_file, monkeypatch, capsys):
+    from rnnlens import plan
+    monkeypatch.setattr(plan, "measure_updates_per_second", lambda model, train, batch: 10.0)
+    code, out, err = run_cli(capsys, "train", "--data", text_file, "--time-budget", "1", "--quiet",
+                             "--out", tmp_path / "timed")
+    assert code == 0, err
+    again = "these choices follow the updates timed before the run; to make them again: "
+    # ~10 updates at batch 16 over the text's 4 windows: 2.5 passes, the dropout waits for a plateau
+    assert f"{again}--size 384 --batch-size 16 --dropout 0.2 --dropout-on-plateau\n" in err
+    flags = err.split(again)[1].splitlines()[0].split()
+    code, out, err = run_cli(capsys, "train", "--data", text_file, "--time-budget", "1", "--quiet", *flags,
+                             "--out", tmp_path / "pinned")
+    assert code == 0 and again not in err, err  # nothing left to time
+    assert json.loads((tmp_path / "pinned" / "run.json").read_text())["model"]["size"] == 384
 
 
 def test_the_loss_picture_marks_where_a_plateau_dropout_came_on(tmp_path, monkeypatch):

@@ -209,6 +209,7 @@ class RunPlan:
     train: TrainConfig
     corpus: Corpus
     defaults: str | None = None  # which of rnnlens's defaults the run took, and why (defaults_note)
+    same_choices: str | None = None  # flags that make the choices a timing made again (choice_flags)
 
     def describe(self) -> str:
         m = self.model
@@ -244,6 +245,19 @@ def defaults_note(given: set, model: ModelConfig, train: TrainConfig, choices: d
         return None
     return (f"defaults: {', '.join(parts)}: chosen for quality per CPU-minute on prose, code and markup "
             "(docs/training.md); a flag changes any of them")
+
+
+def choice_flags(given: set, model: ModelConfig, train: TrainConfig, choices: dict) -> str:
+    """The command-line flags that give a run the choices in `choices` (option name -> Choice), less the options
+    in `given`."""
+    flags = []
+    if "size" in choices:
+        flags.append(f"--size {model.size}")
+    if "batch_size" in choices:
+        flags.append(f"--batch-size {train.batch_size}")
+    if "dropout" in choices:
+        flags.append(f"--dropout {model.dropout:g}" + (" --dropout-on-plateau" if train.dropout_on_plateau and "dropout_on_plateau" not in given else ""))
+    return " ".join(flags)
 
 
 def train_config(options: dict) -> TrainConfig:
@@ -286,14 +300,14 @@ def plan_run(data: str | Path = "pystdlib", *, model: str | None = None, params:
     model_cfg = ModelConfig(vocab_size=len(corpus.vocab), cell=model, **model_options)
     if params is not None:
         model_cfg.size = size_for_params(model_cfg, parse_count(params) if isinstance(params, str) else params)
-    choices = {}
+    choices, timed = {}, False
     default_shape = not given & SHAPE_OPTIONS
     # measured on recurrent models only
     if not preset and model_cfg.cell != "ffn" and (default_shape or not {"batch_size", "dropout"} <= given):
         # ranks of a distributed run must agree, and each would time its own updates: they count steps only
         length = plan_length(model_cfg, cfg, corpus, timed=not distributed.current().active,
                              batch_size=cfg.batch_size if "batch_size" in given else SHORT_RUN_BATCH)
-        timed_size = model_cfg.size
+        timed_size, timed = model_cfg.size, length.timed
         if default_shape and length.timed:
             choices["size"] = choose_size(length)
             model_cfg.size = int(choices["size"].value)
@@ -312,7 +326,10 @@ def plan_run(data: str | Path = "pystdlib", *, model: str | None = None, params:
     if cfg.dropout_on_plateau and model_cfg.dropout == 0:
         raise RnnlensError("--dropout-on-plateau turns the model's dropout on when validation stops improving, but "
                            "this run's dropout is 0: give --dropout, e.g. 0.2, or drop --dropout-on-plateau")
-    return RunPlan(model_cfg, cfg, corpus, None if preset else defaults_note(given, model_cfg, cfg, choices))
+    # a timed plan can choose otherwise in another run of the same command (a machine's speed moves): say how to pin it
+    same_choices = choice_flags(given, model_cfg, cfg, choices) if timed and choices else None
+    return RunPlan(model_cfg, cfg, corpus, None if preset else defaults_note(given, model_cfg, cfg, choices),
+                   same_choices)
 
 
 def start_run(out: str | Path, *, force: bool = False, progress: bool = True, log=None, **options) -> Trainer:
@@ -325,6 +342,8 @@ def start_run(out: str | Path, *, force: bool = False, progress: bool = True, lo
         trainer.log(f"training {plan.describe()} into {out}{ranks_note(trainer)}")
         if plan.defaults:
             trainer.log(plan.defaults)
+        if plan.same_choices:
+            trainer.log(f"these choices follow the updates timed before the run; to make them again: {plan.same_choices}")
     return trainer
 
 
