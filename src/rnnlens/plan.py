@@ -79,8 +79,9 @@ LONG_RUN_UPDATES = 1200
 # 0.045-0.057 worse on two): the passes alone cannot tell them apart. So there the dropout waits for the text to
 # show overfitting: none until a validation does not improve on the best, DROPOUT from then on
 # (TrainConfig.dropout_on_plateau); on the C headers that came at 2 passes and read 0.027 better than 0.2 from
-# the start, and on War and Peace it never came. At ~8 passes (600 s, the 1x512) 0.2 from the start was better on
-# both (by 0.028 on the C headers, 0.007 on War and Peace): from LATE_DROPOUT_PASSES on it is on from the start.
+# the start, and on War and Peace it never came. At ~7-8.7 passes (600 s, the 1x512) 0.2 from the start was at or
+# below it on both, on two seeds each (by 0.028 and 0.000 on the C headers, 0.007 and 0.011 on War and Peace):
+# from LATE_DROPOUT_PASSES on it is on from the start.
 DROPOUT, MANY_PASSES_DROPOUT = 0.2, 0.4
 FEW_PASSES, LATE_DROPOUT_PASSES, MANY_PASSES = 2.5, 7, 12
 
@@ -256,7 +257,8 @@ def choice_flags(given: set, model: ModelConfig, train: TrainConfig, choices: di
     if "batch_size" in choices:
         flags.append(f"--batch-size {train.batch_size}")
     if "dropout" in choices:
-        flags.append(f"--dropout {model.dropout:g}" + (" --dropout-on-plateau" if train.dropout_on_plateau and "dropout_on_plateau" not in given else ""))
+        plateau = train.dropout_on_plateau and "dropout_on_plateau" not in given
+        flags.append(f"--dropout {model.dropout:g}" + (" --dropout-on-plateau" if plateau else ""))
     return " ".join(flags)
 
 
