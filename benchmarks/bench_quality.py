@@ -464,7 +464,7 @@ def main(argv=None):
                     help="an rnnlens configuration (repeatable); '' or none given: rnnlens's own defaults")
     ap.add_argument("--preset", action="append", default=[], metavar="NAME",
                     help="also run rnnlens with this preset (char-rnn, paper); repeatable")
-    ap.add_argument("--skip", default="", help="comma-separated references to skip: gpt, lstm")
+    ap.add_argument("--skip", default="", help="comma-separated runs to skip: gpt, lstm (the references), rnnlens (every rnnlens run)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--threads", type=int)
     ap.add_argument("--seed", type=int, default=0, help="seed of the references (rnnlens runs: their own seed, "
@@ -528,7 +528,7 @@ def main(argv=None):
                     record("bare lstm", f"2x256, RMSProp 2e-3, B{b} T{t}",
                            lambda: train_lstm(train, val, len(chars), budget, device, seed=args.seed, steps=steps,
                                               batch=b, seq=t))
-                for kw in configs:
+                for kw in configs if "rnnlens" not in skip else []:
                     label = ",".join(f"{k}={v}" for k, v in kw.items()) or "rnnlens defaults"
                     record("rnnlens", label, lambda kw=kw: train_rnnlens(kw, data, runs, val, cut, chars, budget,
                                                                        device, steps=steps, batch=args.batch,

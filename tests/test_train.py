@@ -572,13 +572,13 @@ def test_a_short_timed_run_takes_a_narrower_model_and_counts_its_passes_at_its_s
     monkeypatch.setattr(plan, "EVAL_SPEEDUP", math.inf)  # validations take no time here
     monkeypatch.setattr(plan, "measure_updates_per_second", lambda model, train, batch: speed.get(model.size, 10.0))
 
-    short = plan.plan_run(str(path), time_budget=499.85)  # 4,999 updates of 1x512 in the budget
+    short = plan.plan_run(str(path), time_budget=349.85)  # 3,499 updates of 1x512 in the budget
     assert short.model.size == 384 and short.model.layers == 1
-    assert short.defaults.startswith("defaults: 1x384 LSTM (a timed run under 5,000 updates at batch 16: a narrower "
+    assert short.defaults.startswith("defaults: 1x384 LSTM (a timed run under 3,500 updates at batch 16: a narrower "
                                      "model reads more text per second), ")
-    long = plan.plan_run(str(path), time_budget=500)
+    long = plan.plan_run(str(path), time_budget=350)
     assert long.model.size == 512
-    assert long.defaults.startswith("defaults: 1x512 LSTM (a timed run of 5,000 updates or more at batch 16: the "
+    assert long.defaults.startswith("defaults: 1x512 LSTM (a timed run of 3,500 updates or more at batch 16: the "
                                     "wider model's capacity pays), ")
     # the passes that set the dropout are counted at the narrower model's speed: two at 1x512's, three at 1x384's
     budget = 2 * windows / speed[512]
