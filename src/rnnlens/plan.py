@@ -91,9 +91,9 @@ FEW_PASSES, LATE_DROPOUT_PASSES, MANY_PASSES = 2.5, 7, 12
 # second: a 1x384 LSTM takes ~1.3-1.5x the updates of a 1x512 in the same time. In a short run that wins: on Python
 # at ~1,700 updates (counted at batch 16 and 1x512, as the batch rule counts them) 1x384 was 0.02-0.08 better than
 # 1x512 over two seeds, and 0.006-0.040 better on C headers, War and Peace and man pages (0.011 worse on tiny
-# Shakespeare); at ~2,900 0.055 better on the C headers (the 1x512 read under 2.5 passes: no dropout). From
-# ~3,500 to ~4,700 (300 s, five texts) the 1x512 was within 0.005 of the 1x384 on all five and better by
-# 0.007-0.012 on three (War and Peace, on another seed, by 0.04); at ~7,600 (War and Peace) by 0.028.
+# Shakespeare); at ~2,600-2,900 0.041 better on Python and 0.055 on the C headers (0.023 worse on War and Peace).
+# From ~3,500 to ~4,700 (300 s, five texts) the 1x512 was within 0.005 of the 1x384 on all five and better by
+# 0.007 and 0.012 on two (on War and Peace, another seed, by 0.04); at ~7,600 (War and Peace) by 0.028.
 # A run ended by --max-steps or --max-epochs gets no more updates from a narrower model: it keeps 512.
 SHORT_RUN_SIZE, LONG_RUN_SIZE = 384, ModelConfig.size  # the long run keeps ModelConfig's default width (512)
 LONG_RUN_SIZE_UPDATES = 3500
