@@ -474,9 +474,11 @@ def main(argv=None):
     if not budgets and not args.steps:
         budgets = [12.0 if args.quick else 150.0]
     groups = [(b, None) for b in budgets] + ([(None, args.steps)] if args.steps else [])
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     configs = [parse_rnnlens(c) for c in (args.rnnlens or ([] if args.preset else DEFAULT_RNNLENS))]
     configs += [{"preset": p} for p in args.preset]
-    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    if "rnnlens" in skip:
+        configs = []
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -528,7 +530,7 @@ def main(argv=None):
                     record("bare lstm", f"2x256, RMSProp 2e-3, B{b} T{t}",
                            lambda: train_lstm(train, val, len(chars), budget, device, seed=args.seed, steps=steps,
                                               batch=b, seq=t))
-                for kw in configs if "rnnlens" not in skip else []:
+                for kw in configs:
                     label = ",".join(f"{k}={v}" for k, v in kw.items()) or "rnnlens defaults"
                     record("rnnlens", label, lambda kw=kw: train_rnnlens(kw, data, runs, val, cut, chars, budget,
                                                                        device, steps=steps, batch=args.batch,
