@@ -298,6 +298,26 @@ def test_time_budget_is_wall_time_with_validations_and_the_final_checkpoint(tmp_
     assert state.elapsed >= 0.9 and state.step < 100  # validations are counted: 200 updates alone would fit
 
 
+def test_a_budget_that_ends_before_the_first_validation_still_holds_the_last_one(tmp_path, monkeypatch):
+    path = tmp_path / "long.txt"
+    path.write_text(make_text(3000))  # ~60K characters: an epoch is ~600 updates, the budget 100
+    clock = VirtualClock(monkeypatch)
+    clock.charge(Trainer, "train_step", 0.01)
+    cfg = TrainConfig(data=str(path), split=(0.8, 0.2, 0.0), time_budget=1.0, batch_size=4, seq_len=20,
+                      eval_every=0)
+    trainer = Trainer.start(tmp_path / "v", cfg=cfg, progress=False, log=lambda m: None, layers=1, size=8,
+                            plot_loss=lambda metrics, png: None)
+    # the validation costs what the estimate says: its characters at 5x a training update's speed (~0.3 s)
+    validation = len(trainer.val_data) / (4 * 20) * 0.01 / trainer_module.EVAL_SPEEDUP
+    clock.charge(Trainer, "validate", validation)
+    start = clock.now
+    state = trainer.run()
+    wall = clock.now - start
+    assert validation > 0.25 and "time-budget" in state.stop_reason
+    # no validation ran before the end, yet the last one fits: 1.5x its estimate is kept free
+    assert 1.0 - 1.5 * validation - 0.02 <= wall <= 1.0
+
+
 def test_step_schedule_matches_char_rnn_rule(tmp_path, text_file):
     cfg = TrainConfig(data=str(text_file), max_epochs=1, lr=1.0, lr_schedule="step", lr_decay=0.5, lr_decay_after=2,
                       batch_size=4, seq_len=20)
@@ -427,7 +447,7 @@ def test_the_default_batch_grows_with_the_planned_run(tmp_path, monkeypatch):
     assert plan.plan_run(str(path), max_steps=5000, batch_size=8).train.batch_size == 8
     assert plan.plan_run(str(path), max_steps=5000, preset="char-rnn").train.batch_size == 50
     # a time budget is counted in updates at the speed of a few timed ones
-    monkeypatch.setattr(plan, "EVAL_SPEEDUP", math.inf)  # validations take no time here
+    monkeypatch.setattr(trainer_module, "EVAL_SPEEDUP", math.inf)  # validations take no time here
     monkeypatch.setattr(plan, "measure_updates_per_second", lambda model, train, batch: 10.0)
     assert plan.plan_run(str(path), time_budget=(long - 1) / 10).train.batch_size == 16
     timed = plan.plan_run(str(path), time_budget=f"{long / 10:g}s")
@@ -473,7 +493,7 @@ def test_the_default_dropout_follows_the_passes_over_the_text(tmp_path, monkeypa
     long = plan.LONG_RUN_UPDATES
     assert plan.plan_run(str(path), max_steps=long).train.batch_size == 32 and dropout(max_steps=long) == 0.4
     # a time budget is counted at the speed of a few timed updates
-    monkeypatch.setattr(plan, "EVAL_SPEEDUP", math.inf)  # validations take no time here
+    monkeypatch.setattr(trainer_module, "EVAL_SPEEDUP", math.inf)  # validations take no time here
     monkeypatch.setattr(plan, "measure_updates_per_second", lambda model, train, batch: 10.0)
     assert dropout(time_budget=2.4 * windows / 10) == 0.0 and dropout(time_budget=3 * windows / 10) == 0.2
     # a flag or a preset decides instead, and the line leaves it out
@@ -523,8 +543,8 @@ def test_the_plan_times_the_median_update_after_a_second_of_warm_up(monkeypatch)
 
 
 def test_a_time_budget_holds_the_updates_its_validations_leave_time_for():
-    from rnnlens.plan import EVAL_SPEEDUP, updates_in_budget
-    assert EVAL_SPEEDUP == 5.0
+    from rnnlens.plan import updates_in_budget
+    assert trainer_module.EVAL_SPEEDUP == 5.0
     cfg = TrainConfig(time_budget=100, seq_len=100, eval_every=25)
     # 0.1 s an update at batch 16; a validation of 8,000 characters (5 updates' worth) at 5x the speed: 0.1 s,
     # every 25 steps and every 50 (the epoch end), and 1.5x one kept free at the end
@@ -547,7 +567,7 @@ def test_a_timed_run_counts_its_passes_at_the_speed_of_the_batch_it_takes(tmp_pa
         timed.append((batch, model.size))
         return speed[batch]
 
-    monkeypatch.setattr(plan, "EVAL_SPEEDUP", math.inf)  # validations take no time here
+    monkeypatch.setattr(trainer_module, "EVAL_SPEEDUP", math.inf)  # validations take no time here
     monkeypatch.setattr(plan, "measure_updates_per_second", measure)
     budget = 11 * windows[16] / speed[16]  # 11 passes at batch 16's speed: a long run, under 12 passes ...
     passes_at_32 = math.ceil(budget * speed[32]) / windows[32]
@@ -569,7 +589,7 @@ def test_a_short_timed_run_takes_a_narrower_model_and_counts_its_passes_at_its_s
     path.write_text(make_text(1200))
     windows = (len(plan.plan_run(str(path), max_steps=1).corpus.split("train")) - 1) // 16 // 100
     speed = {512: 10.0, 384: 15.0}  # updates per second at batch 16: the narrower model takes 1.5x the updates
-    monkeypatch.setattr(plan, "EVAL_SPEEDUP", math.inf)  # validations take no time here
+    monkeypatch.setattr(trainer_module, "EVAL_SPEEDUP", math.inf)  # validations take no time here
     monkeypatch.setattr(plan, "measure_updates_per_second", lambda model, train, batch: speed.get(model.size, 10.0))
 
     short = plan.plan_run(str(path), time_budget=349.85)  # 3,499 updates of 1x512 in the budget

@@ -18,7 +18,14 @@ from rnnlens.checks import parse_count
 from rnnlens.corpus import Corpus, load_corpus, parse_split
 from rnnlens.errors import RnnlensError
 from rnnlens.model import ModelConfig, count_parameters, size_for_params
-from rnnlens.trainer import RESUMABLE_OPTIONS, TrainConfig, Trainer, measure_updates_per_second, parse_duration
+from rnnlens.trainer import (
+    RESUMABLE_OPTIONS,
+    TrainConfig,
+    Trainer,
+    measure_updates_per_second,
+    parse_duration,
+    validation_seconds,
+)
 
 # ModelConfig's fields a user sets (the cell type is `model`, the vocabulary comes from the corpus)
 MODEL_OPTIONS = tuple(f.name for f in fields(ModelConfig) if f.name not in ("vocab_size", "cell"))
@@ -143,16 +150,11 @@ def plan_length(model: ModelConfig, train: TrainConfig, corpus: Corpus, *, batch
     return RunLength(updates, measure, windows, fixed_steps, batch_size, by_time)
 
 
-# A validation reads the validation split forward only, without gradients, at the wider eval batch: 4.7-5.9x the
-# characters per second of a training update (1x128 to 1x512 LSTMs on 2 cores; docs/benchmarks.md, section 5b).
-EVAL_SPEEDUP = 5.0
-
-
 def updates_in_budget(train: TrainConfig, update_s: float, batch_size: int, windows: int, val_chars: int) -> int:
     """The updates a run of `update_s` seconds each takes in its time budget, less the time of its validations:
     every eval_every steps, at every epoch end (`windows` updates) and the last one, whose time the trainer keeps
     free at the end (1.5x its cost)."""
-    val_s = val_chars / (batch_size * train.seq_len) * update_s / EVAL_SPEEDUP if val_chars >= 2 else 0.0
+    val_s = validation_seconds(val_chars, batch_size * train.seq_len, update_s)
     per_update = update_s + val_s * ((1 / train.eval_every if train.eval_every else 0) + (1 / windows if windows else 0))
     return max(1, math.ceil((train.time_budget - 1.5 * val_s) / per_update))
 

@@ -175,6 +175,17 @@ def update(step_model, model: torch.nn.Module, optimizer, cfg: TrainConfig, devi
     return loss, grad_norm, detach_state(hidden)
 
 
+# A validation reads the validation split forward only, without gradients, at the wider eval batch: 4.7-5.9x the
+# characters per second of a training update (1x128 to 1x512 LSTMs on 2 cores; docs/benchmarks.md, section 5b).
+EVAL_SPEEDUP = 5.0
+
+
+def validation_seconds(val_chars: int, update_chars: int, update_s: float) -> float:
+    """What a validation over `val_chars` characters costs, estimated from a training update of `update_chars`
+    characters that takes `update_s` seconds: the plan's count, and a run's until it has timed a validation."""
+    return val_chars / update_chars * update_s / EVAL_SPEEDUP if val_chars >= 2 else 0.0
+
+
 def measure_updates_per_second(model_cfg: ModelConfig, cfg: TrainConfig, batch_size: int, seconds: float = 1.0,
                                min_steps: int = 5, warmup_seconds: float = 1.0) -> float:
     """How many training updates per second this model takes at `batch_size` x cfg.seq_len on cfg's device: updates
@@ -299,6 +310,7 @@ class Trainer:
         self._last_eval_step = None
         self.log(reproducibility.start_line(cfg.deterministic, self.device.type, self.dist.world))
         self._final_cost = 0.0  # seconds: the last validation's, kept free at the end of a time budget
+        self._validation_timed = False  # until one is, the final validation's cost is estimated (run)
         self._save_cost = 0.0   # seconds the last save_last took
         self._plot_cost = 0.0   # seconds the last loss.png took
         self._last_plot = None  # perf_counter() of the last loss.png
@@ -568,6 +580,7 @@ class Trainer:
         loss_sum, loss_n, window_t0, window_steps = 0.0, 0, time.perf_counter(), 0
         smooth = None
         clock = time.perf_counter()  # the time budget is wall time: steps, validations and checkpoints
+        timed_steps, timed_s = 0, 0.0  # the updates of this process before its first validation, and their seconds
         try:
             while (reason := self.should_stop()) is None:
                 lr = self.current_lr()
@@ -596,6 +609,13 @@ class Trainer:
                     smooth = None
                     continue
                 smooth = loss if smooth is None else 0.98 * smooth + 0.02 * loss
+                if not self._validation_timed and self.val_data is not None:
+                    # A run whose budget ends before its first validation must still hold its last one: until a
+                    # validation is timed, its cost is estimated from the updates' as the plan counts it.
+                    timed_steps, timed_s = timed_steps + 1, timed_s + dt
+                    self._final_cost = (1.5 * validation_seconds(len(self.val_data), chars_per_step,
+                                                                 timed_s / timed_steps)
+                                        + 2 * self._save_cost + self._plot_cost)
                 s.step += 1
                 s.window += 1
                 epoch_end = s.window >= len(self.batches)
@@ -660,6 +680,7 @@ class Trainer:
     def _validate_and_track(self, metrics, bar) -> None:
         s = self.state
         self._last_eval_step = s.step
+        self._validation_timed = True
         t0 = time.perf_counter()
         val = self.validate()
         seconds = time.perf_counter() - t0
