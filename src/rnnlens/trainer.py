@@ -307,10 +307,9 @@ class Trainer:
         self._tb = None
         self._stop_signal = None
         self._agreed_stop = None  # distributed: a stop signal every rank knows of (see run)
-        self._last_eval_step = None
+        self._last_eval_step = None  # the step of the last validation of this process; None: none timed yet
         self.log(reproducibility.start_line(cfg.deterministic, self.device.type, self.dist.world))
         self._final_cost = 0.0  # seconds: the last validation's, kept free at the end of a time budget
-        self._validation_timed = False  # until one is, the final validation's cost is estimated (run)
         self._save_cost = 0.0   # seconds the last save_last took
         self._plot_cost = 0.0   # seconds the last loss.png took
         self._last_plot = None  # perf_counter() of the last loss.png
@@ -609,7 +608,7 @@ class Trainer:
                     smooth = None
                     continue
                 smooth = loss if smooth is None else 0.98 * smooth + 0.02 * loss
-                if not self._validation_timed and self.val_data is not None:
+                if self._last_eval_step is None and self.val_data is not None:
                     # A run whose budget ends before its first validation must still hold its last one: until a
                     # validation is timed, its cost is estimated from the updates' as the plan counts it.
                     timed_steps, timed_s = timed_steps + 1, timed_s + dt
@@ -680,7 +679,6 @@ class Trainer:
     def _validate_and_track(self, metrics, bar) -> None:
         s = self.state
         self._last_eval_step = s.step
-        self._validation_timed = True
         t0 = time.perf_counter()
         val = self.validate()
         seconds = time.perf_counter() - t0
