@@ -18,8 +18,10 @@ given split=(0.9, 0.1, 0) and the script checks it cuts at the same character wi
 The built texts (cheaders, manpages) depend on what this machine has installed; the script prints their
 file counts and sizes. Budgets: --budgets (seconds of training per run, one row group each) and/or a
 fixed-step row group (--steps N --batch B [--seq T]): every run then takes exactly N updates of B streams
-x T characters (rnnlens through max_steps, its batch_size/seq_len set to B/T over any preset; the gpt
-reference N steps of B blocks of its context 64), so its loss does not depend on how loaded the machine is.
+x T characters (rnnlens through max_steps, its batch_size/seq_len set to B/T over any preset, unless the
+configuration gives its own: --rnnlens 'batch_size=24,max_steps=373' beside --steps 560 --batch 16 reads
+the same characters at another batch; the gpt reference N steps of B blocks of its context 64), so its loss
+does not depend on how loaded the machine is.
 
 Every run's loss is measured in nats/char over the *whole* validation split, by this script:
 
@@ -389,7 +391,7 @@ def parse_rnnlens(text: str) -> dict:
 def train_rnnlens(kwargs: dict, data: str, workdir: Path, val: np.ndarray, cut: int, chars: list[str],
                   budget: float | None, device, steps: int | None = None, batch: int = 50, seq: int = 100) -> dict:
     """For `budget` seconds of train_step, or (budget None) exactly `steps` steps of batch x seq (over any
-    preset, under the run's own batch_size/seq_len if it gives them)."""
+    preset, under the run's own batch_size/seq_len/max_steps if it gives them)."""
     import rnnlens
     from rnnlens.checkpoint import LAST
     from rnnlens.corpus import load_corpus
@@ -405,9 +407,8 @@ def train_rnnlens(kwargs: dict, data: str, workdir: Path, val: np.ndarray, cut: 
     out = workdir / f"run-{len(list(workdir.iterdir()))}"
     t0 = time.perf_counter()
     stop = {"time_budget": budget} if steps is None else {"max_steps": steps, "batch_size": batch, "seq_len": seq}
-    kwargs = {**stop, **kwargs}
-    if steps is not None:
-        kwargs["max_steps"] = steps  # exactly `steps` updates (a preset's max_epochs is not reached first here)
+    kwargs = {**stop, **kwargs}  # a configuration's own batch_size and max_steps win: the same characters
+    # at another batch is e.g. --steps 560 --batch 16 --rnnlens 'batch_size=24,max_steps=373'
     lines = []  # what the run says; its defaults line gives the passes it planned
 
     def log(line: str) -> None:
