@@ -280,6 +280,53 @@ def test_the_stop_line_says_when_a_plateau_dropout_came_on(tmp_path, text_file, 
     assert code == 0 and "dropout stayed off" not in err and "on from here" not in err
 
 
+def test_a_time_budget_decays_the_rate_to_its_end_where_the_updates_stop(tmp_path, monkeypatch):
+    """The updates stop early enough to leave the final validation its time: the wsd decay must end there,
+    not at the budget's last second (which left a 60 s run at 0.375x of the rate instead of 0.1x)."""
+    path = tmp_path / "long.txt"
+    path.write_text(make_text(3000))
+    clock = VirtualClock(monkeypatch)
+    clock.charge(Trainer, "train_step", 0.01)
+    cfg = TrainConfig(data=str(path), split=(0.8, 0.2, 0.0), time_budget=1.0, lr=1.0, batch_size=4, seq_len=20,
+                      eval_every=0)
+    trainer = Trainer.start(tmp_path / "d", cfg=cfg, progress=False, log=lambda m: None, layers=1, size=8,
+                            plot_loss=lambda metrics, png: None)
+    validation = len(trainer.val_data) / (4 * 20) * 0.01 / trainer_module.EVAL_SPEEDUP
+    clock.charge(Trainer, "validate", validation)
+    lrs = []
+    current_lr = Trainer.current_lr
+    monkeypatch.setattr(Trainer, "current_lr", lambda self: lrs.append(current_lr(self)) or lrs[-1])
+    state = trainer.run()
+    assert "time-budget" in state.stop_reason and validation > 0.25  # ~0.45 s of the 1 s kept free
+    assert lrs[0] == 1.0 and lrs.count(1.0) >= 0.75 * len(lrs)  # the stable part: ~80% of the updates
+    assert 0.1 <= lrs[-1] <= 0.2  # the last update ran at (nearly) the end of the decay
+    assert lrs == sorted(lrs, reverse=True)
+
+
+def test_a_validation_near_the_end_of_a_time_budget_waits_for_the_final_one(tmp_path, monkeypatch):
+    """A periodic validation that would leave less than half its own time for updates before the final one is
+    skipped: the run once stopped right after such a validation and left its time unused."""
+    path = tmp_path / "long.txt"
+    path.write_text(make_text(3000))
+    clock = VirtualClock(monkeypatch)
+    clock.charge(Trainer, "train_step", 0.01)
+    clock.charge(Trainer, "validate", 0.1)  # kept free at the end: 1.5 validations, 0.15 s
+    val_steps = []
+    validate = Trainer.validate
+    monkeypatch.setattr(Trainer, "validate", lambda self: val_steps.append(self.state.step) or validate(self))
+    cfg = TrainConfig(data=str(path), split=(0.95, 0.05, 0.0), time_budget=1.003, batch_size=4, seq_len=20,
+                      eval_every=20)
+    trainer = Trainer.start(tmp_path / "n", cfg=cfg, progress=False, log=lambda m: None, layers=1, size=8,
+                            plot_loss=lambda metrics, png: None)
+    state = trainer.run()
+    # validations at 0.2 s and 0.5 s; at step 60 (0.8 s) one would leave 1.003 - 0.9 - 0.15 < 0.05 s for updates.
+    # It once ran, and the run stopped one update later (step 61, at 0.91 s) with 0.09 s of its budget unused.
+    assert "time-budget" in state.stop_reason
+    assert val_steps == [20, 40, 66] and state.step == 66  # the updates went on to 0.86 s: 1.003 less 0.15
+    rows = [json.loads(line) for line in (tmp_path / "n" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "val_loss" in r] == [20, 40, 66]
+
+
 def test_time_budget_is_wall_time_with_validations_and_the_final_checkpoint(tmp_path, text_file, monkeypatch):
     clock = VirtualClock(monkeypatch)
     clock.charge(Trainer, "train_step", 0.01)

@@ -86,14 +86,16 @@ class Context:
         if self.active:
             torch.distributed.barrier()
 
-    def agree(self, loss: float, seconds: float, stop: bool) -> tuple[float, float, bool]:
-        """(mean loss over ranks, mean step time, whether any rank was asked to stop): one all_reduce."""
+    def agree(self, loss: float, seconds: float, stop: bool, reserve: float) -> tuple[float, float, bool, float]:
+        """(mean loss over ranks, mean step time, whether any rank was asked to stop, mean seconds to keep free
+        at the end of a time budget): one all_reduce. Every rank must take the same stopping and learning-rate
+        decisions, so each is made from these agreed values, never from a rank's own clock."""
         if not self.active:
-            return loss, seconds, stop
-        t = torch.tensor([loss, seconds, float(stop)], dtype=torch.float64, device=self.comm_device)
+            return loss, seconds, stop, reserve
+        t = torch.tensor([loss, seconds, float(stop), reserve], dtype=torch.float64, device=self.comm_device)
         torch.distributed.all_reduce(t)
-        total_loss, total_seconds, stops = t.tolist()
-        return total_loss / self.world, total_seconds / self.world, stops > 0
+        total_loss, total_seconds, stops, total_reserve = t.tolist()
+        return total_loss / self.world, total_seconds / self.world, stops > 0, total_reserve / self.world
 
     def all_sum(self, values: list[float]) -> list[float]:
         if not self.active:

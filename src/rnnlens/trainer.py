@@ -310,6 +310,7 @@ class Trainer:
         self._last_eval_step = None  # the step of the last validation of this process; None: none timed yet
         self.log(reproducibility.start_line(cfg.deterministic, self.device.type, self.dist.world))
         self._final_cost = 0.0  # seconds: the last validation's, kept free at the end of a time budget
+        self._agreed_final_cost = 0.0  # distributed: the ranks' mean _final_cost, agreed at each update (see run)
         self._save_cost = 0.0   # seconds the last save_last took
         self._plot_cost = 0.0   # seconds the last loss.png took
         self._last_plot = None  # perf_counter() of the last loss.png
@@ -513,8 +514,25 @@ class Trainer:
         if cfg.max_epochs:
             fractions.append(self.epochs_read / cfg.max_epochs)
         if cfg.time_budget:
-            fractions.append(s.elapsed / cfg.time_budget)
+            # the run ends where it stops, before the final validation and saves: the decay of a schedule
+            # must end there too, not that many seconds later (a 60 s run once ended at 0.375x, not 0.1x)
+            fractions.append(s.elapsed / max(cfg.time_budget - self.reserved_seconds, 1e-9))
         return min(1.0, max(fractions)) if fractions else None
+
+    @property
+    def reserved_seconds(self) -> float:
+        """Seconds a time budget keeps free at its end for the final validation and saves; with ranks, their
+        agreed mean, so that every rank stops at the same update and decays its rate alike."""
+        return self._agreed_final_cost if self.dist.active else self._final_cost
+
+    def _final_validation_near(self) -> bool:
+        """Whether a time budget is so near its end that a periodic validation now would leave less than half its
+        own time for updates before the final one (the reserve is 1.5 validations and the saves, so that is when
+        under two reserves are left): it is skipped, and the final validation measures the same run a little
+        later. Before, the run spent that time validating and stopped right after (decided from agreed values,
+        so every rank skips alike)."""
+        cfg = self.cfg
+        return bool(cfg.time_budget) and self.state.elapsed + 2 * self.reserved_seconds >= cfg.time_budget
 
     def current_lr(self) -> float:
         cfg, s = self.cfg, self.state
@@ -549,7 +567,7 @@ class Trainer:
             return f"reached --max-steps {cfg.max_steps}"
         if cfg.max_epochs and self.epochs_read >= cfg.max_epochs - 1e-9:
             return f"reached --max-epochs {cfg.max_epochs:g}"
-        if cfg.time_budget and s.elapsed + self._final_cost >= cfg.time_budget:
+        if cfg.time_budget and s.elapsed + self.reserved_seconds >= cfg.time_budget:
             return f"used the --time-budget of {cfg.time_budget:g} s"
         if cfg.patience and s.bad_evals >= cfg.patience:
             return f"validation loss did not improve for {cfg.patience} validations (--patience)"
@@ -596,7 +614,8 @@ class Trainer:
                 now = time.perf_counter()
                 dt, clock = now - clock, now  # since the last step: this one and whatever ran in between
                 if self.dist.active:  # one decision for all ranks: the global loss, one clock, any stop
-                    loss, dt, stop = self.dist.agree(loss, dt, self._stop_signal is not None)
+                    loss, dt, stop, self._agreed_final_cost = self.dist.agree(
+                        loss, dt, self._stop_signal is not None, self._final_cost)
                     if stop and not self._agreed_stop:
                         self._agreed_stop = self._stop_signal or "a stop signal on another rank"
                 s.elapsed += dt
@@ -636,7 +655,7 @@ class Trainer:
                         bar.set_postfix_str(self._postfix(row), refresh=False)
                     loss_sum, loss_n, window_t0, window_steps = 0.0, 0, time.perf_counter(), 0
                 validated = False
-                if (cfg.eval_every and s.step % cfg.eval_every == 0) or epoch_end:
+                if ((cfg.eval_every and s.step % cfg.eval_every == 0) or epoch_end) and not self._final_validation_near():
                     self._validate_and_track(metrics, bar)
                     validated = True
                 if validated or s.step % checkpoint_every == 0:
@@ -751,7 +770,7 @@ class Trainer:
         if cfg.max_epochs:
             totals.append(math.ceil(cfg.max_epochs * len(self.batches)))
         if cfg.time_budget and s.elapsed > 0 and s.step > 0:
-            totals.append(int(s.step + (cfg.time_budget - s.elapsed) * s.step / s.elapsed))
+            totals.append(int(s.step + (cfg.time_budget - self.reserved_seconds - s.elapsed) * s.step / s.elapsed))
         return min(totals) if totals else None
 
     def _update_total(self, bar) -> None:
