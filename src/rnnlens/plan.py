@@ -102,8 +102,8 @@ FEW_PASSES, LATE_DROPOUT_PASSES, MANY_PASSES = 2.5, 7, 12
 # From ~3,500 to ~4,700 (300 s, five texts) the 1x512 was within 0.005 of the 1x384 on all five and better by
 # 0.007 and 0.012 on two (on War and Peace, another seed, by 0.04); at ~7,600 (War and Peace) by 0.028.
 # At ~2,700-3,150 (300 s on a machine that counts fewer) the 1x384 was better on four of six text-seed pairs and
-# within 0.02 on five (0.010 better in the mean; War and Peace 0.029 worse on seed 1, 0.030 and 0.020 better on seeds 2-3, the C
-# headers 0.016 better and 0.013 worse): the seeds of one text disagree by as much as the gap.
+# within 0.02 on five (0.010 better in the mean; War and Peace 0.029 worse on seed 1, 0.030 and 0.020 better on
+# seeds 2-3; the C headers 0.016 better and 0.013 worse): the seeds of one text disagree by as much as the gap.
 # A run ended by --max-steps or --max-epochs gets no more updates from a narrower model: it keeps 512.
 SHORT_RUN_SIZE, LONG_RUN_SIZE = 384, ModelConfig.size  # the long run keeps ModelConfig's default width (512)
 LONG_RUN_SIZE_UPDATES = 3500
