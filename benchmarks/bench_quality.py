@@ -50,7 +50,12 @@ rnnlens runs: rnnlens.train(...) (the Python API) for each --rnnlens config;
     rnnlens's time_budget counts only its train_step time (validation and checkpoints are extra),
     so the table shows both its training seconds and the wall time of the whole call. The loss
     shown is of the *last* weights (like the references); rnnlens's own best validation is beside it.
-    "vs best" is the loss minus the best loss of its row group (text x budget).
+    "vs best" is the loss minus the best loss of its row group (text x budget x seed).
+
+--seeds 1,2,3 runs everything once per seed and adds a table of each run's mean over the seeds (single
+seeds of one text disagree by ~0.03 at 300 s, as much as the choices being compared). Under the tables,
+issue #16's criteria for the run of rnnlens's defaults ('' or only seed=): its loss (the mean, with --seeds)
+within 0.02 of the best run of its row, and at or below the bare loop's.
 
 Runs are sequential (a training run cannot be interleaved), so each is bracketed by sgemm probes:
 compare timed runs only when the probes agree (fixed-step rows do not depend on them).
@@ -59,6 +64,8 @@ compare timed runs only when the probes agree (fixed-step rows do not depend on 
     python benchmarks/bench_quality.py --budget 150 \\
         --rnnlens 'size=512,layers=1,lr=5e-3,optimizer=adam,batch_size=32,seq_len=64'
     python benchmarks/bench_quality.py --budget 1800 --skip gpt,lstm --rnnlens 'layers=2,size=512'
+    python benchmarks/bench_quality.py --texts manpages --max-chars 2000000 --budgets 300 --skip gpt \\
+        --seeds 1,2 --rnnlens '' --rnnlens 'size=512'
     python benchmarks/bench_quality.py --texts shakespeare,warandpeace,pystdlib,cheaders,manpages \\
         --max-chars 2000000 --budgets 60,300,1800 --steps 400 --batch 50 --rnnlens '' --preset char-rnn
 """
@@ -442,6 +449,47 @@ def resolved(m: dict, t: dict, params: int, state: dict) -> str:
             f"clip {t['grad_clip']} ({t['clip_mode']}), eval_every {t['eval_every']}")
 
 
+# ----------------------------------------------------------------------------- summary
+
+WITHIN_BEST = 0.02  # issue #16: the defaults never more than this above the best configuration of a row
+DEFAULTS_LABEL = re.compile(r"rnnlens defaults|seed=\d+")  # a run of rnnlens's defaults: nothing set but the seed
+
+
+def seed_means(results: list[tuple]) -> list[dict]:
+    """One entry per (text, group, run, config), in the order first run: its mean loss over the seeds it ran,
+    the lowest and highest seed, and the mean minus the best mean of its (text, group)."""
+    runs: dict[tuple, list[float]] = {}
+    for tname, glabel, _, name, config, r in results:
+        runs.setdefault((tname, glabel, name, config), []).append(r["val"])
+    means = [{"text": t, "group": g, "name": n, "config": c, "mean": sum(v) / len(v), "lo": min(v), "hi": max(v),
+              "n": len(v)} for (t, g, n, c), v in runs.items()]
+    best = {}
+    for m in means:
+        best[m["text"], m["group"]] = min(best.get((m["text"], m["group"]), math.inf), m["mean"])
+    for m in means:
+        m["vs_best"] = m["mean"] - best[m["text"], m["group"]]
+    return means
+
+
+def criteria(means: list[dict]) -> list[dict]:
+    """For each (text, group) with a run of rnnlens's defaults: its mean against the best mean of the row and
+    against the bare loop's; met is None where no bare loop ran (only the first half can be judged then)."""
+    out = []
+    for defaults in (m for m in means if m["name"] == "rnnlens" and DEFAULTS_LABEL.fullmatch(m["config"])):
+        row = [m for m in means if (m["text"], m["group"]) == (defaults["text"], defaults["group"])]
+        best = min(row, key=lambda m: m["mean"])
+        bare = next((m["mean"] for m in row if m["name"] == "bare lstm"), None)
+        within = defaults["mean"] - best["mean"] <= WITHIN_BEST
+        if bare is None:
+            met = None if within else False
+        else:
+            met = within and defaults["mean"] <= bare
+        out.append({"text": defaults["text"], "group": defaults["group"], "defaults": defaults["mean"],
+                    "best": best["mean"], "best_run": best["config"] if best["name"] == "rnnlens" else best["name"],
+                    "bare": bare, "met": met})
+    return out
+
+
 # ----------------------------------------------------------------------------- main
 
 def parse_list(text: str | None, kind=str) -> list:
@@ -469,8 +517,11 @@ def main(argv=None):
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--threads", type=int)
     ap.add_argument("--seed", type=int, default=0, help="seed of the references (rnnlens runs: their own seed, "
-                    "default 0)")
+                    "default 0); --seeds replaces it")
+    ap.add_argument("--seeds", help="comma-separated seeds: every run once per seed (the references with it, each "
+                    "rnnlens configuration as its seed=); the summary then compares means over the seeds")
     args = ap.parse_args(argv)
+    seeds = parse_list(args.seeds, int) or [args.seed]
     budgets = parse_list(args.budgets, float) or ([args.budget] if args.budget else [])
     if not budgets and not args.steps:
         budgets = [12.0 if args.quick else 150.0]
@@ -480,6 +531,8 @@ def main(argv=None):
     configs += [{"preset": p} for p in args.preset]
     if "rnnlens" in skip:
         configs = []
+    if args.seeds and any("seed" in kw for kw in configs):
+        raise SystemExit("--seeds gives every run its seed: leave seed= out of the --rnnlens configurations")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -490,7 +543,7 @@ def main(argv=None):
 
     bu.print_header(f"bench_quality: val loss after {', '.join(group_label(*g) for g in groups)} of training on "
                     f"{', '.join(texts)}")
-    results = []  # (text, group, name, config, result)
+    results = []  # (text, group, seed, name, config, result)
 
     with tempfile.TemporaryDirectory(prefix="rnnlens-bench-") as tmp:
         tmp = Path(tmp)
@@ -506,7 +559,7 @@ def main(argv=None):
             print(f"\ntext {tname} ({kind}, from {origin}): {len(ids):,} chars, vocab {len(chars)}; split by "
                   f"position: train the first {len(train):,}, val the last {len(val):,}", flush=True)
 
-            for budget, steps in groups:
+            for (budget, steps), seed in ((g, s) for g in groups for s in seeds):
                 glabel = group_label(budget, steps)
 
                 def record(name, config, fn):
@@ -517,45 +570,66 @@ def main(argv=None):
                     p1 = bu.sgemm_probe(f"after {name}")
                     r["probe"] = f"{p0:.0f}/{p1:.0f}"
                     r["epochs"] = r["chars"] / len(train)
-                    results.append((tname, glabel, name, config, r))
-                    print(f"{tname}, {glabel}: {name} [{config}]: val {r['val']:.4f} nats/char "
+                    results.append((tname, glabel, seed, name, config, r))
+                    print(f"{tname}, {glabel}, seed {seed}: {name} [{config}]: val {r['val']:.4f} nats/char "
                           f"({r['val'] / math.log(2):.3f} bits), {r['steps']} steps, {r['epochs']:.2f} epochs, "
                           f"{r['train_s']:.0f} s training, {r['wall_s']:.0f} s wall", flush=True)
 
                 if "gpt" not in skip:
                     record("gpt", f"4L 4H 128w ctx 64, B{12 if steps is None else args.batch}, AdamW 1e-3",
-                           lambda: train_gpt(train, val, len(chars), budget, device, seed=args.seed, steps=steps,
+                           lambda: train_gpt(train, val, len(chars), budget, device, seed=seed, steps=steps,
                                              batch=12 if steps is None else args.batch))
                 if "lstm" not in skip:
                     b, t = (50, 100) if steps is None else (args.batch, args.seq)
                     record("bare lstm", f"2x256, RMSProp 2e-3, B{b} T{t}",
-                           lambda: train_lstm(train, val, len(chars), budget, device, seed=args.seed, steps=steps,
+                           lambda: train_lstm(train, val, len(chars), budget, device, seed=seed, steps=steps,
                                               batch=b, seq=t))
                 for kw in configs:
                     label = ",".join(f"{k}={v}" for k, v in kw.items()) or "rnnlens defaults"
-                    record("rnnlens", label, lambda kw=kw: train_rnnlens(kw, data, runs, val, cut, chars, budget,
+                    run_kw = {**kw, "seed": seed} if args.seeds else kw
+                    record("rnnlens", label, lambda kw=run_kw: train_rnnlens(kw, data, runs, val, cut, chars, budget,
                                                                        device, steps=steps, batch=args.batch,
                                                                        seq=args.seq))
 
     best = {}
-    for tname, glabel, _, _, r in results:
-        best[tname, glabel] = min(best.get((tname, glabel), math.inf), r["val"])
+    for tname, glabel, seed, _, _, r in results:
+        best[tname, glabel, seed] = min(best.get((tname, glabel, seed), math.inf), r["val"])
     rows = []
-    for tname, glabel, name, config, r in results:
+    for tname, glabel, seed, name, config, r in results:
         bv = r.get("best_val")
-        d = r["val"] - best[tname, glabel]
-        rows.append([tname, glabel, name, config, f"**{r['val']:.4f}**" if d == 0 else f"{r['val']:.4f}",
+        d = r["val"] - best[tname, glabel, seed]
+        rows.append([tname, glabel, seed, name, config, f"**{r['val']:.4f}**" if d == 0 else f"{r['val']:.4f}",
                      f"{r['val'] / math.log(2):.3f}", f"+{d:.3f}" if d else "best",
                      f"{bv:.4f}" if bv is not None else "-", f"{r['train_s']:.0f}", f"{r['wall_s']:.0f}", r["steps"],
                      f"{r['epochs']:.2f}", f"{r['planned_passes']:g}" if r.get("planned_passes") is not None else "-",
                      bu.fmt_rate(r["chars"] / max(r["train_s"], 1e-9)), r["probe"]])
     print(f"\ndevice {args.device}, {torch.get_num_threads()} threads; val = last weights over the whole val split "
           "of each text (its last 10%)\n")
-    print(bu.markdown_table(["text", "budget", "run", "config", "val nats/char", "bits/char", "vs best",
+    print(bu.markdown_table(["text", "budget", "seed", "run", "config", "val nats/char", "bits/char", "vs best",
                              "rnnlens best val", "train s", "wall s", "steps", "epochs", "planned epochs",
                              "train chars/s", "sgemm before/after"], rows))
+    means = seed_means(results)
+    if len(seeds) > 1:
+        print(f"\nmeans over seeds {', '.join(map(str, seeds))} (spread: the lowest and highest seed)\n")
+        print(bu.markdown_table(["text", "budget", "run", "config", "mean val nats/char", "spread", "vs best mean",
+                                 "seeds"],
+                                [[m["text"], m["group"], m["name"], m["config"], f"{m['mean']:.4f}",
+                                  f"{m['lo']:.4f}-{m['hi']:.4f}", f"+{m['vs_best']:.3f}" if m["vs_best"] else "best",
+                                  m["n"]] for m in means]))
+    verdicts = criteria(means)
+    if verdicts:
+        print(f"\nissue #16's criteria for the defaults ({'means over the seeds' if len(seeds) > 1 else 'one seed'}):"
+              f" within {WITHIN_BEST} of the best run of the row, at or below the bare loop\n")
+        print(bu.markdown_table(["text", "budget", "defaults", "best run", "defaults vs best", "bare loop",
+                                 "defaults vs bare loop", "met"],
+                                [[v["text"], v["group"], f"{v['defaults']:.4f}", f"{v['best']:.4f} ({v['best_run']})",
+                                  f"{v['defaults'] - v['best']:+.3f}",
+                                  "-" if v["bare"] is None else f"{v['bare']:.4f}",
+                                  "-" if v["bare"] is None else f"{v['defaults'] - v['bare']:+.3f}",
+                                  "yes" if v["met"] else "no" if v["met"] is False else "not judged (no bare loop)"]
+                                 for v in verdicts]))
     seen = set()
-    for tname, glabel, name, config, r in results:
+    for tname, glabel, _, name, config, r in results:
         if "resolved" in r and (config, r["resolved"]) not in seen:
             seen.add((config, r["resolved"]))
             print(f"\n{name} [{config}] ran as ({tname}, {glabel}): {r['resolved']}")

@@ -72,7 +72,8 @@ def apply_preset(preset: str | None, options: dict, skip=()) -> dict:
 # (docs/benchmarks.md, section 5): at ~740-1,090 planned updates batch 16 was 0.021-0.069 better on the prose
 # and the man pages, and on the C headers at ~630-950 better in four of six seeded pairs (by -0.050 to +0.068,
 # -0.005 on average); at ~1,350 batch 32 was better by 0.106 on the C headers and within 0.011 on the prose.
-# The threshold lies between.
+# The threshold lies between. At ~1,000 updates (60 s) in fixed steps batch 20 was within 0.014 of batch 16 on
+# four texts but 0.035-0.100 better on Python (two seeds); no early signal tells Python apart.
 SHORT_RUN_BATCH, LONG_RUN_BATCH = 16, 32
 LONG_RUN_UPDATES = 1200
 
@@ -101,9 +102,10 @@ FEW_PASSES, LATE_DROPOUT_PASSES, MANY_PASSES = 2.5, 7, 12
 # Shakespeare); at ~2,600-2,900 0.041 better on Python and 0.055 on the C headers (0.023 worse on War and Peace).
 # From ~3,500 to ~4,700 (300 s, five texts) the 1x512 was within 0.005 of the 1x384 on all five and better by
 # 0.007 and 0.012 on two (on War and Peace, another seed, by 0.04); at ~7,600 (War and Peace) by 0.028.
-# At ~2,700-3,150 (300 s on a machine that counts fewer) the 1x384 was better on four of six text-seed pairs and
-# within 0.02 on five (0.010 better in the mean; War and Peace 0.029 worse on seed 1, 0.030 and 0.020 better on
-# seeds 2-3; the C headers 0.016 better and 0.013 worse): the seeds of one text disagree by as much as the gap.
+# At ~2,300-3,150 (300 s on a machine that counts fewer) the 1x384 was within 0.02 of the 1x512 on ten of eleven
+# text-seed pairs on five texts (0.006 better in the mean; the best of the two in the mean over seeds on four
+# texts, 0.007 worse on Shakespeare; War and Peace 0.029 worse on seed 1, 0.030 and 0.020 better on seeds 2-3):
+# the seeds of one text disagree by as much as the gap.
 # A run ended by --max-steps or --max-epochs gets no more updates from a narrower model: it keeps 512.
 SHORT_RUN_SIZE, LONG_RUN_SIZE = 384, ModelConfig.size  # the long run keeps ModelConfig's default width (512)
 LONG_RUN_SIZE_UPDATES = 3500
