@@ -47,9 +47,14 @@ rnnlens runs: rnnlens.train(...) (the Python API) for each --rnnlens config;
     seq_len, lr_schedule, eval_every, ...); whatever is not given is rnnlens's default at the time of
     the run (the full resolved configuration is printed under the table). --preset NAME adds a run of
     that preset. With neither: one run of the defaults.
-    rnnlens's time_budget counts only its train_step time (validation and checkpoints are extra),
-    so the table shows both its training seconds and the wall time of the whole call. The loss
-    shown is of the *last* weights (like the references); rnnlens's own best validation is beside it.
+    rnnlens's time_budget is the wall time of its training loop, validations and checkpoints
+    included; the table shows it and the wall time of the whole call (reading the text, building the
+    model, the final saves). The loss shown is of the *last* weights (like the references); rnnlens's
+    own best validation is beside it. By default (average_fraction=0.2) rnnlens's last weights are the
+    mean of its weights over the last 20% of the run when that mean validated better than the last
+    update's: a choice of one of two models made on the validation split this script scores too; the
+    run's line prints both losses (rnnlens's validation reads the same split, so they are this
+    script's figures for the two).
     "vs best" is the loss minus the best loss of its row group (text x budget x seed).
 
 --seeds 1,2,3 runs everything once per seed and adds a table of each run's mean over the seeds (single
@@ -91,6 +96,7 @@ import torch.nn.functional as F
 
 DEFAULT_DATA = "/work/shared/data/tinyshakespeare.txt"
 DEFAULT_RNNLENS = [""]  # rnnlens's own defaults
+FINAL_WEIGHTS = re.compile(r"final weights: (.*)")  # the trainer's choice between the mean and the last update's
 PLANNED_PASSES = re.compile(r"dropout [\d.]+[^(]* \(~([\d.,]+) passes over the training text")  # in the defaults line
 SHUFFLE_SEED = 0
 
@@ -425,13 +431,14 @@ def train_rnnlens(kwargs: dict, data: str, workdir: Path, val: np.ndarray, cut: 
     start_run(out, data=data, split=split, progress=False, force=True, device=device.type, log=log, **kwargs).run()
     wall = time.perf_counter() - t0
     planned = next((m for m in map(PLANNED_PASSES.search, lines) if m), None)
+    final = next((m.group(1) for m in map(FINAL_WEIGHTS.search, lines) if m), None)
     last = rnnlens.load(out, which=LAST, device=device.type)
     state = last.meta["state"]
     model = last.model.eval()
     cfg = last.meta["train"]
     return {"val": eval_recurrent(lambda x, s: model(x, s), val, device), "train_s": state["elapsed"],
             "wall_s": wall, "steps": state["step"], "chars": state["step"] * cfg["batch_size"] * cfg["seq_len"],
-            "best_val": state["best_val"], "params": count_parameters(last.config),
+            "best_val": state["best_val"], "params": count_parameters(last.config), "final": final,
             "planned_passes": float(planned.group(1).replace(",", "")) if planned else None,
             "resolved": resolved(last.config.to_dict(), cfg, count_parameters(last.config), state)}
 
@@ -573,7 +580,8 @@ def main(argv=None):
                     results.append((tname, glabel, seed, name, config, r))
                     print(f"{tname}, {glabel}, seed {seed}: {name} [{config}]: val {r['val']:.4f} nats/char "
                           f"({r['val'] / math.log(2):.3f} bits), {r['steps']} steps, {r['epochs']:.2f} epochs, "
-                          f"{r['train_s']:.0f} s training, {r['wall_s']:.0f} s wall", flush=True)
+                          f"{r['train_s']:.0f} s training, {r['wall_s']:.0f} s wall"
+                          + (f"; final weights: {r['final']}" if r.get("final") else ""), flush=True)
 
                 if "gpt" not in skip:
                     record("gpt", f"4L 4H 128w ctx 64, B{12 if steps is None else args.batch}, AdamW 1e-3",

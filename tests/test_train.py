@@ -394,6 +394,101 @@ def test_wsd_schedule_holds_the_rate_then_decays_linearly_over_the_last_fifth(tm
         TrainConfig(decay_fraction=0.0)
 
 
+
+AVERAGED = dict(batch_size=4, seq_len=20, lr=1e-2, eval_every=100, seed=2)  # dropout stays the model's default
+
+
+def _train(run: Path, text_file, logs=None, **options) -> Trainer:
+    cfg = TrainConfig(data=str(text_file), **{**AVERAGED, **options})
+    trainer = Trainer.start(run, cfg=cfg, progress=False, log=(logs if logs is not None else []).append,
+                            layers=1, size=16, embedding_size=8)
+    trainer.run()
+    return trainer
+
+
+@pytest.mark.parametrize("last_val,mean_val", [(2.0, 1.5), (1.5, 2.0)])
+def test_the_mean_over_the_last_fraction_of_the_run_is_kept_when_it_validates_better(tmp_path, text_file,
+                                                                                     monkeypatch, last_val, mean_val):
+    # updates 8-10 of 10 (their weights) are the last 30%; the same run without the mean keeps every step's weights
+    plain = _train(tmp_path / "plain", text_file, max_steps=10, average_fraction=0.0, snapshot_every=1)
+    steps = [_weights(tmp_path / "plain" / "snapshots", f"step-{k:06d}.safetensors") for k in (8, 9, 10)]
+    validations = iter([last_val, mean_val])  # the only two: the last update's weights at step 10, then the mean's
+    monkeypatch.setattr(Trainer, "validate", lambda self: next(validations))
+    logs = []
+    averaged = _train(tmp_path / "mean", text_file, logs, max_steps=10, average_fraction=0.3)
+    final, best = _weights(tmp_path / "mean"), _weights(tmp_path / "mean", "best.safetensors")
+    rows = [json.loads(line) for line in (tmp_path / "mean" / "metrics.jsonl").read_text().splitlines()]
+    val_rows = [(r["val_loss"], r.get("averaged")) for r in rows if "val_loss" in r]
+    if mean_val < last_val:
+        for k in final:
+            torch.testing.assert_close(final[k], sum(w[k] for w in steps) / 3, rtol=0, atol=1e-6)
+            assert not torch.allclose(final[k], steps[-1][k], rtol=0, atol=1e-6), k  # the mean is not the last step
+            assert torch.equal(best[k], final[k])
+        assert "final weights: the mean of the last 3 updates' (val 1.5000; the last update's read 2.0000)" in logs
+        assert val_rows == [(2.0, None), (1.5, 3)] and averaged.state.best_val == 1.5
+    else:
+        for k in final:
+            assert torch.equal(final[k], steps[-1][k]) and torch.equal(best[k], final[k])
+        assert "final weights: the last update's (val 1.5000); the mean of the last 3 updates' read 2.0000" in logs
+        assert val_rows == [(1.5, None)] and averaged.state.best_val == 1.5
+    assert torch.equal(_weights(tmp_path / "plain")["embed.weight"], steps[-1]["embed.weight"])
+    state = read_checkpoint(tmp_path / "mean" / "last.safetensors").meta["state"]
+    assert state["averaged"] == 0 and state["done"] and averaged.weight_mean is None
+    assert plain.state.averaged == 0 and TrainConfig().average_fraction == 0.2
+    with pytest.raises(RnnlensError, match="--average-fraction"):
+        TrainConfig(average_fraction=1.5)
+
+
+def test_without_a_validation_split_the_run_keeps_the_last_updates_weights(tmp_path, text_file):
+    logs = []
+    _train(tmp_path / "run", text_file, logs, max_steps=10, split=(1.0, 0.0, 0.0))
+    assert "note: kept the last update's weights, not the mean of the last 2: no validation split tells which " \
+           "is better" in logs
+
+
+def test_a_run_interrupted_inside_the_mean_resumes_it_exactly(tmp_path, text_file, monkeypatch):
+    _train(tmp_path / "full", text_file, max_steps=30)  # the default: the last 20%, updates 25-30
+    original = Trainer.train_step
+
+    def interrupt(self, x, y):
+        if self.state.step == 27:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, x, y)
+    monkeypatch.setattr(Trainer, "train_step", interrupt)
+    cut = _train(tmp_path / "cut", text_file, max_steps=30)
+    assert cut.state.stop_reason == "interrupted (Ctrl-C)" and cut.state.step == 28
+    ckpt = read_checkpoint(tmp_path / "cut" / "last.safetensors")
+    assert ckpt.meta["state"]["averaged"] == 4 and len(ckpt.group("average")) == len(ckpt.model_state())
+    monkeypatch.setattr(Trainer, "train_step", original)
+    logs = []
+    Trainer.resume(tmp_path / "cut", progress=False, log=logs.append).run()
+    assert any("the mean of the last 6 updates'" in line for line in logs), logs
+    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "cut")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # a checkpoint that counts averaged updates but lost their mean says so instead of training on without it
+    damaged = {k: v for k, v in ckpt.tensors.items() if not k.startswith(("model.", "average."))}
+    save_checkpoint(tmp_path / "cut" / "last.safetensors", ckpt.build_model(), ckpt.vocab, ckpt.meta, damaged)
+    with pytest.raises(RnnlensError, match="counts 4 averaged updates but does not hold their mean"):
+        Trainer.resume(tmp_path / "cut", progress=False, log=lambda m: None)
+
+
+def test_a_rollback_inside_the_mean_restores_the_mean_of_its_checkpoint(tmp_path, text_file, monkeypatch):
+    original = Trainer.train_step
+    fired = []
+
+    def poisoned(self, x, y):
+        if self.state.step == 35 and not fired:
+            fired.append(1)
+            return float("nan"), float("nan")
+        return original(self, x, y)
+    monkeypatch.setattr(Trainer, "train_step", poisoned)
+    logs = []
+    trainer = _train(tmp_path / "run", text_file, logs, max_steps=40, checkpoint_every=10, average_fraction=0.3)
+    # updates 29-40 are the last 30%: 2 of them in the checkpoint of step 30, then 10 more after the rollback
+    assert fired and trainer.state.rollbacks == 1
+    assert any("the mean of the last 12 updates'" in line for line in logs), logs
+
 def test_checkpoint_write_is_atomic(tmp_path, text_file, monkeypatch):
     lm = rnnlens.train(data=str(text_file), out=tmp_path / "run", max_steps=5, progress=False, **SMALL)
     path = tmp_path / "run" / "best.safetensors"

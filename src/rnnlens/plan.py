@@ -22,6 +22,7 @@ from rnnlens.trainer import (
     RESUMABLE_OPTIONS,
     TrainConfig,
     Trainer,
+    final_validations,
     measure_updates_per_second,
     parse_duration,
     validation_seconds,
@@ -42,7 +43,7 @@ PRESETS = {
                  "init_range": 0.08, "batch_size": 50, "seq_len": 50, "optimizer": "rmsprop", "lr": 2e-3,
                  "rmsprop_alpha": 0.95, "lr_schedule": "step", "lr_decay": 0.97, "lr_decay_after": 10,
                  "grad_clip": 5.0, "clip_mode": "value", "max_epochs": 50, "eval_every": 1000,
-                 "split": (0.95, 0.05, 0.0)},
+                 "split": (0.95, 0.05, 0.0), "average_fraction": 0.0},
     # Karpathy et al. 2015 as far as it is known (RMSProp 2e-3, decay 0.95, batch 100, 100 steps, 50 epochs,
     # x0.95 per epoch after 10, early stopping); the model size is the grid's, the split the corpus's own.
     # Our choices where the paper is silent: one-hot input and char-rnn's clipping (its code base), dropout 0,
@@ -50,7 +51,7 @@ PRESETS = {
     "paper": {"input": "onehot", "init": "uniform", "init_range": 0.08, "dropout": 0.0, "batch_size": 100,
               "seq_len": 100, "optimizer": "rmsprop", "lr": 2e-3, "rmsprop_alpha": 0.95, "lr_schedule": "step",
               "lr_decay": 0.95, "lr_decay_after": 10, "grad_clip": 5.0, "clip_mode": "value", "max_epochs": 50,
-              "eval_every": 0, "patience": 3},
+              "eval_every": 0, "patience": 3, "average_fraction": 0.0},
 }
 
 
@@ -158,10 +159,10 @@ def plan_length(model: ModelConfig, train: TrainConfig, corpus: Corpus, *, batch
 def updates_in_budget(train: TrainConfig, update_s: float, batch_size: int, windows: int, val_chars: int) -> int:
     """The updates a run of `update_s` seconds each takes in its time budget, less the time of its validations:
     every eval_every steps, at every epoch end (`windows` updates) and the last one, whose time the trainer keeps
-    free at the end (1.5x its cost)."""
+    free at the end (final_validations of its cost)."""
     val_s = validation_seconds(val_chars, batch_size * train.seq_len, update_s)
     per_update = update_s + val_s * ((1 / train.eval_every if train.eval_every else 0) + (1 / windows if windows else 0))
-    return max(1, math.ceil((train.time_budget - 1.5 * val_s) / per_update))
+    return max(1, math.ceil((train.time_budget - final_validations(train) * val_s) / per_update))
 
 
 @dataclass
@@ -251,6 +252,8 @@ def defaults_note(given: set, model: ModelConfig, train: TrainConfig, choices: d
     if "lr_schedule" not in given and t.lr_schedule == "wsd":
         parts.append(f"the wsd schedule (the full rate, then down to {t.min_lr_ratio:g}x over the last "
                      f"{t.decay_fraction:.0%} of the planned run)")
+    if "average_fraction" not in given and t.average_fraction:
+        parts.append(f"the mean of the weights over the last {t.average_fraction:.0%} if it validates better")
     if not parts:
         return None
     return (f"defaults: {', '.join(parts)}: chosen for quality per CPU-minute on prose, code and markup "

@@ -69,6 +69,10 @@ class TrainConfig:
     # this last fraction of the planned run; the decay anneals like cosine, the stable part keeps the updates
     # a short run still needs (docs/training.md, "Learning-rate schedules")
     decay_fraction: float = 0.2
+    # the mean of the weights over this last fraction of the planned run becomes the run's final weights when it
+    # validates better than the last update's (0: never): it takes out the drift of the last updates toward the
+    # few files the streams read then (docs/training.md, "Weight averaging")
+    average_fraction: float = 0.2
     grad_clip: float = 5.0
     clip_mode: str = "norm"
     # train without the model's dropout until a validation does not improve on the best, then with it to the end:
@@ -108,6 +112,7 @@ class TrainConfig:
         check_range("--lr-decay-after", self.lr_decay_after, 0, None, integer=True)
         check_range("--min-lr-ratio", self.min_lr_ratio, 0.0, 1.0)
         check_range("--decay-fraction", self.decay_fraction, 0.0, 1.0, low_open=True)
+        check_range("--average-fraction", self.average_fraction, 0.0, 1.0)
         check_range("--grad-clip", self.grad_clip, 0.0, None)
         for name, value, integer in (("--max-epochs", self.max_epochs, False), ("--max-steps", self.max_steps, True),
                                      ("--time-budget", self.time_budget, False), ("--patience", self.patience, True)):
@@ -180,6 +185,12 @@ def update(step_model, model: torch.nn.Module, optimizer, cfg: TrainConfig, devi
 EVAL_SPEEDUP = 5.0
 
 
+def final_validations(cfg: TrainConfig) -> float:
+    """How many validations' time a run keeps free at the end of a time budget: the last update's weights, 1.5x
+    for a margin, and one more for the mean of the weights (--average-fraction)."""
+    return 1.5 + (1.0 if cfg.average_fraction else 0.0)
+
+
 def validation_seconds(val_chars: int, update_chars: int, update_s: float) -> float:
     """What a validation over `val_chars` characters costs, estimated from a training update of `update_chars`
     characters that takes `update_s` seconds: the plan's count, and a run's until it has timed a validation."""
@@ -248,6 +259,7 @@ class TrainState:
     lr_scale: float = 1.0        # lowered by each rollback after a NaN / exploding loss
     rollbacks: int = 0
     dropout_from: int | None = None  # --dropout-on-plateau: the step the model's dropout came on (None: not yet)
+    averaged: int = 0            # updates in the running mean of the weights (--average-fraction); 0: none yet
     done: bool = False
     stop_reason: str | None = None
 
@@ -304,10 +316,12 @@ class Trainer:
             self.step_model = torch.compile(self.step_model)
         self.optimizer = make_optimizer(self.model, cfg)
         self.hidden = None
+        self.weight_mean: list[torch.Tensor] | None = None  # the mean of state.averaged updates' weights, per param
         self._tb = None
         self._stop_signal = None
         self._agreed_stop = None  # distributed: a stop signal every rank knows of (see run)
         self._last_eval_step = None  # the step of the last validation of this process; None: none timed yet
+        self._last_val = None  # its loss
         self.log(reproducibility.start_line(cfg.deterministic, self.device.type, self.dist.world))
         self._final_cost = 0.0  # seconds: the last validation's, kept free at the end of a time budget
         self._agreed_final_cost = 0.0  # distributed: the ranks' mean _final_cost, agreed at each update (see run)
@@ -428,6 +442,12 @@ class Trainer:
         else:
             self.hidden = None
         self.dist.restore_rng(ckpt.group("rng"), self.device, self.cfg.seed, self.state.step)
+        averaged = ckpt.meta["state"].get("averaged", 0)  # (a rollback sets the state after this)
+        mean = ckpt.group("average")
+        if averaged and len(mean) != len(list(self.model.parameters())):
+            raise RnnlensError(f"{ckpt.path} counts {averaged} averaged updates but does not hold their mean; the "
+                               "file is damaged: start the run again")
+        self.weight_mean = [mean[str(i)].to(self.device) for i in range(len(mean))] if averaged else None
 
     def describe(self) -> dict:
         from rnnlens.model import count_parameters
@@ -456,6 +476,8 @@ class Trainer:
             for i, t in enumerate(self.dist.gather_state(state_tensors(self.hidden))):
                 extra[f"state.{i}"] = t
         extra.update(self.dist.rng_tensors(self.device))  # 'rng.cpu' is rank 0's, 'rng.cpu.R' rank R's
+        if self.state.averaged:  # a resumed run goes on with the same mean
+            extra.update({f"average.{i}": t for i, t in enumerate(self.weight_mean)})
         meta = {"kind": "training", "train": self.cfg.to_dict(), "state": asdict(self.state),
                 "corpus": self.corpus_info(), "world_size": self.dist.world,
                 "reproducibility": reproducibility.mode(self.cfg.deterministic, self.device.type)}
@@ -527,8 +549,8 @@ class Trainer:
 
     def _final_validation_near(self) -> bool:
         """Whether a time budget is so near its end that a periodic validation now would leave less than half its
-        own time for updates before the final one (the reserve is 1.5 validations and the saves, so that is when
-        under two reserves are left): it is skipped, and the final validation measures the same run a little
+        own time for updates before the final one (the reserve is final_validations() validations and the saves,
+        so that is when under two reserves are left): it is skipped, and the final validation measures the same run a little
         later. Before, the run spent that time validating and stopped right after (decided from agreed values,
         so every rank skips alike)."""
         cfg = self.cfg
@@ -627,11 +649,12 @@ class Trainer:
                     smooth = None
                     continue
                 smooth = loss if smooth is None else 0.98 * smooth + 0.02 * loss
+                self._accumulate_mean()
                 if self._last_eval_step is None and self.val_data is not None:
                     # A run whose budget ends before its first validation must still hold its last one: until a
                     # validation is timed, its cost is estimated from the updates' as the plan counts it.
                     timed_steps, timed_s = timed_steps + 1, timed_s + dt
-                    self._final_cost = (1.5 * validation_seconds(len(self.val_data), chars_per_step,
+                    self._final_cost = (final_validations(self.cfg) * validation_seconds(len(self.val_data), chars_per_step,
                                                                  timed_s / timed_steps)
                                         + 2 * self._save_cost + self._plot_cost)
                 s.step += 1
@@ -679,12 +702,15 @@ class Trainer:
             self._restore_signal_handlers(old_handlers)
             if bar is not None:
                 bar.close()
+        took_mean = False
         try:
             if not s.stop_reason.startswith("interrupted") and self._last_eval_step != s.step:
                 self._validate_and_track(metrics, None)
+            if not s.stop_reason.startswith("interrupted") and s.averaged:
+                took_mean = self._settle_mean(metrics)
             s.done = not s.stop_reason.startswith("interrupted")
             self.save_last()
-            if cfg.snapshot_every and not snapshot_path(self.run_dir, s.step).exists():
+            if cfg.snapshot_every and (took_mean or not snapshot_path(self.run_dir, s.step).exists()):
                 self.save_snapshot()  # the final weights end the curves
             if not (self.run_dir / BEST).exists():
                 self.save_best(None)
@@ -695,12 +721,66 @@ class Trainer:
         self._plot()
         return s
 
+    def _accumulate_mean(self) -> None:
+        """Fold the weights this update left into the running mean once the run is in its last
+        --average-fraction (the update that brings it there is the first in the mean)."""
+        s, fraction = self.state, self.cfg.average_fraction
+        if not fraction:
+            return
+        done = self.progress_fraction()  # (before this update is counted in state.step: its weights' place)
+        if done is None or done < 1 - fraction:
+            return
+        with torch.no_grad():
+            params = [p.detach() for p in self.model.parameters()]
+            if not s.averaged:
+                self.weight_mean = [p.clone() for p in params]
+            else:  # mean_n = mean_(n-1) + (w - mean_(n-1)) / n
+                torch._foreach_lerp_(self.weight_mean, params, 1.0 / (s.averaged + 1))
+        s.averaged += 1
+
+    def _settle_mean(self, metrics) -> bool:
+        """At the end of a run: keep the mean of the last state.averaged updates' weights if it validates better
+        than the last update's (just validated), else the last update's. The mean is a different model, not a
+        smoother estimate of the same one: on some texts it lags behind a model still improving fast, on others
+        it removes the drift of the last updates, so the validation split decides. Without one the run keeps
+        the last update's weights. A resumed run that trains on starts a new mean. True when the mean is kept."""
+        s, n = self.state, self.state.averaged
+        mean, s.averaged, self.weight_mean = self.weight_mean, 0, None
+        if n < 2:  # the mean of one update's weights is the last update's
+            return False
+        if self.val_data is None:
+            self.log(f"note: kept the last update's weights, not the mean of the last {n:,}: no validation split "
+                     "tells which is better")
+            return False
+        last_val = self._last_val
+        with torch.no_grad():
+            last = [p.detach().clone() for p in self.model.parameters()]
+            for p, m in zip(self.model.parameters(), mean, strict=True):
+                p.copy_(m)
+        mean_val = self.validate()
+        if mean_val >= last_val:
+            with torch.no_grad():
+                for p, w in zip(self.model.parameters(), last, strict=True):
+                    p.copy_(w)
+            self.log(f"final weights: the last update's (val {last_val:.4f}); the mean of the last {n:,} "
+                     f"updates' read {mean_val:.4f}")
+            return False
+        self.log(f"final weights: the mean of the last {n:,} updates' (val {mean_val:.4f}; the last update's "
+                 f"read {last_val:.4f})")
+        self._write_metrics(metrics, {"step": s.step, "epoch": round(self.epochs_read, 4), "val_loss": mean_val,
+                                      "val_bpc": mean_val / math.log(2), "elapsed_s": s.elapsed, "averaged": n})
+        if mean_val < s.best_val:
+            s.best_val, s.best_step, s.bad_evals = mean_val, s.step, 0
+            self.save_best(mean_val)
+        return True
+
     def _validate_and_track(self, metrics, bar) -> None:
         s = self.state
         self._last_eval_step = s.step
         t0 = time.perf_counter()
         val = self.validate()
         seconds = time.perf_counter() - t0
+        self._last_val = val
         if val is None:
             self.save_best(None)
             s.best_step = s.step
@@ -722,7 +802,7 @@ class Trainer:
         self._plot_now_and_then()
         # what the final validation, its best checkpoint, the last checkpoint and the picture will cost: a run
         # with a time budget stops early enough to fit them inside it
-        self._final_cost = 1.5 * seconds + 2 * self._save_cost + self._plot_cost
+        self._final_cost = final_validations(self.cfg) * seconds + 2 * self._save_cost + self._plot_cost
 
     def _sync_dropout(self) -> None:
         """The dropout the model trains with now: a --dropout-on-plateau run has none until it came on."""

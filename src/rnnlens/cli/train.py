@@ -147,6 +147,9 @@ def add_train_arguments(p) -> None:
     g.add_argument("--min-lr-ratio", type=float, help="cosine and wsd floor as a fraction of --lr (default 0.1)")
     g.add_argument("--decay-fraction", type=float, help=f"wsd: the share of the planned run over which the rate "
                    f"decays (default {d.decay_fraction:g})")
+    g.add_argument("--average-fraction", type=float, help=f"end with the mean of the weights over this last share of "
+                   f"the planned run when it validates better than the last update's; 0 = never (default "
+                   f"{d.average_fraction:g})")
     g.add_argument("--grad-clip", type=float, help="clip threshold, 0 = off (default 5)")
     g.add_argument("--clip-mode", choices=["norm", "value"], help="clip the global norm (default) or each value like "
                    "char-rnn")
