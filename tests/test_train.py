@@ -212,7 +212,8 @@ def test_early_stopping_and_time_budget(tmp_path, text_file, monkeypatch):
     clock.charge(Trainer, "validate", 0.05)  # only at the ends of epochs here
     cfg = TrainConfig(data=str(text_file), time_budget=1.0, batch_size=4, seq_len=20, eval_every=0)
     state = Trainer.start(tmp_path / "b", cfg=cfg, progress=False, log=lambda m: None, layers=1, size=8).run()
-    assert "time-budget" in state.stop_reason and 0.9 <= state.elapsed <= 1.0  # its final validation fits in
+    # its final validations (the last update's weights and their mean's) fit in: 2.5 validations are kept free
+    assert "time-budget" in state.stop_reason and 1.0 - 2.5 * 0.05 - 0.01 <= state.elapsed <= 1.0
 
 
 def test_dropout_on_plateau_comes_on_at_the_first_validation_that_does_not_improve(tmp_path, text_file, monkeypatch):
@@ -310,21 +311,23 @@ def test_a_validation_near_the_end_of_a_time_budget_waits_for_the_final_one(tmp_
     path.write_text(make_text(3000))
     clock = VirtualClock(monkeypatch)
     clock.charge(Trainer, "train_step", 0.01)
-    clock.charge(Trainer, "validate", 0.1)  # kept free at the end: 1.5 validations, 0.15 s
+    # kept free at the end: 2.5 validations (1.5 for the last update's weights, one for their mean), 0.25 s
+    clock.charge(Trainer, "validate", 0.1)
     val_steps = []
     validate = Trainer.validate
     monkeypatch.setattr(Trainer, "validate", lambda self: val_steps.append(self.state.step) or validate(self))
-    cfg = TrainConfig(data=str(path), split=(0.95, 0.05, 0.0), time_budget=1.003, batch_size=4, seq_len=20,
+    cfg = TrainConfig(data=str(path), split=(0.95, 0.05, 0.0), time_budget=1.203, batch_size=4, seq_len=20,
                       eval_every=20)
     trainer = Trainer.start(tmp_path / "n", cfg=cfg, progress=False, log=lambda m: None, layers=1, size=8,
                             plot_loss=lambda metrics, png: None)
     state = trainer.run()
-    # validations at 0.2 s and 0.5 s; at step 60 (0.8 s) one would leave 1.003 - 0.9 - 0.15 < 0.05 s for updates.
-    # It once ran, and the run stopped one update later (step 61, at 0.91 s) with 0.09 s of its budget unused.
+    # validations at 0.2 s and 0.5 s; at step 60 (0.8 s) one would leave 1.203 - 0.9 - 0.25 < 0.05 s for updates.
+    # It once ran, and the run stopped one update later with the rest of its budget unused.
     assert "time-budget" in state.stop_reason
-    assert val_steps == [20, 40, 66] and state.step == 66  # the updates went on to 0.86 s: 1.003 less 0.15
+    # the updates went on to 0.96 s (1.203 less 0.25); then the last update's weights and their mean validate
+    assert val_steps == [20, 40, 76, 76] and state.step == 76
     rows = [json.loads(line) for line in (tmp_path / "n" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows if "val_loss" in r] == [20, 40, 66]
+    assert [r["step"] for r in rows if "val_loss" in r and "averaged" not in r] == [20, 40, 76]
 
 
 def test_time_budget_is_wall_time_with_validations_and_the_final_checkpoint(tmp_path, text_file, monkeypatch):
@@ -555,13 +558,15 @@ def test_a_run_says_in_one_line_which_defaults_it_took_and_why(text_file, tmp_pa
     assert note.startswith("defaults: 1x512 LSTM, dropout 0 (~0.75 passes over the training text: under 2.5, "
                            "too few to overfit), batch 16 (a short run, ~3 updates at batch 16 by "
                            f"--max-steps 3: under {LONG:,}, the most updates per second win), Adam 0.004, the wsd "
-                           "schedule (the full rate, then down to 0.1x over the last 20% of the planned run): ")
+                           "schedule (the full rate, then down to 0.1x over the last 20% of the planned run), the "
+                           "mean of the weights over the last 20% if it validates better: ")
     assert "\n" not in note
     note = plan_run(str(text_file), max_steps=3, size=16, batch_size=4, lr_schedule="cosine").defaults
     assert note.startswith("defaults: dropout 0 (~0.18 passes over the training text: under 2.5, too "
-                           "few to overfit), Adam 0.004: ")
+                           "few to overfit), Adam 0.004, the mean of the weights over the last 20% if it validates "
+                           "better: ")
     assert plan_run(str(text_file), max_steps=3, model="gru", layers=1, dropout=0.0, batch_size=4, lr=1e-3,
-                    lr_schedule="constant").defaults is None
+                    lr_schedule="constant", average_fraction=0.0).defaults is None
     code, _, err = run_cli(capsys, "train", "--data", text_file, "--out", tmp_path / "r", "--max-steps", "1",
                            "--size", "16", "--quiet")
     assert code == 0, err
@@ -689,10 +694,13 @@ def test_a_time_budget_holds_the_updates_its_validations_leave_time_for():
     assert trainer_module.EVAL_SPEEDUP == 5.0
     cfg = TrainConfig(time_budget=100, seq_len=100, eval_every=25)
     # 0.1 s an update at batch 16; a validation of 8,000 characters (5 updates' worth) at 5x the speed: 0.1 s,
-    # every 25 steps and every 50 (the epoch end), and 1.5x one kept free at the end
-    assert updates_in_budget(cfg, 0.1, 16, windows=50, val_chars=8000) == math.ceil(99.85 / 0.106) == 942
+    # every 25 steps and every 50 (the epoch end), and 2.5x one kept free at the end (1.5x for the last update's
+    # weights, one more for their mean: --average-fraction)
+    assert updates_in_budget(cfg, 0.1, 16, windows=50, val_chars=8000) == math.ceil(99.75 / 0.106) == 942
     assert updates_in_budget(cfg, 0.1, 16, windows=50, val_chars=0) == 1000  # no validation split
     cfg.eval_every = 0  # epoch ends only
+    assert updates_in_budget(cfg, 0.1, 16, windows=50, val_chars=8000) == math.ceil(99.75 / 0.102) == 978
+    cfg.average_fraction = 0.0  # no mean to validate: 1.5x
     assert updates_in_budget(cfg, 0.1, 16, windows=50, val_chars=8000) == math.ceil(99.85 / 0.102) == 979
 
 
@@ -793,3 +801,19 @@ def test_the_loss_picture_marks_where_a_plateau_dropout_came_on(tmp_path, monkey
     ax = drawn[0].axes[0]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["train", "validation", "dropout 0.2 on"]
     assert list(ax.lines[-1].get_xdata()) == [20, 20]
+
+
+def test_the_loss_picture_draws_the_kept_mean_of_the_weights_as_its_own_point(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    from rnnlens.render.plots import plot_loss_curve
+    drawn = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, path, **kw: drawn.append(fig))
+    rows = [{"step": 10, "train_loss": 2.0}, {"step": 10, "val_loss": 2.1}, {"step": 20, "train_loss": 1.8},
+            {"step": 20, "val_loss": 1.9}, {"step": 20, "val_loss": 1.85, "averaged": 4}]
+    plot_loss_curve(rows, tmp_path / "loss.png")
+    ax = drawn[0].axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "train", "validation", "validation, the mean of the last 4 updates' weights (kept)"]
+    assert list(ax.lines[1].get_ydata()) == [2.1, 1.9]  # the validation line: the last update's weights
+    assert list(ax.lines[2].get_xdata()) == [20] and list(ax.lines[2].get_ydata()) == [1.85]

@@ -71,7 +71,7 @@ class TrainConfig:
     decay_fraction: float = 0.2
     # the mean of the weights over this last fraction of the planned run becomes the run's final weights when it
     # validates better than the last update's (0: never): it takes out the drift of the last updates toward the
-    # few files the streams read then (docs/training.md, "Weight averaging")
+    # few files the streams read then (docs/training.md, "The final weights")
     average_fraction: float = 0.2
     grad_clip: float = 5.0
     clip_mode: str = "norm"
@@ -550,9 +550,9 @@ class Trainer:
     def _final_validation_near(self) -> bool:
         """Whether a time budget is so near its end that a periodic validation now would leave less than half its
         own time for updates before the final one (the reserve is final_validations() validations and the saves,
-        so that is when under two reserves are left): it is skipped, and the final validation measures the same run a little
-        later. Before, the run spent that time validating and stopped right after (decided from agreed values,
-        so every rank skips alike)."""
+        so that is when under two reserves are left): it is skipped, and the final validation measures the same
+        run a little later. Before, the run spent that time validating and stopped right after (decided from
+        agreed values, so every rank skips alike)."""
         cfg = self.cfg
         return bool(cfg.time_budget) and self.state.elapsed + 2 * self.reserved_seconds >= cfg.time_budget
 
@@ -654,9 +654,8 @@ class Trainer:
                     # A run whose budget ends before its first validation must still hold its last one: until a
                     # validation is timed, its cost is estimated from the updates' as the plan counts it.
                     timed_steps, timed_s = timed_steps + 1, timed_s + dt
-                    self._final_cost = (final_validations(self.cfg) * validation_seconds(len(self.val_data), chars_per_step,
-                                                                 timed_s / timed_steps)
-                                        + 2 * self._save_cost + self._plot_cost)
+                    val_s = validation_seconds(len(self.val_data), chars_per_step, timed_s / timed_steps)
+                    self._final_cost = final_validations(self.cfg) * val_s + 2 * self._save_cost + self._plot_cost
                 s.step += 1
                 s.window += 1
                 epoch_end = s.window >= len(self.batches)

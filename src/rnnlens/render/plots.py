@@ -16,12 +16,18 @@ def plot_loss_curve(rows: list[dict], out_path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     train = [(r["step"], r["train_loss"]) for r in rows if "train_loss" in r]
-    val = [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r]
+    # the last update's weights at each validation; a row with "averaged" is the mean of the last N updates'
+    # weights, which the run kept at its end (rnnlens.trainer, --average-fraction): a point of its own
+    val = [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r and "averaged" not in r]
+    means = [r for r in rows if "val_loss" in r and "averaged" in r]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     if train:
         ax.plot(*zip(*train), label="train", color="#4c72b0", linewidth=1)
     if val:
         ax.plot(*zip(*val), label="validation", color="#dd8452", marker="o", markersize=3)
+    for r in means:
+        ax.plot([r["step"]], [r["val_loss"]], linestyle="none", marker="*", markersize=11, color="#55a868",
+                label=f"validation, the mean of the last {r['averaged']:,} updates' weights (kept)")
     for r in rows:  # a --dropout-on-plateau run: where its dropout came on
         if "dropout" in r:
             ax.axvline(r["step"], color="0.45", linestyle=":", linewidth=1.2, label=f"dropout {r['dropout']:g} on")
