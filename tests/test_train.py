@@ -435,6 +435,10 @@ def test_the_mean_over_the_last_fraction_of_the_run_is_kept_when_it_validates_be
             assert torch.equal(best[k], final[k])
         assert "final weights: the mean of the last 3 updates' (val 1.5000; the last update's read 2.0000)" in logs
         assert val_rows == [(2.0, None), (1.5, 3)] and averaged.state.best_val == 1.5
+        from rnnlens.render.report import training_section
+        from rnnlens.report import build_report
+        page = build_report(tmp_path / "mean", make_text(20), sections=[training_section]).html()
+        assert "The star is the validation of the mean of the weights over the last 3 updates" in page
     else:
         for k in final:
             assert torch.equal(final[k], steps[-1][k]) and torch.equal(best[k], final[k])

@@ -227,6 +227,11 @@ def training_section(ctx) -> Section:
         why += (" The dotted line is where the run's dropout came on (--dropout-on-plateau: at the first validation "
                 "that did not improve); the training loss steps up there because part of the network is now dropped "
                 "at random in training, not because the model got worse.")
+    kept_mean = next((r for r in ctx.metrics if "averaged" in r), None)
+    if kept_mean is not None:
+        why += (f" The star is the validation of the mean of the weights over the last {kept_mean['averaged']:,} "
+                "updates: it read lower than the last update's weights, so the run kept the mean as its final "
+                "model (--average-fraction).")
     from rnnlens.render.plots import plot_loss_curve
     return Section("training", "Training curves", why,
                    figure(lambda p: plot_loss_curve(ctx.metrics, p), "training and validation loss by step"))
