@@ -74,8 +74,8 @@ def apply_preset(preset: str | None, options: dict, skip=()) -> dict:
 # and the man pages, and on the C headers at ~630-950 better in four of six seeded pairs (by -0.050 to +0.068,
 # -0.005 on average); at ~1,350 batch 32 was better by 0.106 on the C headers and within 0.011 on the prose.
 # The threshold lies between. At ~1,000 updates (60 s) in fixed steps batch 20 was within 0.014 of batch 16 on
-# four texts but 0.035-0.100 better on Python (two seeds; 0.030 with the trainer's mean of the last 20%), and
-# timed on three seeds 0.010 worse; no early signal tells Python apart.
+# four texts but 0.035-0.100 better on Python (two seeds; 0.030 with the trainer's mean of the last 20%); at
+# batch 20 x 790 it was 0.019 worse, and timed on three seeds 0.010 worse; no early signal tells Python apart.
 SHORT_RUN_BATCH, LONG_RUN_BATCH = 16, 32
 LONG_RUN_UPDATES = 1200
 
