@@ -751,26 +751,37 @@ class Trainer:
             self.log(f"note: kept the last update's weights, not the mean of the last {n:,}: no validation split "
                      "tells which is better")
             return False
-        last_val = self._last_val
-        with torch.no_grad():
-            last = [p.detach().clone() for p in self.model.parameters()]
-            for p, m in zip(self.model.parameters(), mean, strict=True):
-                p.copy_(m)
+        last_val, last = self._last_val, [p.detach().clone() for p in self.model.parameters()]
+        self._set_weights(mean)
         mean_val = self.validate()
         if mean_val >= last_val:
-            with torch.no_grad():
-                for p, w in zip(self.model.parameters(), last, strict=True):
-                    p.copy_(w)
+            self._set_weights(last)
             self.log(f"final weights: the last update's (val {last_val:.4f}); the mean of the last {n:,} "
                      f"updates' read {mean_val:.4f}")
             return False
         self.log(f"final weights: the mean of the last {n:,} updates' (val {mean_val:.4f}; the last update's "
                  f"read {last_val:.4f})")
-        self._write_metrics(metrics, {"step": s.step, "epoch": round(self.epochs_read, 4), "val_loss": mean_val,
-                                      "val_bpc": mean_val / math.log(2), "elapsed_s": s.elapsed, "averaged": n})
-        if mean_val < s.best_val:
-            s.best_val, s.best_step, s.bad_evals = mean_val, s.step, 0
-            self.save_best(mean_val)
+        self._write_metrics(metrics, self._validation_row(mean_val, averaged=n))
+        self._keep_if_best(mean_val)
+        return True
+
+    def _set_weights(self, tensors: list[torch.Tensor]) -> None:
+        with torch.no_grad():
+            for p, t in zip(self.model.parameters(), tensors, strict=True):
+                p.copy_(t)
+
+    def _validation_row(self, val: float, **extra) -> dict:
+        s = self.state
+        return {"step": s.step, "epoch": round(self.epochs_read, 4), "val_loss": val, "val_bpc": val / math.log(2),
+                "elapsed_s": s.elapsed, **extra}
+
+    def _keep_if_best(self, val: float) -> bool:
+        """A validation lower than the best so far becomes the best: best.safetensors holds these weights."""
+        s = self.state
+        if s.best_val is not None and val >= s.best_val:
+            return False
+        s.best_val, s.best_step, s.bad_evals = val, s.step, 0
+        self.save_best(val)
         return True
 
     def _validate_and_track(self, metrics, bar) -> None:
@@ -784,15 +795,10 @@ class Trainer:
             self.save_best(None)
             s.best_step = s.step
         else:
-            improved = s.best_val is None or val < s.best_val
-            if improved:
-                s.best_val, s.best_step, s.bad_evals = val, s.step, 0
-                self.save_best(val)
-            else:
+            improved = self._keep_if_best(val)
+            if not improved:
                 s.bad_evals += 1
-            row = {"step": s.step, "epoch": round(self.epochs_read, 4),
-                   "val_loss": val, "val_bpc": val / math.log(2), "elapsed_s": s.elapsed}
-            self._write_metrics(metrics, row)
+            self._write_metrics(metrics, self._validation_row(val))
             if bar is not None:
                 bar.write(f"step {s.step}: val {val:.4f} nats/char ({val / math.log(2):.3f} bits/char)"
                           + (" *best*" if improved else ""))
