@@ -85,6 +85,8 @@ LONG_RUN_UPDATES = 1200
 # (by 0.005-0.05; the C headers 0.007 worse). At 2.8 passes (War and Peace, fixed steps) 0.2 was 0.017 better:
 # FEW_PASSES lies between. At 14 passes a 1x512 LSTM overfits with 0.2: 0.4 was better by 0.035-0.056 on prose
 # and code; at 8 passes (Python, 1,800 s) 0.2 still improved to the end. MANY_PASSES lies between.
+# At ~17 passes (1,800 s, 1.8M training characters) 0.2 was 0.026 better on War and Peace and within 0.004 on
+# Python, where the C headers (same size, 10 passes) had 0.4 0.043 better: neither passes nor size separate them.
 # Between, at ~5-7 passes, texts disagree (War and Peace better with dropout 0 on three seeds, the C headers
 # 0.045-0.057 worse on two): the passes alone cannot tell them apart. So there the dropout waits for the text to
 # show overfitting: none until a validation does not improve on the best, DROPOUT from then on
