@@ -403,3 +403,18 @@ def test_load_corpus_named_uses_its_split(tmp_path, monkeypatch):
     c = load_corpus("warandpeace")
     assert c.name == "warandpeace" and c.split_fractions == (0.8, 0.1, 0.1)
     assert c.splits == split_positions(280, (0.8, 0.1, 0.1))
+
+
+def test_the_compressed_size_of_a_long_split_is_measured_on_evenly_spaced_pieces(tmp_path, monkeypatch):
+    rng = random.Random(4)
+    # the first half random letters (~4 bits each under lzma), the second half one repeated line (~0 bits)
+    text = "".join(rng.choice("abcdefghijklmnop") for _ in range(20_000)) + "the same line\n" * 1_500
+    path = tmp_path / "half.txt"
+    path.write_text(text)
+    corpus = load_corpus(str(path), split="1,0,0")
+    whole = corpus.compressed_bits("train")
+    assert 4 * 20_000 < whole < 4.4 * 20_000
+    assert corpus.compressed_bits("val") == 0.0  # an empty split holds nothing
+    monkeypatch.setattr(corpus_mod, "COMPRESSED_SAMPLE", 8_000)  # 4 pieces of 2,000: 2 random, 2 repeated
+    sampled = corpus.compressed_bits("train")
+    assert sampled != whole and abs(sampled - whole) < 0.1 * whole

@@ -639,7 +639,8 @@ def test_the_default_dropout_follows_the_passes_over_the_text(tmp_path, monkeypa
     assert "dropout 0.2 (~3 passes over the training text: from 2.5 on, against overfitting)" in unwatched.defaults
     many = plan.plan_run(str(path), max_epochs=12)
     assert many.model.dropout == 0.4 and not many.train.dropout_on_plateau
-    assert "dropout 0.4 (~12 passes over the training text: from 12 on, more against overfitting)" in many.defaults
+    assert "dropout 0.4 (~12 passes over the training text, which holds 0.031 bits per parameter under lzma: from 12 " \
+        "passes on, up to 2.2 bits, more against overfitting)" in many.defaults
     # a fixed number of updates at batch 32 reads twice the text of batch 16
     long = plan.LONG_RUN_UPDATES
     assert plan.plan_run(str(path), max_steps=long).train.batch_size == 32 and dropout(max_steps=long) == 0.4
@@ -658,6 +659,38 @@ def test_the_default_dropout_follows_the_passes_over_the_text(tmp_path, monkeypa
         plan.plan_run(str(path), max_epochs=1, dropout_on_plateau=True)  # under 2.5 passes: dropout 0
     assert dropout(max_epochs=20, preset="char-rnn") == 0.0
     assert dropout(max_epochs=20, model="ffn") == 0.2  # not measured on the n-NN: ModelConfig's default
+
+
+def test_at_many_passes_the_dropout_follows_the_bits_the_text_holds_per_parameter(tmp_path, monkeypatch):
+    import random
+
+    from rnnlens import plan
+    from rnnlens.corpus import Corpus
+    from rnnlens.model import count_parameters
+    rng = random.Random(3)
+    path = tmp_path / "random.txt"
+    path.write_text("".join(rng.choice("abcdefghijklmnop") for _ in range(40_000)))  # 4 bits a character
+    bits = plan.plan_run(str(path), max_steps=1).corpus.compressed_bits("train")
+    assert 4 * 36_000 < bits < 4.3 * 36_000  # lzma cannot squeeze random letters: ~4 bits each, and a little more
+
+    seen = {}
+    for size in (40, 64, 80, 88, 96, 128):
+        run = plan.plan_run(str(path), max_epochs=20, size=size)
+        per_parameter = bits / count_parameters(run.model)
+        share = min(1.0, max(0.0, (per_parameter - 2.2) / (3.2 - 2.2)))
+        assert run.model.dropout == round(0.4 - 0.2 * share, 2) and not run.train.dropout_on_plateau
+        seen[size] = (per_parameter, run.model.dropout, run.defaults)
+    assert seen[40][1] == 0.2 and seen[128][1] == 0.4 and 0.2 < seen[88][1] < 0.4  # the three cases occur
+    assert (f"dropout 0.2 (~20 passes over the training text, which holds {seen[40][0]:.2g} bits per parameter "
+            "under lzma: from 3.2 bits on, too much to learn by heart)") in seen[40][2]
+    assert (f"dropout 0.4 (~20 passes over the training text, which holds {seen[128][0]:.2g} bits per parameter "
+            "under lzma: from 12 passes on, up to 2.2 bits, more against overfitting)") in seen[128][2]
+    assert f"dropout {seen[88][1]:g} (~20 passes over the training text, which holds {seen[88][0]:.2g} bits per " \
+           "parameter under lzma: from 0.4 at 2.2 bits to 0.2 at 3.2)" in seen[88][2]
+    # under 12 passes the text is not measured (a long text's lzma takes seconds), nor when the dropout is given
+    monkeypatch.setattr(Corpus, "compressed_bits", lambda self, name="train": pytest.fail("measured"))
+    assert plan.plan_run(str(path), max_epochs=11.9, size=40).model.dropout == 0.2
+    assert plan.plan_run(str(path), max_epochs=20, size=40, dropout=0.3).model.dropout == 0.3
 
 
 def test_timing_updates_for_the_plan_leaves_the_random_state_alone():
@@ -728,7 +761,7 @@ def test_a_timed_run_counts_its_passes_at_the_speed_of_the_batch_it_takes(tmp_pa
     assert budget * speed[16] >= plan.LONG_RUN_UPDATES and passes_at_32 >= 12  # ... and over 12 at batch 32's
     run = plan.plan_run(str(path), time_budget=budget, size=512)
     assert timed == [(16, 512), (32, 512)] and run.train.batch_size == 32 and run.model.dropout == 0.4
-    assert f"dropout 0.4 (~{passes_at_32:,.0f} passes over the training text: from 12 on" in run.defaults
+    assert f"dropout 0.4 (~{passes_at_32:,.0f} passes over the training text, which holds " in run.defaults
     timed.clear()
     given = plan.plan_run(str(path), time_budget=budget, batch_size=32, size=512)  # a batch given is timed as given
     assert timed == [(32, 512)] and given.model.dropout == 0.4

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -85,8 +86,6 @@ LONG_RUN_UPDATES = 1200
 # (by 0.005-0.05; the C headers 0.007 worse). At 2.8 passes (War and Peace, fixed steps) 0.2 was 0.017 better:
 # FEW_PASSES lies between. At 14 passes a 1x512 LSTM overfits with 0.2: 0.4 was better by 0.035-0.056 on prose
 # and code; at 8 passes (Python, 1,800 s) 0.2 still improved to the end. MANY_PASSES lies between.
-# At ~17 passes (1,800 s, 1.8M training characters) 0.2 was 0.026 better on War and Peace and within 0.004 on
-# Python, where the C headers (same size, 10 passes) had 0.4 0.043 better: neither passes nor size separate them.
 # Between, at ~5-7 passes, texts disagree (War and Peace better with dropout 0 on three seeds, the C headers
 # 0.045-0.057 worse on two): the passes alone cannot tell them apart. So there the dropout waits for the text to
 # show overfitting: none until a validation does not improve on the best, DROPOUT from then on
@@ -94,8 +93,19 @@ LONG_RUN_UPDATES = 1200
 # the start, and on War and Peace it never came. At ~7-8.7 passes (600 s, the 1x512) 0.2 from the start was at or
 # below it on both, on two seeds each (by 0.028 and 0.000 on the C headers, 0.007 and 0.011 on War and Peace):
 # from LATE_DROPOUT_PASSES on it is on from the start.
+# At ~17 passes (1,800 s, 1.8M training characters) 0.2 was 0.026 better on War and Peace and within 0.004 on
+# Python, where the C headers (same size, 10 passes) had 0.4 0.043 better: neither passes nor size separate them.
+# What separates them is how much each holds against what the model can learn by heart: the training split's
+# size under lzma, in bits per parameter of the model. 0.4 was better, or within 0.004, from 0.3 to 2.2 bits (the
+# 200K texts, the C headers, Shakespeare, Python, and the first 1M characters of War and Peace: 0.012 better
+# there at 1.8 bits and ~17 passes); 0.2 was better at 3.5 (War and Peace, 1.8M characters). So from MANY_PASSES
+# on the dropout goes from MANY_PASSES_DROPOUT at MEMORIZABLE_BITS down to DROPOUT at UNMEMORIZABLE_BITS (a little
+# under War and Peace's 3.5), in a straight line between: one text lies on the far side, and where between 2.2
+# and 3.5 bits the two cross is not measured (at 2.48, War and Peace's first 1.4M characters at ~13 passes, the
+# line's 0.34 read 0.028-0.030 below both 0.2 and 0.4, one seed).
 DROPOUT, MANY_PASSES_DROPOUT = 0.2, 0.4
 FEW_PASSES, LATE_DROPOUT_PASSES, MANY_PASSES = 2.5, 7, 12
+MEMORIZABLE_BITS, UNMEMORIZABLE_BITS = 2.2, 3.2
 
 
 # The width of the default model (no --model, --layers, --size or --params) in a run that a time budget ends
@@ -198,10 +208,13 @@ def choose_size(length: RunLength) -> Choice:
                                  f"{length.batch_size}: the wider model's capacity pays")
 
 
-def choose_dropout(length: RunLength, batch_size: int, can_validate: bool = True) -> tuple[Choice, bool]:
+def choose_dropout(length: RunLength, batch_size: int, can_validate: bool,
+                   bits_per_parameter: Callable[[], float]) -> tuple[Choice, bool]:
     """(the dropout, whether it waits for a plateau): none for a run that reads its text fewer than FEW_PASSES
     times; DROPOUT up to MANY_PASSES, under LATE_DROPOUT_PASSES switched on at the first validation that does not
-    improve (when the run has a validation split to watch); MANY_PASSES_DROPOUT from MANY_PASSES on."""
+    improve (when the run has a validation split to watch); from MANY_PASSES on MANY_PASSES_DROPOUT, or less for a
+    text that holds more bits per parameter of the model than MEMORIZABLE_BITS (bits_per_parameter() measures
+    that, called only then)."""
     passes = length.passes(batch_size)
     if passes is None:
         return Choice(DROPOUT, length.measure), False
@@ -214,7 +227,17 @@ def choose_dropout(length: RunLength, batch_size: int, can_validate: bool = True
         return Choice(DROPOUT, f"{read}: from {FEW_PASSES:g} on, against overfitting"), False
     if passes < MANY_PASSES:
         return Choice(DROPOUT, f"{read}: from {LATE_DROPOUT_PASSES} on, against overfitting from the start"), False
-    return Choice(MANY_PASSES_DROPOUT, f"{read}: from {MANY_PASSES} on, more against overfitting"), False
+    bits = bits_per_parameter()
+    read += f", which holds {bits:.2g} bits per parameter under lzma"
+    if bits <= MEMORIZABLE_BITS:
+        return Choice(MANY_PASSES_DROPOUT, f"{read}: from {MANY_PASSES} passes on, up to {MEMORIZABLE_BITS:g} bits, "
+                                           "more against overfitting"), False
+    if bits >= UNMEMORIZABLE_BITS:
+        return Choice(DROPOUT, f"{read}: from {UNMEMORIZABLE_BITS:g} bits on, too much to learn by heart"), False
+    share = (bits - MEMORIZABLE_BITS) / (UNMEMORIZABLE_BITS - MEMORIZABLE_BITS)
+    dropout = round(MANY_PASSES_DROPOUT - share * (MANY_PASSES_DROPOUT - DROPOUT), 2)
+    return Choice(dropout, f"{read}: from {MANY_PASSES_DROPOUT:g} at {MEMORIZABLE_BITS:g} bits to {DROPOUT:g} at "
+                           f"{UNMEMORIZABLE_BITS:g}"), False
 
 
 @dataclass
@@ -335,8 +358,9 @@ def plan_run(data: str | Path = "pystdlib", *, model: str | None = None, params:
             if length.timed and (cfg.batch_size, model_cfg.size) != (length.batch_size, timed_size):
                 # count the passes at the speed of the model and batch the run takes
                 length = plan_length(model_cfg, cfg, corpus, batch_size=cfg.batch_size)
-            choices["dropout"], on_plateau = choose_dropout(length, cfg.batch_size,
-                                                            can_validate=len(corpus.split("val")) >= 2)
+            choices["dropout"], on_plateau = choose_dropout(
+                length, cfg.batch_size, can_validate=len(corpus.split("val")) >= 2,
+                bits_per_parameter=lambda: corpus.compressed_bits("train") / count_parameters(model_cfg))
             model_cfg.dropout = choices["dropout"].value
             if "dropout_on_plateau" not in given:
                 cfg.dropout_on_plateau = on_plateau
