@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -662,8 +663,6 @@ def test_the_default_dropout_follows_the_passes_over_the_text(tmp_path, monkeypa
 
 
 def test_at_many_passes_the_dropout_follows_the_bits_the_text_holds_per_parameter(tmp_path, monkeypatch):
-    import random
-
     from rnnlens import plan
     from rnnlens.corpus import Corpus
     from rnnlens.model import count_parameters

@@ -353,10 +353,8 @@ class Corpus:
         """The size of one split under lzma (xz's preset 6), in bits: roughly how much the text holds that a model
         could learn by heart. Over COMPRESSED_SAMPLE symbols it is measured on evenly spaced pieces and scaled to
         the whole (lzma reads ~2-3M symbols a second)."""
-        ids = self.split(name)
-        if len(ids) <= COMPRESSED_SAMPLE:
-            sample = np.asarray(ids)
-        else:
+        ids = sample = self.split(name)
+        if len(ids) > COMPRESSED_SAMPLE:
             piece = COMPRESSED_SAMPLE // COMPRESSED_PIECES
             starts = np.linspace(0, len(ids) - piece, COMPRESSED_PIECES).astype(np.int64)
             sample = np.concatenate([ids[s:s + piece] for s in starts])
