@@ -640,8 +640,8 @@ def test_the_default_dropout_follows_the_passes_over_the_text(tmp_path, monkeypa
     assert "dropout 0.2 (~3 passes over the training text: from 2.5 on, against overfitting)" in unwatched.defaults
     many = plan.plan_run(str(path), max_epochs=12)
     assert many.model.dropout == 0.4 and not many.train.dropout_on_plateau
-    assert "dropout 0.4 (~12 passes over the training text, which holds 0.031 bits per parameter under lzma: from 12 " \
-        "passes on, up to 2.2 bits, more against overfitting)" in many.defaults
+    assert "dropout 0.4 (~12 passes over the training text, which holds 0.031 bits per parameter of a 1x512 LSTM " \
+        "under lzma: from 12 passes on, up to 2.2 bits, more against overfitting)" in many.defaults
     # a fixed number of updates at batch 32 reads twice the text of batch 16
     long = plan.LONG_RUN_UPDATES
     assert plan.plan_run(str(path), max_steps=long).train.batch_size == 32 and dropout(max_steps=long) == 0.4
@@ -662,30 +662,40 @@ def test_the_default_dropout_follows_the_passes_over_the_text(tmp_path, monkeypa
     assert dropout(max_epochs=20, model="ffn") == 0.2  # not measured on the n-NN: ModelConfig's default
 
 
-def test_at_many_passes_the_dropout_follows_the_bits_the_text_holds_per_parameter(tmp_path, monkeypatch):
+def test_at_many_passes_the_dropout_follows_the_bits_the_text_holds_per_parameter_of_the_default_model(
+        tmp_path, monkeypatch):
     from rnnlens import plan
     from rnnlens.corpus import Corpus
     from rnnlens.model import count_parameters
     rng = random.Random(3)
     path = tmp_path / "random.txt"
     path.write_text("".join(rng.choice("abcdefghijklmnop") for _ in range(40_000)))  # 4 bits a character
-    bits = plan.plan_run(str(path), max_steps=1).corpus.compressed_bits("train")
+    corpus = plan.plan_run(str(path), max_steps=1).corpus
+    bits = corpus.compressed_bits("train")
     assert 4 * 36_000 < bits < 4.3 * 36_000  # lzma cannot squeeze random letters: ~4 bits each, and a little more
+    assert len(corpus.vocab) == 16
+    default_parameters = count_parameters(ModelConfig(vocab_size=16))  # the 1x512 LSTM, whatever the run trains
+    assert default_parameters == 16 * 64 + 4 * 512 * (64 + 512 + 2) + 512 * 16 + 16 == 1_192_976
+    assert plan.bits_per_default_parameter(corpus) == bits / default_parameters
 
-    seen = {}
-    for size in (40, 64, 80, 88, 96, 128):
-        run = plan.plan_run(str(path), max_epochs=20, size=size)
-        per_parameter = bits / count_parameters(run.model)
-        share = min(1.0, max(0.0, (per_parameter - 2.2) / (3.2 - 2.2)))
-        assert run.model.dropout == round(0.4 - 0.2 * share, 2) and not run.train.dropout_on_plateau
-        seen[size] = (per_parameter, run.model.dropout, run.defaults)
-    assert seen[40][1] == 0.2 and seen[128][1] == 0.4 and 0.2 < seen[88][1] < 0.4  # the three cases occur
-    assert (f"dropout 0.2 (~20 passes over the training text, which holds {seen[40][0]:.2g} bits per parameter "
-            "under lzma: from 3.2 bits on, too much to learn by heart)") in seen[40][2]
-    assert (f"dropout 0.4 (~20 passes over the training text, which holds {seen[128][0]:.2g} bits per parameter "
-            "under lzma: from 12 passes on, up to 2.2 bits, more against overfitting)") in seen[128][2]
-    assert f"dropout {seen[88][1]:g} (~20 passes over the training text, which holds {seen[88][0]:.2g} bits per " \
-           "parameter under lzma: from 0.4 at 2.2 bits to 0.2 at 3.2)" in seen[88][2]
+    # 40,000 random letters hold ~0.12 bits per parameter of the 1x512: 0.4, at any width the run is given
+    for options in ({}, {"size": 8}, {"size": 1024}, {"model": "gru", "layers": 2}):
+        run = plan.plan_run(str(path), max_epochs=20, **options)
+        assert run.model.dropout == 0.4 and not run.train.dropout_on_plateau, options
+        assert (f"dropout 0.4 (~20 passes over the training text, which holds {bits / default_parameters:.2g} bits "
+                "per parameter of a 1x512 LSTM under lzma: from 12 passes on, up to 2.2 bits, more against "
+                "overfitting)") in run.defaults
+    # texts that hold more (the size under lzma given: its measure is tested above and in test_corpus)
+    for per_parameter, dropout, why in ((3.5, 0.2, "from 3.2 bits on, too much to learn by heart"),
+                                        (2.7, 0.3, "from 0.4 at 2.2 bits to 0.2 at 3.2"),
+                                        (2.2, 0.4, "from 12 passes on, up to 2.2 bits, more against overfitting")):
+        monkeypatch.setattr(Corpus, "compressed_bits",
+                            lambda self, name="train", held=per_parameter * default_parameters: held)
+        for options in ({}, {"size": 8}, {"size": 1024}):
+            run = plan.plan_run(str(path), max_epochs=20, **options)
+            assert run.model.dropout == dropout, (per_parameter, options)
+            assert (f"dropout {dropout:g} (~20 passes over the training text, which holds {per_parameter:.2g} bits "
+                    f"per parameter of a 1x512 LSTM under lzma: {why})") in run.defaults
     # under 12 passes the text is not measured (a long text's lzma takes seconds), nor when the dropout is given
     monkeypatch.setattr(Corpus, "compressed_bits", lambda self, name="train": pytest.fail("measured"))
     assert plan.plan_run(str(path), max_epochs=11.9, size=40).model.dropout == 0.2

@@ -122,7 +122,7 @@ def add_train_arguments(p) -> None:
     g.add_argument("--dropout", type=float, help="dropout between layers and before the output, in [0, 1) (default: 0 for a run "
                    "planned to read its text under 2.5 times, 0.2 up to 12 passes (under 7, on at the first "
                    "validation that does not improve), from 12 on 0.4, down to 0.2 for a text of more bits per "
-                   "parameter under lzma; docs/training.md)")
+                   "parameter of the default 1x512 under lzma; docs/training.md)")
     g.add_argument("--dropout-on-plateau", action=argparse.BooleanOptionalAction, default=None,
                    help="train without dropout until a validation does not improve, then with --dropout (default: on "
                    "for the 0.2 of a run planned to read its text 2.5-7 times, when it has a validation split)")
