@@ -231,7 +231,7 @@ def choose_dropout(length: RunLength, batch_size: int, can_validate: bool,
     if passes < MANY_PASSES:
         return Choice(DROPOUT, f"{read}: from {LATE_DROPOUT_PASSES} on, against overfitting from the start"), False
     bits = bits_per_parameter()
-    read += f", which holds {bits:.2g} bits per parameter of a 1x512 LSTM under lzma"
+    read += f", which holds {bits:.2g} bits per parameter of a {ModelConfig.layers}x{ModelConfig.size} LSTM under lzma"
     if bits <= MEMORIZABLE_BITS:
         return Choice(MANY_PASSES_DROPOUT, f"{read}: from {MANY_PASSES} passes on, up to {MEMORIZABLE_BITS:g} bits, "
                                            "more against overfitting"), False
