@@ -77,6 +77,8 @@ def apply_preset(preset: str | None, options: dict, skip=()) -> dict:
 # The threshold lies between. At ~1,000 updates (60 s) in fixed steps batch 20 was within 0.014 of batch 16 on
 # four texts but 0.035-0.100 better on Python (two seeds; 0.030 with the trainer's mean of the last 20%); at
 # batch 20 x 790 it was 0.019 worse, and timed on three seeds 0.010 worse; no early signal tells Python apart.
+# Timed at 60 s on the C headers (~640-700 planned), batch 24 was 0.016 better over five seeds (-0.047 to +0.054
+# seed by seed, with batch 16's updates moving by a quarter with the machine's speed).
 SHORT_RUN_BATCH, LONG_RUN_BATCH = 16, 32
 LONG_RUN_UPDATES = 1200
 
