@@ -173,6 +173,42 @@ def test_two_ranks_under_a_time_budget_stop_at_the_same_update(tmp_path):
     assert (run / "loss.png").exists()
 
 
+RANK_SCRIPT = """
+import os, sys, threading
+import rnnlens
+import torch
+
+def native_threads():  # the process's threads that are not Python's: gloo's, while a group lives
+    return len(os.listdir("/proc/self/task")) - threading.active_count()
+
+before = native_threads()
+rnnlens.train(data=sys.argv[1], out=sys.argv[2], size=16, batch_size=8, seq_len=20, dropout=0.0, eval_every=5,
+              eval_batch_size=5, max_steps=6, progress=False)
+print(f"rank {os.environ['RANK']}: group alive {torch.distributed.is_initialized()}, native threads "
+      f"{before} before, {native_threads()} after")
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in Linux's /proc")
+def test_the_process_group_and_its_threads_end_with_the_run(tmp_path):
+    """A group still alive when Python exits let gloo's worker thread free tensors during finalization: the rank
+    died of SIGABRT after a finished run, now and then. The Python API's run ends it, threads and all."""
+    data = tmp_path / "in.txt"
+    data.write_text(make_text(300))
+    script = tmp_path / "rank.py"
+    script.write_text(RANK_SCRIPT)
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          str(script), str(data), str(tmp_path / "run")], env=env(), capture_output=True, text=True,
+                         timeout=300, check=False)
+    assert res.returncode == 0, res.stderr
+    lines = sorted(line for line in res.stdout.splitlines() if line.startswith("rank "))
+    assert len(lines) == 2, res.stdout
+    for rank, line in enumerate(lines):
+        m = re.fullmatch(rf"rank {rank}: group alive False, native threads (\d+) before, (\d+) after", line)
+        assert m and m.group(1) == m.group(2), line
+    assert read_checkpoint(tmp_path / "run" / LAST).meta["world_size"] == 2
+
+
 def _rank_pids(launcher_pid: int) -> dict[int, int]:
     """{local rank: pid} of the worker processes the launcher started (Linux /proc)."""
     out = {}

@@ -142,6 +142,31 @@ def test_the_environment_defaults_are_set_and_overridable(monkeypatch):
     assert os.environ["MKL_CBWR"] == "COMPATIBLE"  # a user's own value wins
 
 
+def test_mkl_takes_the_avx2_branch_on_a_cpu_with_avx2(tmp_path):
+    with_avx2 = tmp_path / "cpuinfo"
+    with_avx2.write_text("processor\t: 0\nflags\t\t: fpu sse4_2 avx avx2 fma avx512f\n\nprocessor\t: 1\n")
+    without = tmp_path / "old"
+    without.write_text("processor\t: 0\nflags\t\t: fpu sse4_2 avx avx512_vnni_like\n")
+    assert reproducibility._cpu_has_avx2(str(with_avx2))
+    assert not reproducibility._cpu_has_avx2(str(without))
+    assert not reproducibility._cpu_has_avx2(str(tmp_path / "missing"))  # no /proc: the CPU's own branch
+    # MKL_CBWR's value as MKL's mode (mkl_service.h: AUTO 2, AVX2 10, STRICT 0x10000)
+    assert reproducibility.cbwr_mode("AVX2,STRICT") == 0x1000A
+    assert reproducibility.cbwr_mode("auto, strict") == 0x10002
+    assert reproducibility.cbwr_mode("COMPATIBLE") == 3
+    assert reproducibility.cbwr_mode("STRICT") == 0x10002  # no branch named: AUTO's
+    # and the default is the mode MKL runs in
+    code = "import rnnlens, torch\nfrom rnnlens import reproducibility as r\nprint(r._mkl_cbwr_get())\n"
+    env = {k: v for k, v in _env().items() if k not in reproducibility.ENV_DEFAULTS}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    if torch.backends.mkl.is_available() and out.stdout.strip() != "None":
+        mode = int(out.stdout)
+        assert mode & 0x10000  # STRICT
+        if reproducibility._cpu_has_avx2():
+            assert mode == reproducibility.cbwr_mode("AVX2,STRICT")
+
+
 def test_torch_imported_first_is_reported_honestly(tmp_path):
     """`import torch; torch.mm(...)` before `import rnnlens`: MKL's mode can no longer change, and training says so."""
     code = ("import torch\ntorch.ones(64, 64) @ torch.ones(64, 64)\nimport rnnlens\n"

@@ -194,14 +194,14 @@ def train(data: str = "pystdlib", out: str | Path = "runs/latest", *, model: str
     ...), checked as `rnnlens train` checks its flags. `params` (e.g. "3.3M") sizes the width to a
     parameter budget instead of `size`.
     """
-    from rnnlens.plan import start_run
-    start_run(out, data=data, model=model, params=params, force=force, progress=progress, **options).run()
+    from rnnlens import plan
+    plan.train(out=out, data=data, model=model, params=params, force=force, progress=progress, **options)
     return load(out)
 
 
 def resume(run: str | Path, *, progress: bool = True, **options) -> LanguageModel:
     """Continue a run from its last checkpoint. A new stopping rule (max_steps, max_epochs, time_budget)
     replaces the old one; `data` says where its text is now when the run cannot find it."""
-    from rnnlens.plan import resume_run
-    resume_run(run, progress=progress, **options).run()
+    from rnnlens import plan
+    plan.train(resume=run, progress=progress, **options)
     return load(run)

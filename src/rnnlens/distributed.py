@@ -24,6 +24,8 @@ Backends: NCCL when the ranks train on CUDA GPUs (one GPU per rank, cuda:LOCAL_R
 
 from __future__ import annotations
 
+import gc
+import importlib
 import os
 import re
 import sys
@@ -186,6 +188,7 @@ class Context:
 
 
 _CONTEXT = Context()
+_OWN_GROUP = False  # whether setup made the process group (then shutdown ends it)
 
 
 def current() -> Context:
@@ -224,17 +227,31 @@ def setup(device: str = "auto") -> Context:
         backend = "nccl"
     else:
         backend = "gloo"
+    global _OWN_GROUP
     if not torch.distributed.is_initialized():
+        # torch.distributed.nn.functional binds group.WORLD into ten default arguments when it is imported,
+        # and DDP imports it: imported after the group exists, it would hold the group for good (see shutdown)
+        importlib.import_module("torch.distributed.nn.functional")
         kw = {"device_id": torch.device("cuda", local_rank)} if backend == "nccl" else {}
         torch.distributed.init_process_group(backend=backend, **kw)
+        _OWN_GROUP = True
     _CONTEXT = Context(rank=rank, world=world, local_rank=local_rank, backend=backend)
     return _CONTEXT
 
 
 def shutdown() -> None:
-    """Leave the process group (a run's end, or its error path)."""
-    global _CONTEXT
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+    """Leave the process group (a run's end, or its error path).
+
+    The group's C++ object, and gloo's worker threads with it, end only when nothing holds the group any
+    more, and that has to happen here, while Python is alive: left to the interpreter's exit, a worker
+    thread freed the last collective's tensors during finalization and the rank died of SIGABRT
+    ("terminate called without an active exception") after a finished run, in about 1 of 25 two-rank runs
+    on a 2-core machine. So the trainer drops its DDP wrapper first (`Trainer.leave_ranks`), and `setup`
+    imports what would otherwise keep a reference for good. A group the caller made before `setup` stays."""
+    global _CONTEXT, _OWN_GROUP
+    if _OWN_GROUP and torch.distributed.is_available() and torch.distributed.is_initialized():
+        _OWN_GROUP = False
+        gc.collect()  # DDP's hooks make reference cycles: free the wrapper now, not at exit
         try:
             torch.distributed.destroy_process_group()
         except (RuntimeError, ValueError):  # a peer is gone: nothing left to tidy

@@ -450,8 +450,10 @@ def default_run_dir() -> str:
 def train(*, resume: str | Path | None = None, out: str | Path | None = None, force: bool = False,
           progress: bool = True, **options):
     """Start (or resume) a run and train it to its stop: (trainer, final state). In a rank of a
-    distributed run, a lost peer becomes one RnnlensError that says how to go on."""
+    distributed run, a lost peer becomes one RnnlensError that says how to go on, and the process group
+    ends with the run (the trainer returned trains no more)."""
     import re
+    trainer = None
     try:
         if resume is not None:
             if out is not None:
@@ -475,6 +477,8 @@ def train(*, resume: str | Path | None = None, out: str | Path | None = None, fo
                                "--resume") from None
         raise
     finally:
+        if trainer is not None:
+            trainer.leave_ranks()
         distributed.shutdown()
 
 

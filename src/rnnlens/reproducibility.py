@@ -29,10 +29,10 @@ import os
 import sys
 
 
-def _cpu_has_avx2() -> bool:
+def _cpu_has_avx2(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
     """Whether the CPU lists AVX2 among its flags (/proc/cpuinfo; False where that cannot be read)."""
     try:
-        with open("/proc/cpuinfo") as cpuinfo:
+        with open(cpuinfo_path) as cpuinfo:
             return any(line.startswith("flags") and "avx2" in line.split() for line in cpuinfo)
     except OSError:
         return False
@@ -53,8 +53,8 @@ ENV_DEFAULTS = {
 # MKL's CNR constants (mkl_service.h)
 _CBWR_ALL = ~0
 _CBWR_STRICT = 0x10000
-_CBWR_AUTO = 2
-_CBWR_SUCCESS = 0
+_CBWR_BRANCHES = {"AUTO": 2, "COMPATIBLE": 3, "SSE2": 4, "SSSE3": 6, "SSE4_1": 7, "SSE4_2": 8, "AVX": 9,
+                  "AVX2": 10, "AVX512_MIC": 11, "AVX512": 12, "AVX512_MIC_E1": 13}
 
 _TORCH_WAS_IMPORTED = None   # whether torch was already loaded when apply_env first ran
 _ENFORCED = None
@@ -104,7 +104,15 @@ def enforce() -> None:
     wanted = os.environ.get("MKL_CBWR", "").upper()
     if cbwr is not None and "STRICT" in wanted and not cbwr & _CBWR_STRICT and hasattr(lib, "mkl_serv_cbwr_set"):
         lib.mkl_serv_cbwr_set.restype = ctypes.c_int
-        lib.mkl_serv_cbwr_set(ctypes.c_int(_CBWR_AUTO | _CBWR_STRICT))  # fails (-8) once MKL has computed
+        lib.mkl_serv_cbwr_set(ctypes.c_int(cbwr_mode(wanted)))  # fails (-8) once MKL has computed
+
+
+def cbwr_mode(setting: str) -> int:
+    """MKL's CNR mode for an MKL_CBWR value such as "AVX2,STRICT" (the branch MKL would read from the
+    environment, AUTO where it names none MKL knows, plus the STRICT bit)."""
+    words = [w.strip() for w in setting.upper().split(",")]
+    branch = next((_CBWR_BRANCHES[w] for w in words if w in _CBWR_BRANCHES), _CBWR_BRANCHES["AUTO"])
+    return branch | (_CBWR_STRICT if "STRICT" in words else 0)
 
 
 def check() -> list[str]:

@@ -607,9 +607,18 @@ class Trainer:
             return distributed.evaluate_sharded(self.model, self.val_data, bs, self.cfg.seq_len, self.dist)
         return evaluate(self.model, self.val_data, batch_size=bs, seq_len=self.cfg.seq_len).loss
 
+    def leave_ranks(self) -> None:
+        """In a distributed run, let go of the process group (the DDP wrapper holds it) so that
+        `distributed.shutdown` can end it; the model stays, and this trainer trains no more."""
+        if self.dist.active:
+            self.step_model = None
+
     def run(self) -> TrainState:
         """Train until a stopping rule fires; always leaves last.safetensors and best.safetensors."""
         cfg, s = self.cfg, self.state
+        if self.step_model is None:
+            raise RnnlensError("this trainer has left its ranks' process group; continue the run with "
+                               f"rnnlens train --resume {self.run_dir}")
         if not any([cfg.max_steps, cfg.max_epochs, cfg.time_budget]):
             raise RnnlensError("give a stopping rule: --max-epochs, --max-steps or --time-budget")
         checkpoint_every = cfg.checkpoint_every or cfg.eval_every or 500
