@@ -58,6 +58,8 @@ class TrainConfig:
     seq_len: int = 100
     # optimizer and schedule
     optimizer: str = "adam"
+    # at ~17 passes too: 0.002 read 0.05-0.10 worse on the man pages and C headers, 0.006 0.16 worse on the
+    # headers (docs/benchmarks.md, twenty-second session)
     lr: float = 4e-3
     rmsprop_alpha: float = 0.95
     weight_decay: float = 0.0
