@@ -189,7 +189,6 @@ print(f"rank {os.environ['RANK']}: group alive {torch.distributed.is_initialized
 """
 
 
-@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in Linux's /proc")
 def test_the_process_group_and_its_threads_end_with_the_run(tmp_path):
     """A group still alive when Python exits let gloo's worker thread free tensors during finalization: the rank
     died of SIGABRT after a finished run, now and then. The Python API's run ends it, threads and all."""

@@ -101,10 +101,10 @@ def enforce() -> None:
     if os.environ.get("MKL_DYNAMIC", "").upper() in ("FALSE", "0", "NO") and hasattr(lib, "mkl_set_dynamic"):
         lib.mkl_set_dynamic(ctypes.byref(ctypes.c_int(0)))  # the exported symbol is the Fortran one: by reference
     cbwr = _mkl_cbwr_get()
-    wanted = os.environ.get("MKL_CBWR", "").upper()
-    if cbwr is not None and "STRICT" in wanted and not cbwr & _CBWR_STRICT and hasattr(lib, "mkl_serv_cbwr_set"):
+    wanted = cbwr_mode(os.environ.get("MKL_CBWR", ""))
+    if cbwr is not None and wanted & _CBWR_STRICT and not cbwr & _CBWR_STRICT and hasattr(lib, "mkl_serv_cbwr_set"):
         lib.mkl_serv_cbwr_set.restype = ctypes.c_int
-        lib.mkl_serv_cbwr_set(ctypes.c_int(cbwr_mode(wanted)))  # fails (-8) once MKL has computed
+        lib.mkl_serv_cbwr_set(ctypes.c_int(wanted))  # fails (-8) once MKL has computed
 
 
 def cbwr_mode(setting: str) -> int:
