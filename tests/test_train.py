@@ -21,7 +21,7 @@ import rnnlens.trainer as trainer_module
 from rnnlens.checkpoint import read_checkpoint, save_checkpoint
 from rnnlens.errors import RnnlensError
 from rnnlens.model import ModelConfig
-from rnnlens.trainer import TrainConfig, Trainer
+from rnnlens.trainer import SlowCollapseWatch, TrainConfig, Trainer
 
 SMALL = dict(layers=2, size=24, embedding_size=8, dropout=0.1, batch_size=4, seq_len=20, lr=1e-2,
              eval_every=10, log_every=5)
@@ -145,9 +145,100 @@ def test_nan_rolls_back_and_halves_the_learning_rate(tmp_path, text_file, monkey
     fired = _poison_one_step(monkeypatch, 25)
     state = trainer.run()
     assert fired and state.step == 40 and state.rollbacks == 1 and state.lr_scale == 0.5
-    assert any("rolled back to step 20" in m and "halved the learning rate" in m for m in logs)
+    assert any("at step 26; rolled back to step 20" in m and "halved the learning rate" in m for m in logs)
     for v in trainer.model.state_dict().values():
         assert torch.isfinite(v).all()
+
+
+def test_the_collapse_watch_compares_each_window_with_its_last_epoch():
+    watch = SlowCollapseWatch(windows=120, span=50, margin=0.5)
+    # a text with a hard part (windows 40-79 read 4 nats, the rest 1): each epoch alike, a little better each time
+    per_window = [4.0 if 40 <= w < 80 else 1.0 for w in range(120)]
+    for epoch in range(3):
+        for w in range(120):
+            assert watch.collapsed(w, per_window[w] - 0.01 * epoch) is None
+        watch.end_epoch()
+    # the same windows, the loss climbing by 0.03 a window from window 10 on, each window 0.01 worse than one epoch
+    # before, as the end of the last epoch read against the one before it: the rise over the last 50 windows is
+    # 0.03 x their mean climb - 0.01: 0.482 at window 50, 0.507 at 51
+    climbing = [per_window[w] - 0.03 + 0.03 * max(0, w - 10) for w in range(120)]
+    fired = next(w for w in range(120) if watch.collapsed(w, climbing[w]))
+    assert fired == 51 and watch.rise(51, climbing[51]) == pytest.approx(0.03 * 861 / 50 - 0.01)
+    assert "climbing" in watch.collapsed(51, climbing[51]) and "0.51 above" in watch.collapsed(51, climbing[51])
+    assert watch.rising
+    restored = SlowCollapseWatch(windows=120, span=50, margin=0.5)
+    kept = watch.to_tensor()  # what last.safetensors keeps: the windows read, -1 for those not yet
+    assert kept.shape == (3, 120) and kept[2, 51] == climbing[51] and kept[2, 52] == -1
+    restored.load(kept)  # what a resumed or rolled-back run takes from last.safetensors
+    assert not restored.rising and restored.rise(51, climbing[51]) == pytest.approx(watch.latest_rise)
+    restored.load(torch.zeros(3, 7))  # another run's windows: no reference until a whole epoch is read again
+    assert all(restored.collapsed(w, 9.0) is None for w in range(120)) and not restored.rising
+    short = SlowCollapseWatch(windows=3)  # an epoch shorter than the span compares whole epochs
+    assert short.span == 3
+    for w in range(3):
+        short.collapsed(w, 1.0)
+    short.end_epoch()
+    assert [short.collapsed(w, 1.6) for w in range(3)][:2] == [None, None]
+    assert short.rise(2, 1.6) == pytest.approx(0.6)
+
+
+def test_a_slow_climb_rolls_back_and_halves_the_learning_rate(tmp_path, text_file, monkeypatch):
+    logs = []
+    cfg = TrainConfig(data=str(text_file), max_steps=600, checkpoint_every=10, batch_size=4, seq_len=20,
+                      eval_every=1000, log_every=5)
+    trainer = Trainer.start(tmp_path / "run", cfg=cfg, progress=False, log=logs.append, layers=1, size=16)
+    windows = len(trainer.batches)
+    assert 50 < windows < 100  # the climb below starts in the sixth epoch, when an epoch improves on the last little
+    original = Trainer.train_step
+    climb_from = 5 * windows + 5
+
+    def climbing(self, x, y):
+        # from `climb_from` on, until the first rollback, the loss reads 0.03 nats higher each update: the shape of
+        # the GRU's collapse, and ~100x too slow for the rule on single updates
+        loss, grad_norm = original(self, x, y)
+        if self.state.step >= climb_from and self.state.rollbacks == 0:
+            loss += 0.03 * (self.state.step - climb_from + 1)
+        return loss, grad_norm
+    monkeypatch.setattr(Trainer, "train_step", climbing)
+    state = trainer.run()
+    assert state.step == 600 and state.rollbacks == 1 and state.lr_scale == 0.5
+    warning = next(m for m in logs if "rolled back" in m)
+    assert "a training loss climbing over many updates" in warning and "halved the learning rate" in warning
+    # it fired once the mean of the last 50 windows had risen 0.5: ~45 updates into the climb, not at once
+    fired_at = int(warning.split(" at step ")[1].split(";")[0])
+    assert climb_from + 30 < fired_at < climb_from + 60, (climb_from, fired_at)
+    # and went back to a state from the start of the climb: the checkpoints written every 10 steps stop once the
+    # loss reads 0.05 above the last epoch's (~15 updates in), where a plain last checkpoint would be ~40 in
+    back_to = int(warning.split("rolled back to step ")[1].split(" ")[0])
+    assert climb_from - 10 <= back_to <= climb_from + 20 and back_to < fired_at - 20, (climb_from, back_to, fired_at)
+
+
+def test_a_text_with_a_hard_part_trains_without_a_rollback(tmp_path, monkeypatch):
+    # batch 1: each update reads one place in the text, so the loss jumps by more than a nat where the random hex
+    # digits are and back after; the watch compares the same windows epoch over epoch and leaves the run alone
+    rng = random.Random(5)
+    hard = "".join(rng.choice("0123456789abcdef") for _ in range(2000))
+    path = tmp_path / "mixed.txt"
+    path.write_text(make_text(100, seed=1) + hard + "\n" + make_text(100, seed=2))
+    logs = []
+    cfg = TrainConfig(data=str(path), max_epochs=4, batch_size=1, seq_len=20, eval_every=1000, log_every=5)
+    trainer = Trainer.start(tmp_path / "run", cfg=cfg, progress=False, log=logs.append, layers=1, size=32,
+                            dropout=0.4)
+    losses = []
+    original = Trainer.train_step
+
+    def recording(self, x, y):
+        loss, grad_norm = original(self, x, y)
+        losses.append(loss)
+        return loss, grad_norm
+    monkeypatch.setattr(Trainer, "train_step", recording)
+    state = trainer.run()
+    assert state.rollbacks == 0 and not any("rolled back" in m for m in logs)
+    windows = len(trainer.batches)
+    last = losses[-windows:]
+    hard_part = max(sum(last[w:w + 50]) / 50 for w in range(windows - 50))
+    words = min(sum(last[w:w + 50]) / 50 for w in range(windows - 50))
+    assert hard_part - words > 1.0, (hard_part, words)  # a watch on the run's best loss would have fired
 
 
 def test_ctrl_c_stops_at_a_step_boundary_saves_and_resumes(tmp_path, text_file, monkeypatch):

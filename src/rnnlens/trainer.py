@@ -59,7 +59,8 @@ class TrainConfig:
     # optimizer and schedule
     optimizer: str = "adam"
     # at ~17 passes too: 0.002 read 0.05-0.10 worse on the man pages and C headers, 0.006 0.16 worse on the
-    # headers (docs/benchmarks.md, twenty-second session)
+    # headers (docs/benchmarks.md, twenty-second session); a GRU or an RNN there collapses after ~7 passes and
+    # SlowCollapseWatch rolls it back at half the rate (the headers' GRU then ends below a run at 0.002; 23rd session)
     lr: float = 4e-3
     rmsprop_alpha: float = 0.95
     weight_decay: float = 0.0
@@ -248,6 +249,83 @@ def parse_duration(text: str) -> float:
     return value
 
 
+class SlowCollapseWatch:
+    """Catches a training loss that climbs over a hundred updates and stays up: too slowly for the rule on single
+    updates in Trainer.run (a 1x512 GRU at Adam 0.004 went from ~1.0 to 3.4-3.7 nats/char in ~100 updates after
+    ~7 passes over 600K characters of C headers; docs/training.md, "Recovery").
+
+    Each epoch reads the same windows of text in the same order, so the loss of a window is compared with the same
+    window's in the epoch before, not with the run's best: a text whose parts differ (a table of hex numbers inside
+    prose) moves a small batch's loss up and down by its content, every epoch alike, while a collapse raises it on
+    the same text. The watch fires when the mean loss of the last `span` windows read (into the end of the epoch
+    before, early in an epoch) is more than `margin` nats above the mean of the same windows one epoch earlier.
+    It has no reference in the first epoch, or after dropout comes on (which raises the training loss by itself),
+    until an epoch has passed. last.safetensors keeps its losses: a resumed or rolled-back run watches on alike."""
+
+    def __init__(self, windows: int, span: int = 50, margin: float = 0.5, suspect: float = 0.05):
+        self.windows, self.margin, self.suspect = windows, margin, suspect
+        self.span = min(span, windows)
+        self.forget()
+
+    def forget(self) -> None:
+        """Drop every epoch's losses: no comparison until a whole epoch is read again."""
+        # loss per window: [the epoch before the last, the last epoch, this epoch so far]; NaN: not read
+        self.epochs = [[math.nan] * self.windows for _ in range(3)]
+        self.latest_rise = None
+
+    def end_epoch(self) -> None:
+        self.epochs = self.epochs[1:] + [[math.nan] * self.windows]
+
+    def to_tensor(self) -> torch.Tensor:
+        """[3, windows] float64: what last.safetensors keeps, so a resumed or rolled-back run watches on alike;
+        -1 for a window not read (a loss is never negative; NaN would make equal checkpoints compare unequal)."""
+        return torch.tensor(self.epochs, dtype=torch.float64).nan_to_num(nan=-1.0)
+
+    def load(self, losses: torch.Tensor | None) -> None:
+        """The losses a checkpoint kept (to_tensor), or none: a checkpoint from before the watch, or from a run
+        cut into other windows, leaves it without a reference for an epoch."""
+        if losses is not None and tuple(losses.shape) == (3, self.windows):
+            self.epochs = [[math.nan if loss < 0 else loss for loss in epoch] for epoch in losses.tolist()]
+            self.latest_rise = None
+        else:
+            self.forget()
+
+    @property
+    def rising(self) -> bool:
+        """Whether the loss now reads more than `suspect` nats above the same windows one epoch before: the
+        start of a collapse (a 1x512 GRU went +0.04, +0.10, +0.45 over the ~220 updates before it passed the
+        margin), not yet a state to roll back to. Healthy runs read between -0.4 and +0.01."""
+        return self.latest_rise is not None and self.latest_rise > self.suspect
+
+    def _means(self, window: int) -> tuple[float, float]:
+        """The mean loss of the last `span` windows read up to `window`, and of the same windows one epoch
+        before (NaN where one was not read)."""
+        before_last, last, this = self.epochs
+        here = min(self.span, window + 1)  # windows of this epoch in the span; the rest end the last epoch
+        tail = slice(self.windows - (self.span - here), self.windows)
+        now = this[window + 1 - here:window + 1] + last[tail]
+        before = last[window + 1 - here:window + 1] + before_last[tail]
+        return math.fsum(now) / self.span, math.fsum(before) / self.span
+
+    def rise(self, window: int, loss: float) -> float | None:
+        """Record the loss of `window`; return how far the last `span` windows' mean loss is above the same
+        windows' one epoch before (nats/char), or None without a reference."""
+        self.epochs[2][window] = loss
+        mean_now, mean_before = self._means(window)
+        rise = mean_now - mean_before
+        self.latest_rise = rise if math.isfinite(rise) else None
+        return self.latest_rise
+
+    def collapsed(self, window: int, loss: float) -> str | None:
+        """Record the loss of `window`; a description of the collapse when the watch fires, else None."""
+        rise = self.rise(window, loss)
+        if rise is None or rise <= self.margin:
+            return None
+        mean_now, mean_before = self._means(window)
+        return (f"a training loss climbing over many updates (the last {self.span} windows read {mean_now:.2f}, "
+                f"{rise:.2f} above the same windows' {mean_before:.2f} one epoch before)")
+
+
 @dataclass
 class TrainState:
     """Where a run is; JSON in last.safetensors. `window` is the next window to train on."""
@@ -299,6 +377,8 @@ class Trainer:
         self.batches = StreamBatches(corpus.split("train"), cfg.batch_size, cfg.seq_len, "train",
                                      file=(corpus.directory / "data.bin", train_start),
                                      rows=self.dist.rows(cfg.batch_size))
+        self.collapse_watch = SlowCollapseWatch(len(self.batches))
+        self._last_saved_step = self.state.step  # of last.safetensors (a resumed run starts from it)
         val = corpus.split("val")
         self.val_data = val if len(val) >= 2 else None
         if self.val_data is None:
@@ -445,6 +525,7 @@ class Trainer:
         else:
             self.hidden = None
         self.dist.restore_rng(ckpt.group("rng"), self.device, self.cfg.seed, self.state.step)
+        self.collapse_watch.load(ckpt.group("watch").get("losses"))
         averaged = ckpt.meta["state"].get("averaged", 0)  # (a rollback sets the state after this)
         mean = ckpt.group("average")
         if averaged and len(mean) != len(list(self.model.parameters())):
@@ -479,6 +560,7 @@ class Trainer:
             for i, t in enumerate(self.dist.gather_state(state_tensors(self.hidden))):
                 extra[f"state.{i}"] = t
         extra.update(self.dist.rng_tensors(self.device))  # 'rng.cpu' is rank 0's, 'rng.cpu.R' rank R's
+        extra["watch.losses"] = self.collapse_watch.to_tensor()
         if self.state.averaged:  # a resumed run goes on with the same mean
             extra.update({f"average.{i}": t for i, t in enumerate(self.weight_mean)})
         meta = {"kind": "training", "train": self.cfg.to_dict(), "state": asdict(self.state),
@@ -488,6 +570,7 @@ class Trainer:
             save_checkpoint(self.run_dir / LAST, self.model, self.corpus.vocab, meta, extra)
         self.dist.barrier()  # the others wait until the file is complete
         self._save_cost = time.perf_counter() - t0
+        self._last_saved_step = self.state.step
 
     def save_best(self, val_loss: float | None) -> None:
         if not self.dist.is_main:
@@ -512,7 +595,7 @@ class Trainer:
         if self.state.rollbacks > MAX_ROLLBACKS:
             raise RnnlensError(f"training diverged {MAX_ROLLBACKS} times ({reason}); the last good state is in "
                                f"{self.run_dir / LAST}; lower --lr or --grad-clip and resume or restart")
-        keep, elapsed = self.state.rollbacks, self.state.elapsed
+        keep, elapsed, failed_step = self.state.rollbacks, self.state.elapsed, self.state.step + 1
         ckpt = read_checkpoint(self.run_dir / LAST)
         self.load_training_tensors(ckpt)
         # update in place: run() holds this object
@@ -521,7 +604,7 @@ class Trainer:
         self.state.rollbacks, self.state.elapsed = keep, elapsed
         self.state.lr_scale *= 0.5
         self._sync_dropout()
-        self.log(f"warning: {reason} at step {self.state.step + 1}; rolled back to step {self.state.step} "
+        self.log(f"warning: {reason} at step {failed_step}; rolled back to step {self.state.step} "
                  f"and halved the learning rate (now x{self.state.lr_scale:g} of --lr)")
 
     # ---------------------------------------------------------------- schedule
@@ -654,10 +737,13 @@ class Trainer:
                         self._agreed_stop = self._stop_signal or "a stop signal on another rank"
                 s.elapsed += dt
                 exploding = smooth is not None and loss > max(3.0 * smooth, smooth + 5.0)
-                if not (math.isfinite(loss) and math.isfinite(grad_norm)) or exploding:
+                finite = math.isfinite(loss) and math.isfinite(grad_norm)
+                collapse = self.collapse_watch.collapsed(s.window, loss) if finite and not exploding else None
+                if not finite or exploding or collapse:
                     self.rollback("a non-finite loss" if not math.isfinite(loss) else
                                   "a non-finite gradient" if not math.isfinite(grad_norm) else
-                                  f"an exploding loss ({loss:.2f} against a running {smooth:.2f})")
+                                  f"an exploding loss ({loss:.2f} against a running {smooth:.2f})" if exploding else
+                                  collapse)
                     smooth = None
                     continue
                 smooth = loss if smooth is None else 0.98 * smooth + 0.02 * loss
@@ -674,6 +760,7 @@ class Trainer:
                 if epoch_end:
                     s.epoch += 1
                     s.window = 0
+                    self.collapse_watch.end_epoch()
                 loss_sum += loss
                 loss_n += 1
                 window_steps += 1
@@ -692,7 +779,10 @@ class Trainer:
                 if ((cfg.eval_every and s.step % cfg.eval_every == 0) or epoch_end) and not self._final_validation_near():
                     self._validate_and_track(metrics, bar)
                     validated = True
-                if validated or s.step % checkpoint_every == 0:
+                # last.safetensors is the state a rollback returns to: not one from the start of a collapse, unless
+                # the last write is so old that a crash would cost more than that
+                if (validated or s.step % checkpoint_every == 0) and (
+                        not self.collapse_watch.rising or s.step - self._last_saved_step >= 4 * checkpoint_every):
                     self.save_last()
                 if cfg.snapshot_every and s.step % cfg.snapshot_every == 0:
                     self.save_snapshot()
@@ -830,6 +920,7 @@ class Trainer:
         s = self.state
         s.dropout_from = s.step
         self._sync_dropout()
+        self.collapse_watch.forget()  # dropout raises the training loss by itself
         self._write_metrics(metrics, {"step": s.step, "epoch": round(self.epochs_read, 4),
                                       "dropout": self.model_cfg.dropout, "elapsed_s": s.elapsed})
         msg = (f"step {s.step}: val {val:.4f} did not improve on {s.best_val:.4f}: dropout {self.model_cfg.dropout:g} "
