@@ -21,6 +21,7 @@ import rnnlens.trainer as trainer_module
 from rnnlens.checkpoint import read_checkpoint, save_checkpoint
 from rnnlens.errors import RnnlensError
 from rnnlens.model import ModelConfig
+from rnnlens.runs import history, read_metrics
 from rnnlens.trainer import SlowCollapseWatch, TrainConfig, Trainer
 
 SMALL = dict(layers=2, size=24, embedding_size=8, dropout=0.1, batch_size=4, seq_len=20, lr=1e-2,
@@ -211,6 +212,15 @@ def test_a_slow_climb_rolls_back_and_halves_the_learning_rate(tmp_path, text_fil
     # loss reads 0.05 above the last epoch's (~15 updates in), where a plain last checkpoint would be ~40 in
     back_to = int(warning.split("rolled back to step ")[1].split(" ")[0])
     assert climb_from - 10 <= back_to <= climb_from + 20 and back_to < fired_at - 20, (climb_from, back_to, fired_at)
+    # metrics.jsonl says so; the history the picture draws leaves out the climb, and the first row after the
+    # rollback averages only updates after it
+    rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert {"step": back_to, "rolled_back_from": fired_at}.items() <= next(r for r in rows if "rolled_back_from" in r).items()
+    kept, discarded = history(rows)
+    assert discarded and all(back_to < r["step"] < fired_at for r in discarded)
+    before = [r["train_loss"] for r in kept if "train_loss" in r and r["step"] <= climb_from][-1]
+    after = [r["train_loss"] for r in kept if "train_loss" in r and back_to < r["step"] <= back_to + 20]
+    assert after and max(after) < before + 0.1, (before, after)  # the climb read up to +1.3
 
 
 def test_a_text_with_a_hard_part_trains_without_a_rollback(tmp_path, monkeypatch):
@@ -954,3 +964,34 @@ def test_the_loss_picture_draws_the_kept_mean_of_the_weights_as_its_own_point(tm
         "train", "validation", "validation, the mean of the last 4 updates' weights (kept)"]
     assert list(ax.lines[1].get_ydata()) == [2.1, 1.9]  # the validation line: the last update's weights
     assert list(ax.lines[2].get_xdata()) == [20] and list(ax.lines[2].get_ydata()) == [1.85]
+
+
+def test_the_history_drops_what_a_rollback_or_a_resume_replaced():
+    from rnnlens.runs import history
+    rows = [{"step": 10, "train_loss": 2.0}, {"step": 10, "val_loss": 2.1}, {"step": 20, "train_loss": 1.8},
+            {"step": 30, "train_loss": 2.4}, {"step": 30, "val_loss": 2.6},
+            {"step": 20, "epoch": 1.0, "rolled_back_from": 33, "elapsed_s": 4.0},  # back to step 20's checkpoint
+            {"step": 30, "train_loss": 1.7}, {"step": 40, "train_loss": 1.6}, {"step": 50, "train_loss": 1.5},
+            {"step": 40, "train_loss": 1.6}, {"step": 50, "train_loss": 1.5}]  # a crash at 50, resumed from 30
+    kept, discarded = history(rows)
+    assert [(r["step"], r.get("train_loss", r.get("val_loss"))) for r in kept if "rolled_back_from" not in r] == [
+        (10, 2.0), (10, 2.1), (20, 1.8), (30, 1.7), (40, 1.6), (50, 1.5)]
+    assert discarded == [{"step": 30, "train_loss": 2.4}, {"step": 30, "val_loss": 2.6}]
+    assert history([{"val_loss": 2.0}, {"step": 5, "train_loss": 1.0}]) == (
+        [{"val_loss": 2.0}, {"step": 5, "train_loss": 1.0}], [])  # a row without a step is kept as it is
+
+
+def test_the_loss_picture_fades_a_climb_a_rollback_discarded(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    from rnnlens.render.plots import plot_loss_curve
+    drawn = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, path, **kw: drawn.append(fig))
+    rows = [{"step": 10, "train_loss": 2.0}, {"step": 20, "train_loss": 1.8}, {"step": 30, "train_loss": 2.4},
+            {"step": 40, "train_loss": 3.0}, {"step": 20, "rolled_back_from": 41}, {"step": 30, "train_loss": 1.7},
+            {"step": 40, "train_loss": 1.6}]
+    plot_loss_curve(rows, tmp_path / "loss.png")
+    ax = drawn[0].axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["train, discarded by a rollback", "train"]
+    assert list(ax.lines[0].get_xdata()) == [30, 40] and list(ax.lines[0].get_ydata()) == [2.4, 3.0]
+    assert list(ax.lines[1].get_xdata()) == [10, 20, 30, 40]  # no line back from step 40 to 30

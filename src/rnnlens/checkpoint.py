@@ -10,7 +10,7 @@ A run folder holds:
     last.safetensors   everything needed to resume training exactly
     best.safetensors   the weights with the best validation loss so far (what `load` uses)
     run.json           the run's configuration, for people
-    metrics.jsonl      one JSON object per log line, per validation, and when a plateau dropout comes on
+    metrics.jsonl      one JSON object per log line, per validation, when a plateau dropout comes on, at a rollback
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ import numpy as np
 
 from rnnlens.api import LanguageModel
 from rnnlens.errors import RnnlensError
-from rnnlens.runs import fits_in_memory, model_label, read_json, read_metrics, run_folder, training_corpus
+from rnnlens.runs import fits_in_memory, history, model_label, read_json, read_metrics, run_folder, training_corpus
 from rnnlens.workflows.inspect import load_rnn
 
 DEFAULT_MAX_CHARS = 20_000
@@ -346,7 +346,7 @@ def model_card(ctx: ReportContext) -> dict:
     cfg, meta, run = ctx.config, ctx.lm.meta, ctx.run_info
     corpus = meta.get("corpus") or run.get("corpus") or {}
     train = meta.get("train") or run.get("train") or {}
-    rows = ctx.metrics
+    rows = history(ctx.metrics)[0]  # without what a rollback discarded
     steps = max((r["step"] for r in rows if "step" in r), default=meta.get("step"))
     seconds = max((r["elapsed_s"] for r in rows if "elapsed_s" in r), default=None)
     vals = [(r["val_loss"], r["step"]) for r in rows if isinstance(r.get("val_loss"), (int, float))]

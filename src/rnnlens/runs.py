@@ -2,7 +2,7 @@
 
 * `training_corpus(model)`: the corpus it was trained on, found again from any folder (by content
   hash in the cache, a `data` path the user gives, or the path the run recorded);
-* `model_label(path)`, `run_folder(checkpoint)`, `read_metrics(path)`: names and history;
+* `model_label(path)`, `run_folder(checkpoint)`, `read_metrics(path)`, `history(rows)`: names and history;
 * `read_text(path, max_chars)`: the text an analysis reads, checked;
 * `trace_for_analysis(lm, text, names)`: a trace in RAM when small, else in a temporary file,
   by the one spill rule (`fits_in_memory`);
@@ -57,6 +57,27 @@ def read_metrics(path) -> list[dict]:
                 except ValueError:
                     continue
     return rows
+
+
+def history(rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """A run's metrics rows split into (the history its weights come from, the rows a rollback discarded). A
+    rollback (a "rolled_back_from" row at the step it went back to) or a resume after a crash goes back to an
+    earlier step and logs from there again: the rows logged before at later steps were of weights the run no
+    longer has. A resume's are dropped (it logs the same values again); a rollback's are returned apart."""
+    def step_of(row):
+        step = row.get("step")
+        return step if isinstance(step, (int, float)) else -1
+
+    kept, discarded = [], []
+    for row in rows:
+        step = step_of(row)
+        if "rolled_back_from" in row:
+            discarded += [r for r in kept if step_of(r) > step and "rolled_back_from" not in r]
+            kept = [r for r in kept if step_of(r) <= step]
+        elif kept and step < max(step_of(r) for r in kept):  # a resume's first row, one step past its checkpoint
+            kept = [r for r in kept if step_of(r) < step]
+        kept.append(row)
+    return kept, discarded
 
 
 def read_json(path) -> dict:

@@ -589,8 +589,9 @@ class Trainer:
                 "train": self.cfg.to_dict(), "corpus": self.corpus_info()}
         return save_checkpoint(snapshot_path(self.run_dir, s.step), self.model, self.corpus.vocab, meta)
 
-    def rollback(self, reason: str) -> None:
-        """Reload last.safetensors and lower the learning rate: a NaN must not end a long run."""
+    def rollback(self, reason: str) -> int:
+        """Reload last.safetensors and lower the learning rate: a NaN must not end a long run. Returns the step
+        that failed."""
         self.state.rollbacks += 1
         if self.state.rollbacks > MAX_ROLLBACKS:
             raise RnnlensError(f"training diverged {MAX_ROLLBACKS} times ({reason}); the last good state is in "
@@ -606,6 +607,7 @@ class Trainer:
         self._sync_dropout()
         self.log(f"warning: {reason} at step {failed_step}; rolled back to step {self.state.step} "
                  f"and halved the learning rate (now x{self.state.lr_scale:g} of --lr)")
+        return failed_step
 
     # ---------------------------------------------------------------- schedule
     @property
@@ -740,11 +742,15 @@ class Trainer:
                 finite = math.isfinite(loss) and math.isfinite(grad_norm)
                 collapse = self.collapse_watch.collapsed(s.window, loss) if finite and not exploding else None
                 if not finite or exploding or collapse:
-                    self.rollback("a non-finite loss" if not math.isfinite(loss) else
-                                  "a non-finite gradient" if not math.isfinite(grad_norm) else
-                                  f"an exploding loss ({loss:.2f} against a running {smooth:.2f})" if exploding else
-                                  collapse)
+                    failed_step = self.rollback(
+                        "a non-finite loss" if not math.isfinite(loss) else
+                        "a non-finite gradient" if not math.isfinite(grad_norm) else
+                        f"an exploding loss ({loss:.2f} against a running {smooth:.2f})" if exploding else collapse)
+                    # the rows logged after this step were of the weights just discarded (rnnlens.runs.history)
+                    self._write_metrics(metrics, {"step": s.step, "epoch": round(self.epochs_read, 4),
+                                                  "rolled_back_from": failed_step, "elapsed_s": s.elapsed})
                     smooth = None
+                    loss_sum, loss_n, window_t0, window_steps = 0.0, 0, time.perf_counter(), 0  # not in the next row
                     continue
                 smooth = loss if smooth is None else 0.98 * smooth + 0.02 * loss
                 self._accumulate_mean()

@@ -15,12 +15,21 @@ def plot_loss_curve(rows: list[dict], out_path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from rnnlens.runs import history
+
+    rows, discarded = history(rows)  # what a rollback or a resume after a crash replaced is not the run's history
     train = [(r["step"], r["train_loss"]) for r in rows if "train_loss" in r]
     # the last update's weights at each validation; a row with "averaged" is the mean of the last N updates'
     # weights, which the run kept at its end (rnnlens.trainer, --average-fraction): a point of its own
     val = [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r and "averaged" not in r]
     means = [r for r in rows if "val_loss" in r and "averaged" in r]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    for n, r in enumerate(r for r in rows if "rolled_back_from" in r):  # each climb a rollback discarded, faded
+        climb = [(d["step"], d["train_loss"]) for d in discarded
+                 if "train_loss" in d and r["step"] < d["step"] <= r["rolled_back_from"]]
+        if climb:
+            ax.plot(*zip(*climb), color="#4c72b0", alpha=0.5, linewidth=1, linestyle="--",
+                    label="train, discarded by a rollback" if n == 0 else None)
     if train:
         ax.plot(*zip(*train), label="train", color="#4c72b0", linewidth=1)
     if val:

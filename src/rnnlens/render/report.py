@@ -227,6 +227,9 @@ def training_section(ctx) -> Section:
         why += (" The dotted line is where the run's dropout came on (--dropout-on-plateau: at the first validation "
                 "that did not improve); the training loss steps up there because part of the network is now dropped "
                 "at random in training, not because the model got worse.")
+    if any("rolled_back_from" in r for r in ctx.metrics):
+        why += (" The faded dashed line is training the run undid: a non-finite or climbing loss made it go back to "
+                "an earlier checkpoint and go on at half the learning rate (Recovery, in docs/training.md).")
     kept_mean = next((r for r in ctx.metrics if "averaged" in r), None)
     if kept_mean is not None:
         why += (f" The star is the validation of the mean of the weights over the last {kept_mean['averaged']:,} "
