@@ -68,15 +68,18 @@ def history(rows: list[dict]) -> tuple[list[dict], list[dict]]:
         step = row.get("step")
         return step if isinstance(step, (int, float)) else -1
 
-    kept, discarded = [], []
+    kept, discarded, last_step = [], [], -1  # last_step: the highest step in kept
     for row in rows:
         step = step_of(row)
         if "rolled_back_from" in row:
             discarded += [r for r in kept if step_of(r) > step and "rolled_back_from" not in r]
             kept = [r for r in kept if step_of(r) <= step]
-        elif kept and step < max(step_of(r) for r in kept):  # a resume's first row, one step past its checkpoint
+            last_step = step
+        elif step < last_step:  # a resume's first row, one step past its checkpoint
             kept = [r for r in kept if step_of(r) < step]
+            last_step = step
         kept.append(row)
+        last_step = max(last_step, step)
     return kept, discarded
 
 
