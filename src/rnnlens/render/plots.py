@@ -24,9 +24,10 @@ def plot_loss_curve(rows: list[dict], out_path: str | Path) -> Path:
     val = [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r and "averaged" not in r]
     means = [r for r in rows if "val_loss" in r and "averaged" in r]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
-    for n, r in enumerate(r for r in rows if "rolled_back_from" in r):  # each climb a rollback discarded, faded
+    rollbacks = [r for r in rows if "rolled_back_from" in r]
+    for n, back in enumerate(rollbacks):  # each climb a rollback discarded, faded, a line of its own
         climb = [(d["step"], d["train_loss"]) for d in discarded
-                 if "train_loss" in d and r["step"] < d["step"] <= r["rolled_back_from"]]
+                 if "train_loss" in d and back["step"] < d["step"] <= back["rolled_back_from"]]
         if climb:
             ax.plot(*zip(*climb), color="#4c72b0", alpha=0.5, linewidth=1, linestyle="--",
                     label="train, discarded by a rollback" if n == 0 else None)
