@@ -125,6 +125,9 @@ MEMORIZABLE_BITS, UNMEMORIZABLE_BITS = 2.2, 3.2
 # text-seed pairs on five texts (0.006 better in the mean; the best of the two in the mean over seeds on four
 # texts, 0.007 worse on Shakespeare; War and Peace 0.029 worse on seed 1, 0.030 and 0.020 better on seeds 2-3):
 # the seeds of one text disagree by as much as the gap.
+# At 1,800 s on one thread (~11,300 planned, ~11-12 passes of the 1x512) a 1x768 read 0.061 better on Python and
+# 0.002 worse on War and Peace (one seed; 2x512 and 2x384 0.025-0.028 worse there): a wider tier for long runs may
+# pay, but one seed on two texts does not place it (docs/benchmarks.md, twenty-fourth session).
 # A run ended by --max-steps or --max-epochs gets no more updates from a narrower model: it keeps 512.
 SHORT_RUN_SIZE, LONG_RUN_SIZE = 384, ModelConfig.size  # the long run keeps ModelConfig's default width (512)
 LONG_RUN_SIZE_UPDATES = 3500
