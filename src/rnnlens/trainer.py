@@ -307,21 +307,26 @@ class SlowCollapseWatch:
         before = last[window + 1 - here:window + 1] + before_last[tail]
         return math.fsum(now) / self.span, math.fsum(before) / self.span
 
-    def rise(self, window: int, loss: float) -> float | None:
-        """Record the loss of `window`; return how far the last `span` windows' mean loss is above the same
-        windows' one epoch before (nats/char), or None without a reference."""
+    def _record(self, window: int, loss: float) -> tuple[float, float]:
+        """Record the loss of `window` and set latest_rise; the two means it compares (_means)."""
         self.epochs[2][window] = loss
         mean_now, mean_before = self._means(window)
         rise = mean_now - mean_before
         self.latest_rise = rise if math.isfinite(rise) else None
+        return mean_now, mean_before
+
+    def rise(self, window: int, loss: float) -> float | None:
+        """Record the loss of `window`; return how far the last `span` windows' mean loss is above the same
+        windows' one epoch before (nats/char), or None without a reference."""
+        self._record(window, loss)
         return self.latest_rise
 
     def collapsed(self, window: int, loss: float) -> str | None:
         """Record the loss of `window`; a description of the collapse when the watch fires, else None."""
-        rise = self.rise(window, loss)
+        mean_now, mean_before = self._record(window, loss)  # once per update: the means are read once
+        rise = self.latest_rise
         if rise is None or rise <= self.margin:
             return None
-        mean_now, mean_before = self._means(window)
         return (f"a training loss climbing over many updates (the last {self.span} windows read {mean_now:.2f}, "
                 f"{rise:.2f} above the same windows' {mean_before:.2f} one epoch before)")
 
