@@ -880,12 +880,12 @@ def test_a_timed_run_counts_its_passes_at_the_speed_of_the_batch_it_takes(tmp_pa
     assert plan.plan_run(str(path), time_budget=budget).model.size == 384 and timed == [(16, 512), (32, 384)]
 
 
-def test_a_short_timed_run_takes_a_narrower_model_and_counts_its_passes_at_its_speed(tmp_path, monkeypatch):
+def test_a_timed_run_takes_the_width_for_its_length_and_counts_its_passes_at_its_speed(tmp_path, monkeypatch):
     from rnnlens import plan
     path = tmp_path / "big.txt"
     path.write_text(make_text(1200))
     windows = (len(plan.plan_run(str(path), max_steps=1).corpus.split("train")) - 1) // 16 // 100
-    speed = {512: 10.0, 384: 15.0}  # updates per second at batch 16: the narrower model takes 1.5x the updates
+    speed = {512: 10.0, 384: 15.0, 768: 5.0}  # updates per second: the narrower model takes 1.5x the updates
     monkeypatch.setattr(trainer_module, "EVAL_SPEEDUP", math.inf)  # validations take no time here
     monkeypatch.setattr(plan, "measure_updates_per_second", lambda model, train, batch: speed.get(model.size, 10.0))
 
@@ -895,8 +895,17 @@ def test_a_short_timed_run_takes_a_narrower_model_and_counts_its_passes_at_its_s
                                      "model reads more text per second), ")
     long = plan.plan_run(str(path), time_budget=350)
     assert long.model.size == 512
-    assert long.defaults.startswith("defaults: 1x512 LSTM (a timed run of 3,500 updates or more at batch 16: the "
-                                    "wider model's capacity pays), ")
+    assert long.defaults.startswith("defaults: 1x512 LSTM (a timed run of 3,500 to 9,000 updates at batch 16: the "
+                                    "capacity pays, and a wider model would take too few updates), ")
+    assert plan.plan_run(str(path), time_budget=899.85).model.size == 512  # 8,999 updates of 1x512
+    longest = plan.plan_run(str(path), time_budget=900)
+    assert longest.model.size == 768 and longest.model.layers == 1
+    assert longest.defaults.startswith("defaults: 1x768 LSTM (a timed run of 9,000 updates at batch 16 or more: "
+                                       "enough updates for a wider model's capacity to pay), ")
+    # its passes are counted at its own speed, at the batch it takes: half the 1x512's updates
+    windows_at_32 = (len(longest.corpus.split("train")) - 1) // 32 // 100
+    assert longest.train.batch_size == 32 and f"(~{900 * speed[768] / windows_at_32:,.0f} passes" in longest.defaults
+    assert longest.same_choices.startswith("--size 768 --batch-size 32 --dropout ")
     # the passes that set the dropout are counted at the narrower model's speed: two at 1x512's, three at 1x384's
     budget = 2 * windows / speed[512]
     assert plan.plan_run(str(path), time_budget=budget, size=512).model.dropout == 0.0

@@ -125,12 +125,17 @@ MEMORIZABLE_BITS, UNMEMORIZABLE_BITS = 2.2, 3.2
 # text-seed pairs on five texts (0.006 better in the mean; the best of the two in the mean over seeds on four
 # texts, 0.007 worse on Shakespeare; War and Peace 0.029 worse on seed 1, 0.030 and 0.020 better on seeds 2-3):
 # the seeds of one text disagree by as much as the gap.
-# At 1,800 s on one thread (~11,300 planned, ~11-12 passes of the 1x512) a 1x768 read 0.061 better on Python and
-# 0.002 worse on War and Peace (one seed; 2x512 and 2x384 0.025-0.028 worse there): a wider tier for long runs may
-# pay, but one seed on two texts does not place it (docs/benchmarks.md, twenty-fourth session).
-# A run ended by --max-steps or --max-epochs gets no more updates from a narrower model: it keeps 512.
-SHORT_RUN_SIZE, LONG_RUN_SIZE = 384, ModelConfig.size  # the long run keeps ModelConfig's default width (512)
-LONG_RUN_SIZE_UPDATES = 3500
+# At 1,800 s on one thread (~10,300-11,300 planned, ~10-20 passes of the 1x512) a 1x768 read 0.061 better on
+# Python, 0.014 on tiny Shakespeare, 0.008 on the C headers, 0.009 on the man pages, and 0.002 worse on War and Peace (one seed
+# each, each width with the dropout the rule below takes at its own passes; a 2x512 and a 2x384 read 0.025-0.028
+# worse on War and Peace). On Python at ~3,650 (600 s) the two tied, and at ~6,900 (1,200 s) the 1x768 was 0.019
+# better: the run takes it from LONGEST_RUN_SIZE_UPDATES, between there and ~10,300 (docs/benchmarks.md,
+# twenty-fourth and twenty-fifth sessions). Not measured: War and Peace between, two threads, and the dropout a
+# 1x768 wants from MANY_PASSES on (a 1,800 s run gives it ~6-10 passes).
+# A run ended by --max-steps or --max-epochs takes as many updates at any width, and the widths were measured
+# against time, not in equal updates: it keeps 512.
+SHORT_RUN_SIZE, LONG_RUN_SIZE, LONGEST_RUN_SIZE = 384, ModelConfig.size, 768  # LONG: ModelConfig's width (512)
+LONG_RUN_SIZE_UPDATES, LONGEST_RUN_SIZE_UPDATES = 3500, 9000
 
 
 @dataclass
@@ -208,12 +213,17 @@ def choose_batch(length: RunLength) -> Choice:
 
 
 def choose_size(length: RunLength) -> Choice:
-    """For a timed length: SHORT_RUN_SIZE under LONG_RUN_SIZE_UPDATES updates, else LONG_RUN_SIZE."""
+    """For a timed length: SHORT_RUN_SIZE under LONG_RUN_SIZE_UPDATES updates, LONG_RUN_SIZE under
+    LONGEST_RUN_SIZE_UPDATES, else LONGEST_RUN_SIZE."""
+    at = f"updates at batch {length.batch_size}"
     if length.updates < LONG_RUN_SIZE_UPDATES:
-        return Choice(SHORT_RUN_SIZE, f"a timed run under {LONG_RUN_SIZE_UPDATES:,} updates at batch "
-                                      f"{length.batch_size}: a narrower model reads more text per second")
-    return Choice(LONG_RUN_SIZE, f"a timed run of {LONG_RUN_SIZE_UPDATES:,} updates or more at batch "
-                                 f"{length.batch_size}: the wider model's capacity pays")
+        return Choice(SHORT_RUN_SIZE, f"a timed run under {LONG_RUN_SIZE_UPDATES:,} {at}: a narrower model reads "
+                                      "more text per second")
+    if length.updates < LONGEST_RUN_SIZE_UPDATES:
+        return Choice(LONG_RUN_SIZE, f"a timed run of {LONG_RUN_SIZE_UPDATES:,} to {LONGEST_RUN_SIZE_UPDATES:,} "
+                                     f"{at}: the capacity pays, and a wider model would take too few updates")
+    return Choice(LONGEST_RUN_SIZE, f"a timed run of {LONGEST_RUN_SIZE_UPDATES:,} {at} or more: enough updates for "
+                                    "a wider model's capacity to pay")
 
 
 def choose_dropout(length: RunLength, batch_size: int, can_validate: bool,

@@ -117,7 +117,7 @@ def add_train_arguments(p) -> None:
     g.add_argument("--context", type=int, help="--model ffn: characters it sees, n (default 20)")
     g.add_argument("--layers", type=int, help="stacked layers (default 1)")
     g.add_argument("--size", type=int, help="units per layer (default 512; with no other shape flag, 384 for a "
-                   "--time-budget run planned under 3,500 updates; docs/training.md)")
+                   "--time-budget run planned under 3,500 updates, 768 from 9,000; docs/training.md)")
     g.add_argument("--params", help="size the width to this parameter count instead of --size, e.g. 3.3M")
     g.add_argument("--dropout", type=float, help="dropout between layers and before the output, in [0, 1) (default: 0 for a run "
                    "planned to read its text under 2.5 times, 0.2 up to 12 passes (under 7, on at the first "
