@@ -125,11 +125,11 @@ MEMORIZABLE_BITS, UNMEMORIZABLE_BITS = 2.2, 3.2
 # text-seed pairs on five texts (0.006 better in the mean; the best of the two in the mean over seeds on four
 # texts, 0.007 worse on Shakespeare; War and Peace 0.029 worse on seed 1, 0.030 and 0.020 better on seeds 2-3):
 # the seeds of one text disagree by as much as the gap.
-# At 1,800 s on one thread (~10,300-11,300 planned, ~10-20 passes of the 1x512) a 1x768 read 0.061 better on
-# Python, 0.014 on tiny Shakespeare, 0.008 on the C headers, 0.009 on the man pages, and 0.002 worse on War and Peace (one seed
-# each, each width with the dropout the rule below takes at its own passes; a 2x512 and a 2x384 read 0.025-0.028
-# worse on War and Peace). On Python at ~3,650 (600 s) the two tied, and at ~6,900 (1,200 s) the 1x768 was 0.019
-# better: the run takes it from LONGEST_RUN_SIZE_UPDATES, between there and ~10,300 (docs/benchmarks.md,
+# At 1,800 s on one thread (~10,300-11,300 planned, ~10-20 passes of the 1x512) a 1x768 read 0.061 better on Python,
+# 0.014 on tiny Shakespeare, 0.008 on the C headers, 0.009 on the man pages, and 0.002 worse on War and Peace (one
+# seed each, each width with the dropout the rule below takes at its own passes; a 2x512 and a 2x384 read
+# 0.025-0.028 worse on War and Peace). On Python at ~3,650 (600 s) the two tied, and at ~6,900 (1,200 s) the 1x768
+# was 0.019 better: the run takes it from LONGEST_RUN_SIZE_UPDATES, between there and ~10,300 (docs/benchmarks.md,
 # twenty-fourth and twenty-fifth sessions). Not measured: War and Peace between, two threads, and the dropout a
 # 1x768 wants from MANY_PASSES on (a 1,800 s run gives it ~5-10 passes; at ~5 the C headers wanted 0.4 at both
 # widths, 0.042 better than the rule's 0.2 on plateau, where Python wanted the latter).
