@@ -96,6 +96,8 @@ def plan_trial(method: str, text: str, budget: float) -> dict:
     run = plan.plan_run(text, time_budget=budget)
     updates = re.search(r"~([\d,]+) updates at batch 16", run.defaults)
     dropout = f"dropout {run.model.dropout:g}" + (" on plateau" if run.train.dropout_on_plateau else "")
+    if run.train.wide_gap_dropout is not None:
+        dropout += f" ({run.train.wide_gap_dropout:g} on a wide gap)"
     return {"choice": f"1x{run.model.size}, batch {run.train.batch_size}, {dropout}",
             "planned": int(updates.group(1).replace(",", ""))}
 

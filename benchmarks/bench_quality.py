@@ -446,12 +446,14 @@ def train_rnnlens(kwargs: dict, data: str, workdir: Path, val: np.ndarray, cut: 
 def resolved(m: dict, t: dict, params: int, state: dict) -> str:
     """The configuration a run really had (defaults included), in one line."""
     width = f" {m['embedding_size']}" if m["input"] == "embedding" else ""
-    plateau = ""
+    dropout, plateau = m["dropout"], ""
     if t.get("dropout_on_plateau"):  # dropout from the first validation that did not improve, if one came
-        came = state.get("dropout_from")
+        came, wide = state.get("dropout_from"), state.get("plateau_dropout")
         plateau = f" from step {came} (on plateau)" if came is not None else " on plateau (never came on)"
+        if came is not None and wide is not None:  # --wide-gap-dropout came on instead of the model's
+            dropout, plateau = wide, f" from step {came} (on plateau, a wide gap)"
     return (f"{m['cell']} {m['layers']}x{m['size']} ({params / 1e6:.2f}M params), input {m['input']}{width}, "
-            f"dropout {m['dropout']}{plateau}, init {m['init']}; "
+            f"dropout {dropout}{plateau}, init {m['init']}; "
             f"batch {t['batch_size']}, seq {t['seq_len']}, {t['optimizer']} lr {t['lr']:g} ({t['lr_schedule']}), "
             f"clip {t['grad_clip']} ({t['clip_mode']}), eval_every {t['eval_every']}")
 

@@ -389,6 +389,42 @@ def test_the_stop_line_says_when_a_plateau_dropout_came_on(tmp_path, text_file, 
     assert code == 0 and "dropout stayed off" not in err and "on from here" not in err
 
 
+def test_a_plateau_far_above_the_training_loss_turns_on_the_wide_gap_dropout(tmp_path, text_file, monkeypatch,
+                                                                            capsys):
+    """The C headers' held-out files read 1.66x their training loss at the plateau and wanted 0.4 where texts at
+    1.10-1.21x wanted 0.2: from 1.4x, --wide-gap-dropout comes on instead of --dropout."""
+    train_step = Trainer.train_step
+    monkeypatch.setattr(Trainer, "train_step", lambda self, x, y: (1.0, train_step(self, x, y)[1]))  # loss 1.0
+    args = ["train", "--data", text_file, "--max-steps", "12", "--eval-every", "4", "--size", "16", "--quiet",
+            "--dropout", "0.2", "--dropout-on-plateau", "--wide-gap-dropout", "0.4"]
+    # at 1.45x the training loss the wide gap's 0.4 comes on; at 1.35x, under 1.4x, the model's 0.2
+    for name, plateau, rate, why in (
+            ("wide", 1.45, 0.4, "--wide-gap-dropout: 1.45x the training loss of the last 4 updates, 1.0000; from "
+                                "1.4x the held-out text is learned much worse"),
+            ("narrow", 1.35, 0.2, "--dropout-on-plateau; 1.35x the training loss of the last 4 updates, under 1.4x")):
+        monkeypatch.setattr(Trainer, "validate", lambda self, v=plateau: {4: 1.3, 8: v, 12: 1.2}[self.state.step])
+        code, out, err = run_cli(capsys, *args, "--out", tmp_path / name)
+        assert code == 0, err
+        assert f"step 8: val {plateau:.4f} did not improve on 1.3000: dropout {rate:g} on from here ({why})" in err
+        assert f"; dropout {rate:g} from step 8\n" in err
+    rows = [json.loads(line) for line in (tmp_path / "wide" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["dropout"]) for r in rows if "dropout" in r] == [(8, 0.4)]
+    last = read_checkpoint(tmp_path / "wide" / "last.safetensors")
+    assert last.meta["state"]["plateau_dropout"] == 0.4 and last.config.dropout == 0.2
+    assert last.meta["train"]["wide_gap_dropout"] == 0.4
+    # a resumed run trains on at the dropout that came on, and the report says which
+    assert Trainer.resume(tmp_path / "wide", progress=False, log=lambda m: None).model.drop.p == 0.4
+    from rnnlens.render.report import model_card_section
+    from rnnlens.report import build_report
+    assert "dropout 0.4 from step 8" in build_report(tmp_path / "wide", make_text(20),
+                                                     sections=[model_card_section]).html()
+    # it is the dropout a plateau turns on: without one it has nothing to set
+    code, out, err = run_cli(capsys, *args[:-3], "--wide-gap-dropout", "0.4", "--out", tmp_path / "none")
+    assert code != 0 and ("--wide-gap-dropout is the dropout --dropout-on-plateau turns on when the validation "
+                          "loss lies far above the training loss, but this run's dropout does not wait") in err
+    assert not (tmp_path / "none").exists()
+
+
 def test_a_time_budget_decays_the_rate_to_its_end_where_the_updates_stop(tmp_path, monkeypatch):
     """The updates stop early enough to leave the final validation its time: the wsd decay must end there,
     not at the budget's last second (which left a 60 s run at 0.375x of the rate instead of 0.1x)."""
@@ -734,7 +770,10 @@ def test_the_default_dropout_follows_the_passes_over_the_text(tmp_path, monkeypa
     assert "dropout 0.2 (~7 passes over the training text: from 7 on, against overfitting from the start)" in \
         later.defaults
     assert ("dropout 0.2 from the first validation that does not improve (~2.5 passes over the training text: "
-            "from 2.5 on, once the text shows overfitting)") in few.defaults
+            "from 2.5 on, once the text shows overfitting), 0.4 if that validation reads 1.4x the training loss or "
+            "more") in few.defaults
+    # ... at 0.4 where the validation then lies far above the training loss
+    assert few.train.wide_gap_dropout == 0.4 and later.train.wide_gap_dropout is None
     # with no validation split to watch it is on from the start
     unwatched = plan.plan_run(str(path), max_epochs=3, split="1,0,0")
     assert unwatched.model.dropout == 0.2 and not unwatched.train.dropout_on_plateau
@@ -755,7 +794,10 @@ def test_the_default_dropout_follows_the_passes_over_the_text(tmp_path, monkeypa
     assert given.model.dropout == 0.1 and "dropout" not in given.defaults
     assert not plan.plan_run(str(path), max_epochs=5, dropout=0.2).train.dropout_on_plateau  # on from the start
     assert not plan.plan_run(str(path), max_epochs=5, dropout_on_plateau=False).train.dropout_on_plateau
-    assert plan.plan_run(str(path), max_epochs=20, dropout=0.3, dropout_on_plateau=True).train.dropout_on_plateau
+    pinned = plan.plan_run(str(path), max_epochs=20, dropout=0.3, dropout_on_plateau=True).train
+    assert pinned.dropout_on_plateau and pinned.wide_gap_dropout is None  # the dropout given is the one it gets
+    wide = plan.plan_run(str(path), max_epochs=5, wide_gap_dropout=0.5)
+    assert wide.train.wide_gap_dropout == 0.5 and "0.5 if that validation" not in wide.defaults
     with pytest.raises(RnnlensError, match="this run's dropout is 0: give --dropout, e.g. 0.2, or drop "
                                            "--dropout-on-plateau"):
         plan.plan_run(str(path), max_epochs=1, dropout_on_plateau=True)  # under 2.5 passes: dropout 0
@@ -913,9 +955,10 @@ def test_a_timed_run_takes_the_width_for_its_length_and_counts_its_passes_at_its
     assert narrow.model.size == 384 and narrow.model.dropout == 0.2
     assert "dropout 0.2 from the first validation that does not improve (~3 passes" in narrow.defaults
     # the timing chose them, so another run of the command may not: the flags that make the same choices
-    assert narrow.same_choices == f"--size 384 --batch-size {narrow.train.batch_size} --dropout 0.2 --dropout-on-plateau"
+    assert narrow.same_choices == (f"--size 384 --batch-size {narrow.train.batch_size} --dropout 0.2 "
+                                   "--dropout-on-plateau --wide-gap-dropout 0.4")
     given = plan.plan_run(str(path), time_budget=budget, batch_size=16, dropout_on_plateau=True)
-    assert given.same_choices == "--size 384 --dropout 0.2"  # what was given is not repeated
+    assert given.same_choices == "--size 384 --dropout 0.2 --wide-gap-dropout 0.4"  # what was given is not repeated
     # a run that --max-steps or --max-epochs ends gets no more updates from a narrower model: it keeps 1x512
     assert plan.plan_run(str(path), max_steps=100).model.size == 512
     assert plan.plan_run(str(path), max_steps=100).same_choices is None  # nothing timed: the same every time
@@ -937,7 +980,7 @@ def test_a_timed_run_prints_the_flags_that_make_its_choices_again(tmp_path, text
     assert code == 0, err
     again = "these choices follow the updates timed before the run; to make them again: "
     # ~10 updates at batch 16 over the text's 4 windows: 2.5 passes, the dropout waits for a plateau
-    assert f"{again}--size 384 --batch-size 16 --dropout 0.2 --dropout-on-plateau\n" in err
+    assert f"{again}--size 384 --batch-size 16 --dropout 0.2 --dropout-on-plateau --wide-gap-dropout 0.4\n" in err
     flags = err.split(again)[1].splitlines()[0].split()
     code, out, err = run_cli(capsys, "train", "--data", text_file, "--time-budget", "1", "--quiet", *flags,
                              "--out", tmp_path / "pinned")

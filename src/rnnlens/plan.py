@@ -21,6 +21,7 @@ from rnnlens.errors import RnnlensError
 from rnnlens.model import ModelConfig, count_parameters, size_for_params
 from rnnlens.trainer import (
     RESUMABLE_OPTIONS,
+    WIDE_GAP,
     TrainConfig,
     Trainer,
     final_validations,
@@ -108,7 +109,12 @@ LONG_RUN_UPDATES = 1200
 # 0.019 better. The parameters are the default 1x512's, not those of the model the run trains: a pinned 1x320
 # (4.1 bits of its own parameters on the C headers, 4.8 on Python, ~17 passes) was better with 0.4 than with 0.2,
 # by 0.032 and 0.051; a wider model is not measured.
-DROPOUT, MANY_PASSES_DROPOUT = 0.2, 0.4
+# Where the dropout waits for a plateau, how the text overfits there tells more than the passes: at ~5.5 passes of
+# a 1x768 (1,800 s, one thread), the C headers' validation read 1.66x their training loss at the plateau and 0.4
+# from there was 0.045 better than 0.2 (0.010 on their 1x512 at 1.83x, 3,000 fixed updates); Python, War and Peace
+# and man pages read 1.10-1.21x, and 0.2 was 0.011, 0.014 and 0.004 better than 0.4 (one seed each). So the dropout
+# that comes on is WIDE_GAP_DROPOUT when the gap is wide (rnnlens.trainer.WIDE_GAP), DROPOUT otherwise.
+DROPOUT, MANY_PASSES_DROPOUT, WIDE_GAP_DROPOUT = 0.2, 0.4, 0.4
 FEW_PASSES, LATE_DROPOUT_PASSES, MANY_PASSES = 2.5, 7, 12
 MEMORIZABLE_BITS, UNMEMORIZABLE_BITS = 2.2, 3.2
 
@@ -132,7 +138,7 @@ MEMORIZABLE_BITS, UNMEMORIZABLE_BITS = 2.2, 3.2
 # was 0.019 better: the run takes it from LONGEST_RUN_SIZE_UPDATES, between there and ~10,300 (docs/benchmarks.md,
 # twenty-fourth and twenty-fifth sessions). Not measured: War and Peace between, two threads, and the dropout a
 # 1x768 wants from MANY_PASSES on (a 1,800 s run gives it ~5-10 passes; at ~5 the C headers wanted 0.4 at both
-# widths, 0.042 better than the rule's 0.2 on plateau, where Python wanted the latter).
+# widths, 0.042 better than 0.2 on plateau, where Python wanted the latter: WIDE_GAP_DROPOUT tells them apart).
 # A run ended by --max-steps or --max-epochs takes as many updates at any width, and the widths were measured
 # against time, not in equal updates: it keeps 512.
 SHORT_RUN_SIZE, LONG_RUN_SIZE, LONGEST_RUN_SIZE = 384, ModelConfig.size, 768  # LONG: ModelConfig's width (512)
@@ -229,11 +235,11 @@ def choose_size(length: RunLength) -> Choice:
 
 def choose_dropout(length: RunLength, batch_size: int, can_validate: bool,
                    bits_per_parameter: Callable[[], float]) -> tuple[Choice, bool]:
-    """(the dropout, whether it waits for a plateau): none for a run that reads its text fewer than FEW_PASSES
-    times; DROPOUT up to MANY_PASSES, under LATE_DROPOUT_PASSES switched on at the first validation that does not
-    improve (when the run has a validation split to watch); from MANY_PASSES on MANY_PASSES_DROPOUT, or less for a
-    text that holds more bits per parameter of the default model than MEMORIZABLE_BITS (bits_per_parameter()
-    measures that, called only then)."""
+    """(the dropout, whether it waits for a plateau, where plan_run sets WIDE_GAP_DROPOUT for a wide gap): none
+    for a run that reads its text fewer than FEW_PASSES times; DROPOUT up to MANY_PASSES, under LATE_DROPOUT_PASSES
+    switched on at the first validation that does not improve (when the run has a validation split to watch); from
+    MANY_PASSES on MANY_PASSES_DROPOUT, or less for a text that holds more bits per parameter of the default model
+    than MEMORIZABLE_BITS (bits_per_parameter() measures that, called only then)."""
     passes = length.passes(batch_size)
     if passes is None:
         return Choice(DROPOUT, length.measure), False
@@ -296,7 +302,10 @@ def defaults_note(given: set, model: ModelConfig, train: TrainConfig, choices: d
         parts.append(with_reason("size", f"{m.layers}x{m.size} {m.cell.upper()}"))
     if "dropout" not in given and m.cell != "ffn":
         plateau = " from the first validation that does not improve" if t.dropout_on_plateau else ""
-        parts.append(with_reason("dropout", f"dropout {m.dropout:g}{plateau}"))
+        dropout = with_reason("dropout", f"dropout {m.dropout:g}{plateau}")
+        if t.dropout_on_plateau and t.wide_gap_dropout is not None and "wide_gap_dropout" not in given:
+            dropout += f", {t.wide_gap_dropout:g} if that validation reads {WIDE_GAP:g}x the training loss or more"
+        parts.append(dropout)
     if "batch_size" not in given:
         parts.append(with_reason("batch_size", f"batch {t.batch_size}"))
     if not given & {"optimizer", "lr"}:
@@ -323,6 +332,8 @@ def choice_flags(given: set, model: ModelConfig, train: TrainConfig, choices: di
     if "dropout" in choices:
         plateau = train.dropout_on_plateau and "dropout_on_plateau" not in given
         flags.append(f"--dropout {model.dropout:g}" + (" --dropout-on-plateau" if plateau else ""))
+        if train.dropout_on_plateau and train.wide_gap_dropout is not None and "wide_gap_dropout" not in given:
+            flags.append(f"--wide-gap-dropout {train.wide_gap_dropout:g}")
     return " ".join(flags)
 
 
@@ -390,9 +401,15 @@ def plan_run(data: str | Path = "pystdlib", *, model: str | None = None, params:
             model_cfg.dropout = choices["dropout"].value
             if "dropout_on_plateau" not in given:
                 cfg.dropout_on_plateau = on_plateau
+            if on_plateau and cfg.dropout_on_plateau and "wide_gap_dropout" not in given:
+                cfg.wide_gap_dropout = WIDE_GAP_DROPOUT
     if cfg.dropout_on_plateau and model_cfg.dropout == 0:
         raise RnnlensError("--dropout-on-plateau turns the model's dropout on when validation stops improving, but "
                            "this run's dropout is 0: give --dropout, e.g. 0.2, or drop --dropout-on-plateau")
+    if cfg.wide_gap_dropout is not None and not cfg.dropout_on_plateau:
+        raise RnnlensError("--wide-gap-dropout is the dropout --dropout-on-plateau turns on when the validation loss "
+                           "lies far above the training loss, but this run's dropout does not wait for a plateau: "
+                           "give --dropout-on-plateau too, or drop --wide-gap-dropout")
     # a timed plan can choose otherwise in another run of the same command (a machine's speed moves): say how to pin it
     same_choices = choice_flags(given, model_cfg, cfg, choices) if timed and choices else None
     return RunPlan(model_cfg, cfg, corpus, None if preset else defaults_note(given, model_cfg, cfg, choices),
@@ -451,7 +468,7 @@ def stop_message(trainer, state) -> str:
         msg += (f"; best val {state.best_val:.4f} nats/char ({state.best_val / math.log(2):.3f} bits/char) "
                 f"at step {state.best_step}")
     if trainer.cfg.dropout_on_plateau:
-        msg += (f"; dropout {trainer.model_cfg.dropout:g} from step {state.dropout_from}" if state.dropout_from is not None
+        msg += (f"; dropout {trainer.dropout_now:g} from step {state.dropout_from}" if state.dropout_from is not None
                 else "; dropout stayed off (no validation failed to improve)")
     return msg
 

@@ -14,6 +14,7 @@ import signal
 import statistics
 import sys
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -35,6 +36,12 @@ SCHEDULES = ("step", "cosine", "wsd", "constant")
 CLIP_MODES = ("norm", "value")
 DEVICES = ("auto", "cpu", "cuda")
 MAX_ROLLBACKS = 8
+# --wide-gap-dropout: a plateau's gap is wide when the validation loss is WIDE_GAP times the mean training loss of
+# the last GAP_UPDATES updates or more. At the first plateau of 1x768 LSTMs without dropout (2M characters,
+# 90/10): 1.66x on the C headers, whose held-out headers differ from those trained on (0.4 read 0.045 better than
+# 0.2 there), and 1.10-1.21x on Python, War and Peace and man pages (0.2 better by 0.004-0.014; docs/benchmarks.md,
+# twenty-sixth session). The ratio, not the difference: a text's loss sets how far apart the two can lie.
+WIDE_GAP, GAP_UPDATES = 1.4, 100
 STOPPING_OPTIONS = ("max_epochs", "max_steps", "time_budget")
 # What may change when a run resumes: when to stop, where to run, how often to write things down.
 RESUMABLE_OPTIONS = STOPPING_OPTIONS + ("patience", "device", "eval_every", "checkpoint_every", "snapshot_every",
@@ -82,6 +89,9 @@ class TrainConfig:
     # train without the model's dropout until a validation does not improve on the best, then with it to the end:
     # dropout only once the text shows overfitting (rnnlens.plan.choose_dropout; docs/training.md)
     dropout_on_plateau: bool = False
+    # with dropout_on_plateau: the dropout that comes on instead of the model's when the validation loss there is
+    # WIDE_GAP times the training loss of the last GAP_UPDATES updates or more (None: always the model's)
+    wide_gap_dropout: float | None = None
     # stopping
     max_epochs: float | None = None
     max_steps: int | None = None
@@ -118,6 +128,8 @@ class TrainConfig:
         check_range("--decay-fraction", self.decay_fraction, 0.0, 1.0, low_open=True)
         check_range("--average-fraction", self.average_fraction, 0.0, 1.0)
         check_range("--grad-clip", self.grad_clip, 0.0, None)
+        if self.wide_gap_dropout is not None:
+            check_range("--wide-gap-dropout", self.wide_gap_dropout, 0.0, 1.0, high_open=True)
         for name, value, integer in (("--max-epochs", self.max_epochs, False), ("--max-steps", self.max_steps, True),
                                      ("--time-budget", self.time_budget, False), ("--patience", self.patience, True)):
             if value is not None:
@@ -344,7 +356,8 @@ class TrainState:
     bad_evals: int = 0           # validations since the last improvement
     lr_scale: float = 1.0        # lowered by each rollback after a NaN / exploding loss
     rollbacks: int = 0
-    dropout_from: int | None = None  # --dropout-on-plateau: the step the model's dropout came on (None: not yet)
+    dropout_from: int | None = None  # --dropout-on-plateau: the step the dropout came on (None: not yet)
+    plateau_dropout: float | None = None  # the dropout that came on then (None: the model's)
     averaged: int = 0            # updates in the running mean of the weights (--average-fraction); 0: none yet
     done: bool = False
     stop_reason: str | None = None
@@ -383,6 +396,7 @@ class Trainer:
                                      file=(corpus.directory / "data.bin", train_start),
                                      rows=self.dist.rows(cfg.batch_size))
         self.collapse_watch = SlowCollapseWatch(len(self.batches))
+        self._recent_losses: deque[float] = deque(maxlen=GAP_UPDATES)  # since the last validation, for the gap
         self._last_saved_step = self.state.step  # of last.safetensors (a resumed run starts from it)
         val = corpus.split("val")
         self.val_data = val if len(val) >= 2 else None
@@ -755,9 +769,11 @@ class Trainer:
                     self._write_metrics(metrics, {"step": s.step, "epoch": round(self.epochs_read, 4),
                                                   "rolled_back_from": failed_step, "elapsed_s": s.elapsed})
                     smooth = None
+                    self._recent_losses.clear()  # of the weights just discarded
                     loss_sum, loss_n, window_t0, window_steps = 0.0, 0, time.perf_counter(), 0  # not in the next row
                     continue
                 smooth = loss if smooth is None else 0.98 * smooth + 0.02 * loss
+                self._recent_losses.append(loss)
                 self._accumulate_mean()
                 if self._last_eval_step is None and self.val_data is not None:
                     # A run whose budget ends before its first validation must still hold its last one: until a
@@ -917,25 +933,49 @@ class Trainer:
                           + (" *best*" if improved else ""))
             if not improved and self.cfg.dropout_on_plateau and s.dropout_from is None and s.stop_reason is None:
                 self._dropout_on(val, bar, metrics)  # (not at the validation that ends the run)
+        self._recent_losses.clear()  # the gap compares a validation with the updates since the one before
         self._plot_now_and_then()
         # what the final validation, its best checkpoint, the last checkpoint and the picture will cost: a run
         # with a time budget stops early enough to fit them inside it
         self._final_cost = final_validations(self.cfg) * seconds + 2 * self._save_cost + self._plot_cost
 
+    @property
+    def dropout_now(self) -> float:
+        """The dropout the model trains with now: a --dropout-on-plateau run has none until it came on, then the
+        one it came on at."""
+        s = self.state
+        if not self.cfg.dropout_on_plateau:
+            return self.model_cfg.dropout
+        if s.dropout_from is None:
+            return 0.0
+        return self.model_cfg.dropout if s.plateau_dropout is None else s.plateau_dropout
+
     def _sync_dropout(self) -> None:
-        """The dropout the model trains with now: a --dropout-on-plateau run has none until it came on."""
         if self.cfg.dropout_on_plateau:
-            self.model.set_dropout(self.model_cfg.dropout if self.state.dropout_from is not None else 0.0)
+            self.model.set_dropout(self.dropout_now)
 
     def _dropout_on(self, val: float, bar, metrics) -> None:
-        s = self.state
+        s, wide = self.state, self.cfg.wide_gap_dropout
+        why = "--dropout-on-plateau"
+        s.plateau_dropout = None
+        if wide is not None:
+            losses = self._recent_losses
+            train = sum(losses) / len(losses) if losses else None
+            if train is None or train <= 0:
+                why += "; no training loss since the last validation to weigh the gap by"
+            elif val >= WIDE_GAP * train:
+                s.plateau_dropout = wide
+                why = (f"--wide-gap-dropout: {val / train:.2f}x the training loss of the last {len(losses)} "
+                       f"updates, {train:.4f}; from {WIDE_GAP:g}x the held-out text is learned much worse")
+            else:
+                why += f"; {val / train:.2f}x the training loss of the last {len(losses)} updates, under {WIDE_GAP:g}x"
         s.dropout_from = s.step
         self._sync_dropout()
         self.collapse_watch.forget()  # dropout raises the training loss by itself
         self._write_metrics(metrics, {"step": s.step, "epoch": round(self.epochs_read, 4),
-                                      "dropout": self.model_cfg.dropout, "elapsed_s": s.elapsed})
-        msg = (f"step {s.step}: val {val:.4f} did not improve on {s.best_val:.4f}: dropout {self.model_cfg.dropout:g} "
-               "on from here (--dropout-on-plateau)")
+                                      "dropout": self.dropout_now, "elapsed_s": s.elapsed})
+        msg = (f"step {s.step}: val {val:.4f} did not improve on {s.best_val:.4f}: dropout {self.dropout_now:g} "
+               f"on from here ({why})")
         if bar is not None:
             bar.write(msg)
         else:

@@ -126,6 +126,10 @@ def add_train_arguments(p) -> None:
     g.add_argument("--dropout-on-plateau", action=argparse.BooleanOptionalAction, default=None,
                    help="train without dropout until a validation does not improve, then with --dropout (default: on "
                    "for the 0.2 of a run planned to read its text 2.5-7 times, when it has a validation split)")
+    g.add_argument("--wide-gap-dropout", type=float,
+                   help="with --dropout-on-plateau: the dropout that comes on instead of --dropout when that "
+                   "validation loss is 1.4x the training loss or more (default: 0.4 where the dropout waits for a "
+                   "plateau by default)")
     g.add_argument("--input", choices=["embedding", "onehot"], help="input encoding (default embedding)")
     g.add_argument("--embedding-size", type=int, help="embedding width (default 64)")
     g.add_argument("--init", choices=["uniform", "torch"], help="uniform +-init-range like char-rnn (default), or torch's")
