@@ -109,11 +109,9 @@ LONG_RUN_UPDATES = 1200
 # 0.019 better. The parameters are the default 1x512's, not those of the model the run trains: a pinned 1x320
 # (4.1 bits of its own parameters on the C headers, 4.8 on Python, ~17 passes) was better with 0.4 than with 0.2,
 # by 0.032 and 0.051; a wider model is not measured.
-# Where the dropout waits for a plateau, how the text overfits there tells more than the passes: at ~5.5 passes of
-# a 1x768 (1,800 s, one thread), the C headers' validation read 1.66x their training loss at the plateau and 0.4
-# from there was 0.045 better than 0.2 (0.010 on their 1x512 at 1.83x, 3,000 fixed updates); Python, War and Peace
-# and man pages read 1.10-1.21x, and 0.2 was 0.011, 0.014 and 0.004 better than 0.4 (one seed each). So the dropout
-# that comes on is WIDE_GAP_DROPOUT when the gap is wide (rnnlens.trainer.WIDE_GAP), DROPOUT otherwise.
+# Where the dropout waits for a plateau, how the text overfits there tells more than the passes: WIDE_GAP_DROPOUT
+# comes on instead of DROPOUT when the validation there lies far above the training loss (the measurements are at
+# rnnlens.trainer.WIDE_GAP).
 DROPOUT, MANY_PASSES_DROPOUT, WIDE_GAP_DROPOUT = 0.2, 0.4, 0.4
 FEW_PASSES, LATE_DROPOUT_PASSES, MANY_PASSES = 2.5, 7, 12
 MEMORIZABLE_BITS, UNMEMORIZABLE_BITS = 2.2, 3.2
@@ -303,7 +301,7 @@ def defaults_note(given: set, model: ModelConfig, train: TrainConfig, choices: d
     if "dropout" not in given and m.cell != "ffn":
         plateau = " from the first validation that does not improve" if t.dropout_on_plateau else ""
         dropout = with_reason("dropout", f"dropout {m.dropout:g}{plateau}")
-        if t.dropout_on_plateau and t.wide_gap_dropout is not None and "wide_gap_dropout" not in given:
+        if t.wide_gap_dropout is not None and "wide_gap_dropout" not in given:  # (it needs the plateau)
             dropout += f", {t.wide_gap_dropout:g} if that validation reads {WIDE_GAP:g}x the training loss or more"
         parts.append(dropout)
     if "batch_size" not in given:
@@ -332,7 +330,7 @@ def choice_flags(given: set, model: ModelConfig, train: TrainConfig, choices: di
     if "dropout" in choices:
         plateau = train.dropout_on_plateau and "dropout_on_plateau" not in given
         flags.append(f"--dropout {model.dropout:g}" + (" --dropout-on-plateau" if plateau else ""))
-        if train.dropout_on_plateau and train.wide_gap_dropout is not None and "wide_gap_dropout" not in given:
+        if train.wide_gap_dropout is not None and "wide_gap_dropout" not in given:
             flags.append(f"--wide-gap-dropout {train.wide_gap_dropout:g}")
     return " ".join(flags)
 
