@@ -805,6 +805,44 @@ def test_the_default_dropout_follows_the_passes_over_the_text(tmp_path, monkeypa
     assert dropout(max_epochs=20, model="ffn") == 0.2  # not measured on the n-NN: ModelConfig's default
 
 
+def test_a_gru_or_an_rnn_takes_half_the_lstms_rate_in_a_longer_run(tmp_path, monkeypatch, capsys):
+    from rnnlens import plan
+    path = tmp_path / "big.txt"
+    path.write_text(make_text(1200))
+    at = plan.LOW_RATE_UPDATES
+    for cell, article in (("gru", "a"), ("rnn", "an")):
+        short = plan.plan_run(str(path), model=cell, max_steps=at - 1)
+        assert short.train.lr == 0.004
+        assert (f"Adam 0.004 ({article} {cell.upper()} in ~{at - 1:,} updates at batch 16 by --max-steps {at - 1}: "
+                f"under {at:,}, the LSTM's rate learns fastest)") in short.defaults
+        longer = plan.plan_run(str(path), model=cell, max_steps=at)
+        assert longer.train.lr == 0.002
+        assert (f"Adam 0.002 ({article} {cell.upper()} in ~{at:,} updates at batch 16 by --max-steps {at}: from "
+                f"{at:,} on, half the LSTM's rate learns more)") in longer.defaults
+    # the LSTM keeps its rate at any length
+    lstm = plan.plan_run(str(path), max_steps=5000)
+    assert lstm.train.lr == 0.004 and "Adam 0.004, " in lstm.defaults
+    # a flag or a preset decides instead
+    assert plan.plan_run(str(path), model="gru", max_steps=5000, lr=0.003).train.lr == 0.003
+    rmsprop = plan.plan_run(str(path), model="rnn", max_steps=5000, optimizer="rmsprop")
+    assert rmsprop.train.lr == 0.004 and "Rmsprop" not in rmsprop.defaults
+    assert plan.plan_run(str(path), model="rnn", max_steps=5000, preset="paper").train.lr == 0.002
+    # a timed run counts its updates at the cell's speed, and its repeat flags pin the rate
+    monkeypatch.setattr(trainer_module, "EVAL_SPEEDUP", math.inf)  # validations take no time here
+    monkeypatch.setattr(plan, "measure_updates_per_second", lambda model, train, batch: 10.0)
+    assert plan.plan_run(str(path), model="gru", time_budget=(at - 1) / 10).train.lr == 0.004
+    timed = plan.plan_run(str(path), model="gru", time_budget=at / 10)
+    assert timed.train.lr == 0.002 and timed.same_choices.endswith(" --lr 0.002")
+    # from the command line: the run trains at the rate it chose, and records it
+    monkeypatch.setattr(plan, "LOW_RATE_UPDATES", 10)
+    code, _, err = run_cli(capsys, "train", "--data", path, "--out", tmp_path / "r", "--model", "rnn", "--size",
+                           "16", "--max-steps", "10", "--lr-schedule", "constant", "--quiet")
+    assert code == 0, err
+    assert "Adam 0.002 (an RNN in ~10 updates at batch 16 by --max-steps 10: from 10 on, half the LSTM's rate" in err
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["train"]["lr"] == 0.002
+    rates = [row["lr"] for row in read_metrics(tmp_path / "r" / "metrics.jsonl") if "lr" in row]
+    assert rates == [0.002]  # the row of step 10
+
 def test_at_many_passes_the_dropout_follows_the_bits_the_text_holds_per_parameter_of_the_default_model(
         tmp_path, monkeypatch):
     from rnnlens import plan

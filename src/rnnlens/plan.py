@@ -143,6 +143,18 @@ SHORT_RUN_SIZE, LONG_RUN_SIZE, LONGEST_RUN_SIZE = 384, ModelConfig.size, 768  # 
 LONG_RUN_SIZE_UPDATES, LONGEST_RUN_SIZE_UPDATES = 3500, 9000
 
 
+# Adam's rate for a GRU or a vanilla RNN when neither --lr nor --optimizer is given (docs/benchmarks.md, section 5,
+# twenty-seventh session). The LSTM's 0.004 (TrainConfig.lr) was the best of 0.002/0.004/0.006 for it at ~17 passes.
+# The 1x512 GRU and RNN, 0.004 against 0.002 in fixed updates on four texts (prose, Python, C headers, man pages;
+# 2M characters, seed 1): at 300 updates of batch 16 (a GRU's 60 s on one thread) 0.004 was better on all four, by
+# 0.033-0.094; at 800-900 (an RNN's 60 s, a GRU's 300 s at batch 32) 0.002 was better on five of seven text-cell
+# pairs (by 0.011-0.072, 0.004 by 0.015 and 0.019 on the other two), and at 2,400 x B32 (an RNN's 300 s) on all four,
+# by 0.010-0.134. At 6,000 (the C headers' RNN, 11 passes) 0.004 climbed twice, was rolled back at half the rate each
+# time (SlowCollapseWatch) and ended 0.012 below 0.002. Where between 300 and 800 updates the two cross is not
+# measured: LOW_RATE_UPDATES lies between.
+LOW_RATE_CELLS, LOW_RATE, LOW_RATE_UPDATES = ("gru", "rnn"), 2e-3, 600
+
+
 @dataclass
 class RunLength:
     """How long a run will be, counted before it starts from the stopping rule that ends it first."""
@@ -263,6 +275,19 @@ def choose_dropout(length: RunLength, batch_size: int, can_validate: bool,
                            f"{UNMEMORIZABLE_BITS:g}"), False
 
 
+def choose_rate(cell: str, length: RunLength) -> Choice:
+    """Adam's rate for a cell of LOW_RATE_CELLS: TrainConfig's (the LSTM's) under LOW_RATE_UPDATES planned updates
+    or where the run is not counted, LOW_RATE from there."""
+    if length.updates is None:
+        return Choice(TrainConfig.lr, length.measure)
+    name = ("an " if cell == "rnn" else "a ") + cell.upper()
+    if length.updates < LOW_RATE_UPDATES:
+        return Choice(TrainConfig.lr, f"{name} in {length.describe()}: under {LOW_RATE_UPDATES:,}, the LSTM's "
+                                      "rate learns fastest")
+    return Choice(LOW_RATE, f"{name} in {length.describe()}: from {LOW_RATE_UPDATES:,} on, half the LSTM's rate "
+                            "learns more")
+
+
 def bits_per_default_parameter(corpus: Corpus) -> float:
     """The training split's size under lzma per parameter of the default model, ModelConfig's 1x512 LSTM for the
     corpus's vocabulary, whatever model the run trains: the measure MEMORIZABLE_BITS and UNMEMORIZABLE_BITS are
@@ -307,7 +332,7 @@ def defaults_note(given: set, model: ModelConfig, train: TrainConfig, choices: d
     if "batch_size" not in given:
         parts.append(with_reason("batch_size", f"batch {t.batch_size}"))
     if not given & {"optimizer", "lr"}:
-        parts.append(f"{t.optimizer.capitalize()} {t.lr:g}")
+        parts.append(with_reason("lr", f"{t.optimizer.capitalize()} {t.lr:g}"))
     if "lr_schedule" not in given and t.lr_schedule == "wsd":
         parts.append(f"the wsd schedule (the full rate, then down to {t.min_lr_ratio:g}x over the last "
                      f"{t.decay_fraction:.0%} of the planned run)")
@@ -332,6 +357,8 @@ def choice_flags(given: set, model: ModelConfig, train: TrainConfig, choices: di
         flags.append(f"--dropout {model.dropout:g}" + (" --dropout-on-plateau" if plateau else ""))
         if train.wide_gap_dropout is not None and "wide_gap_dropout" not in given:
             flags.append(f"--wide-gap-dropout {train.wide_gap_dropout:g}")
+    if "lr" in choices:
+        flags.append(f"--lr {train.lr:g}")
     return " ".join(flags)
 
 
@@ -377,8 +404,10 @@ def plan_run(data: str | Path = "pystdlib", *, model: str | None = None, params:
         model_cfg.size = size_for_params(model_cfg, parse_count(params) if isinstance(params, str) else params)
     choices, timed = {}, False
     default_shape = not given & SHAPE_OPTIONS
+    default_rate = model_cfg.cell in LOW_RATE_CELLS and not given & {"optimizer", "lr"}
     # measured on recurrent models only
-    if not preset and model_cfg.cell != "ffn" and (default_shape or not {"batch_size", "dropout"} <= given):
+    if not preset and model_cfg.cell != "ffn" and (default_shape or default_rate
+                                                   or not {"batch_size", "dropout"} <= given):
         # ranks of a distributed run must agree, and each would time its own updates: they count steps only
         length = plan_length(model_cfg, cfg, corpus, timed=not distributed.current().active,
                              batch_size=cfg.batch_size if "batch_size" in given else SHORT_RUN_BATCH)
@@ -401,6 +430,9 @@ def plan_run(data: str | Path = "pystdlib", *, model: str | None = None, params:
                 cfg.dropout_on_plateau = on_plateau
             if on_plateau and cfg.dropout_on_plateau and "wide_gap_dropout" not in given:
                 cfg.wide_gap_dropout = WIDE_GAP_DROPOUT
+        if default_rate:
+            choices["lr"] = choose_rate(model_cfg.cell, length)
+            cfg.lr = choices["lr"].value
     if cfg.dropout_on_plateau and model_cfg.dropout == 0:
         raise RnnlensError("--dropout-on-plateau turns the model's dropout on when validation stops improving, but "
                            "this run's dropout is 0: give --dropout, e.g. 0.2, or drop --dropout-on-plateau")
