@@ -809,16 +809,21 @@ def test_a_gru_or_an_rnn_takes_half_the_lstms_rate_in_a_longer_run(tmp_path, mon
     from rnnlens import plan
     path = tmp_path / "big.txt"
     path.write_text(make_text(1200))
-    at = plan.LOW_RATE_UPDATES
+    assert plan.LOW_RATE_CHARACTERS == 2_000_000
     for cell, article in (("gru", "a"), ("rnn", "an")):
-        short = plan.plan_run(str(path), model=cell, max_steps=at - 1)
-        assert short.train.lr == 0.004
-        assert (f"Adam 0.004 ({article} {cell.upper()} in ~{at - 1:,} updates at batch 16 by --max-steps {at - 1}: "
-                f"under {at:,}, the LSTM's rate learns fastest)") in short.defaults
-        longer = plan.plan_run(str(path), model=cell, max_steps=at)
-        assert longer.train.lr == 0.002
-        assert (f"Adam 0.002 ({article} {cell.upper()} in ~{at:,} updates at batch 16 by --max-steps {at}: from "
-                f"{at:,} on, half the LSTM's rate learns more)") in longer.defaults
+        # 1,199 updates of batch 16 x 100 read 1.9M characters
+        short = plan.plan_run(str(path), model=cell, max_steps=1199)
+        assert (short.train.lr, short.train.batch_size) == (0.004, 16)
+        assert (f"Adam 0.004 ({article} {cell.upper()} in ~1,199 updates at batch 16 by --max-steps 1199, ~1.9M "
+                "characters: under 2M, the LSTM's rate learns fastest)") in short.defaults
+        # ... 1,200 take batch 32 and read 3.8M
+        longer = plan.plan_run(str(path), model=cell, max_steps=1200)
+        assert (longer.train.lr, longer.train.batch_size) == (0.002, 32)
+        assert (f"Adam 0.002 ({article} {cell.upper()} in ~1,200 updates at batch 16 by --max-steps 1200, ~3.8M "
+                "characters: from 2M on, half the LSTM's rate learns more)") in longer.defaults
+    # the characters decide, whatever the batch: 700 updates of a given 32 read 2.2M
+    assert plan.plan_run(str(path), model="gru", max_steps=700, batch_size=32).train.lr == 0.002
+    assert plan.plan_run(str(path), model="gru", max_steps=600, batch_size=32).train.lr == 0.004
     # the LSTM keeps its rate at any length
     lstm = plan.plan_run(str(path), max_steps=5000)
     assert lstm.train.lr == 0.004 and "Adam 0.004, " in lstm.defaults
@@ -830,18 +835,20 @@ def test_a_gru_or_an_rnn_takes_half_the_lstms_rate_in_a_longer_run(tmp_path, mon
     # a timed run counts its updates at the cell's speed, and its repeat flags pin the rate
     monkeypatch.setattr(trainer_module, "EVAL_SPEEDUP", math.inf)  # validations take no time here
     monkeypatch.setattr(plan, "measure_updates_per_second", lambda model, train, batch: 10.0)
-    assert plan.plan_run(str(path), model="gru", time_budget=(at - 1) / 10).train.lr == 0.004
-    timed = plan.plan_run(str(path), model="gru", time_budget=at / 10)
+    assert plan.plan_run(str(path), model="gru", time_budget=119).train.lr == 0.004  # 1,190 x 16 x 100: 1.9M
+    timed = plan.plan_run(str(path), model="gru", time_budget=130)
     assert timed.train.lr == 0.002 and timed.same_choices.endswith(" --lr 0.002")
     # from the command line: the run trains at the rate it chose, and records it
-    monkeypatch.setattr(plan, "LOW_RATE_UPDATES", 10)
+    monkeypatch.setattr(plan, "LOW_RATE_CHARACTERS", 16_000)
     code, _, err = run_cli(capsys, "train", "--data", path, "--out", tmp_path / "r", "--model", "rnn", "--size",
                            "16", "--max-steps", "10", "--lr-schedule", "constant", "--quiet")
     assert code == 0, err
-    assert "Adam 0.002 (an RNN in ~10 updates at batch 16 by --max-steps 10: from 10 on, half the LSTM's rate" in err
+    assert ("Adam 0.002 (an RNN in ~10 updates at batch 16 by --max-steps 10, ~0.016M characters: from 0.016M on, "
+            "half the LSTM's rate") in err
     assert json.loads((tmp_path / "r" / "run.json").read_text())["train"]["lr"] == 0.002
     rates = [row["lr"] for row in read_metrics(tmp_path / "r" / "metrics.jsonl") if "lr" in row]
     assert rates == [0.002]  # the row of step 10
+
 
 def test_at_many_passes_the_dropout_follows_the_bits_the_text_holds_per_parameter_of_the_default_model(
         tmp_path, monkeypatch):

@@ -146,13 +146,16 @@ LONG_RUN_SIZE_UPDATES, LONGEST_RUN_SIZE_UPDATES = 3500, 9000
 # Adam's rate for a GRU or a vanilla RNN when neither --lr nor --optimizer is given (docs/benchmarks.md, section 5,
 # twenty-seventh session). The LSTM's 0.004 (TrainConfig.lr) was the best of 0.002/0.004/0.006 for it at ~17 passes.
 # The 1x512 GRU and RNN, 0.004 against 0.002 in fixed updates on four texts (prose, Python, C headers, man pages;
-# 2M characters, seed 1): at 300 updates of batch 16 (a GRU's 60 s on one thread) 0.004 was better on all four, by
-# 0.033-0.094; at 800-900 (an RNN's 60 s, a GRU's 300 s at batch 32) 0.002 was better on five of seven text-cell
-# pairs (by 0.011-0.072, 0.004 by 0.015 and 0.019 on the other two), and at 2,400 x B32 (an RNN's 300 s) on all four,
-# by 0.010-0.134. At 6,000 (the C headers' RNN, 11 passes) 0.004 climbed twice, was rolled back at half the rate each
-# time (SlowCollapseWatch) and ended 0.012 below 0.002. Where between 300 and 800 updates the two cross is not
-# measured: LOW_RATE_UPDATES lies between.
-LOW_RATE_CELLS, LOW_RATE, LOW_RATE_UPDATES = ("gru", "rnn"), 2e-3, 600
+# 2M characters, seed 1), by the characters the run reads (updates x batch x 100): at 0.48M (300 x B16, a GRU's 60 s
+# on one thread) 0.004 was better on all four, by 0.033-0.094; at 0.96M (600 x B16) by 0.026 on War and Peace; at
+# 1.28M (800 x B16, an RNN's 60 s) the texts split (0.002 better by 0.011 and 0.047 on War and Peace and the C
+# headers, worse by 0.015 and 0.087 on Python's seeds 1 and 2). At 2.9M (900 x B32, a GRU's 300 s) 0.002 was better
+# on three texts (by 0.025-0.072) and within 0.019 on War and Peace (two seeds), and at 7.7M (2,400 x B32, an RNN's
+# 300 s) on all four, by 0.010-0.134. At 19M (6,000 x B32, the C headers' RNN) 0.004 climbed twice, was rolled back at
+# half the rate each time (SlowCollapseWatch) and ended 0.012 below 0.002. LOW_RATE_CHARACTERS lies between 1.28M and
+# 2.9M, where the batch rule's threshold lies too (1,200 updates at batch 16: 1.92M); the characters and the batch
+# cannot be told apart in these runs.
+LOW_RATE_CELLS, LOW_RATE, LOW_RATE_CHARACTERS = ("gru", "rnn"), 2e-3, 2_000_000
 
 
 @dataclass
@@ -275,17 +278,19 @@ def choose_dropout(length: RunLength, batch_size: int, can_validate: bool,
                            f"{UNMEMORIZABLE_BITS:g}"), False
 
 
-def choose_rate(cell: str, length: RunLength) -> Choice:
-    """Adam's rate for a cell of LOW_RATE_CELLS: TrainConfig's (the LSTM's) under LOW_RATE_UPDATES planned updates
-    or where the run is not counted, LOW_RATE from there."""
+def choose_rate(cell: str, length: RunLength, batch_size: int, seq_len: int) -> Choice:
+    """Adam's rate for a cell of LOW_RATE_CELLS in a run of `batch_size` x `seq_len`: TrainConfig's (the LSTM's)
+    where the run reads under LOW_RATE_CHARACTERS or is not counted, LOW_RATE from there."""
     if length.updates is None:
         return Choice(TrainConfig.lr, length.measure)
+    # a count of --max-steps reads more text at a larger batch; any other reads the same text at any batch
+    characters = length.updates * (batch_size if length.fixed_steps else length.batch_size) * seq_len
     name = ("an " if cell == "rnn" else "a ") + cell.upper()
-    if length.updates < LOW_RATE_UPDATES:
-        return Choice(TrainConfig.lr, f"{name} in {length.describe()}: under {LOW_RATE_UPDATES:,}, the LSTM's "
-                                      "rate learns fastest")
-    return Choice(LOW_RATE, f"{name} in {length.describe()}: from {LOW_RATE_UPDATES:,} on, half the LSTM's rate "
-                            "learns more")
+    read = f"{name} in {length.describe()}, ~{characters / 1e6:.2g}M characters"
+    limit = f"{LOW_RATE_CHARACTERS / 1e6:g}M"
+    if characters < LOW_RATE_CHARACTERS:
+        return Choice(TrainConfig.lr, f"{read}: under {limit}, the LSTM's rate learns fastest")
+    return Choice(LOW_RATE, f"{read}: from {limit} on, half the LSTM's rate learns more")
 
 
 def bits_per_default_parameter(corpus: Corpus) -> float:
@@ -431,7 +436,7 @@ def plan_run(data: str | Path = "pystdlib", *, model: str | None = None, params:
             if on_plateau and cfg.dropout_on_plateau and "wide_gap_dropout" not in given:
                 cfg.wide_gap_dropout = WIDE_GAP_DROPOUT
         if default_rate:
-            choices["lr"] = choose_rate(model_cfg.cell, length)
+            choices["lr"] = choose_rate(model_cfg.cell, length, cfg.batch_size, cfg.seq_len)
             cfg.lr = choices["lr"].value
     if cfg.dropout_on_plateau and model_cfg.dropout == 0:
         raise RnnlensError("--dropout-on-plateau turns the model's dropout on when validation stops improving, but "
