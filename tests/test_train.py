@@ -809,21 +809,21 @@ def test_a_gru_or_an_rnn_takes_half_the_lstms_rate_in_a_longer_run(tmp_path, mon
     from rnnlens import plan
     path = tmp_path / "big.txt"
     path.write_text(make_text(1200))
-    assert plan.LOW_RATE_CHARACTERS == 2_000_000
+    assert plan.LOW_RATE_CHARACTERS == 1_100_000
     for cell, article in (("gru", "a"), ("rnn", "an")):
-        # 1,199 updates of batch 16 x 100 read 1.9M characters
-        short = plan.plan_run(str(path), model=cell, max_steps=1199)
+        # 687 updates of batch 16 x 100 read 1.0992M characters
+        short = plan.plan_run(str(path), model=cell, max_steps=687)
         assert (short.train.lr, short.train.batch_size) == (0.004, 16)
-        assert (f"Adam 0.004 ({article} {cell.upper()} in ~1,199 updates at batch 16 by --max-steps 1199, ~1.9M "
-                "characters: under 2M, the LSTM's rate learns fastest)") in short.defaults
-        # ... 1,200 take batch 32 and read 3.8M
-        longer = plan.plan_run(str(path), model=cell, max_steps=1200)
-        assert (longer.train.lr, longer.train.batch_size) == (0.002, 32)
-        assert (f"Adam 0.002 ({article} {cell.upper()} in ~1,200 updates at batch 16 by --max-steps 1200, ~3.8M "
-                "characters: from 2M on, half the LSTM's rate learns more)") in longer.defaults
-    # the characters decide, whatever the batch: 700 updates of a given 32 read 2.2M
-    assert plan.plan_run(str(path), model="gru", max_steps=700, batch_size=32).train.lr == 0.002
-    assert plan.plan_run(str(path), model="gru", max_steps=600, batch_size=32).train.lr == 0.004
+        assert (f"Adam 0.004 ({article} {cell.upper()} in ~687 updates at batch 16 by --max-steps 687, ~1.1M "
+                "characters: under 1.1M, the LSTM's rate learns fastest)") in short.defaults
+        # ... 688 read 1.1008M
+        longer = plan.plan_run(str(path), model=cell, max_steps=688)
+        assert (longer.train.lr, longer.train.batch_size) == (0.002, 16)
+        assert (f"Adam 0.002 ({article} {cell.upper()} in ~688 updates at batch 16 by --max-steps 688, ~1.1M "
+                "characters: from 1.1M on, half the LSTM's rate learns more)") in longer.defaults
+    # the characters decide, whatever the batch: 344 updates of a given 32 read 1.1008M
+    assert plan.plan_run(str(path), model="gru", max_steps=344, batch_size=32).train.lr == 0.002
+    assert plan.plan_run(str(path), model="gru", max_steps=343, batch_size=32).train.lr == 0.004
     # the LSTM keeps its rate at any length
     lstm = plan.plan_run(str(path), max_steps=5000)
     assert lstm.train.lr == 0.004 and "Adam 0.004, " in lstm.defaults
@@ -835,8 +835,8 @@ def test_a_gru_or_an_rnn_takes_half_the_lstms_rate_in_a_longer_run(tmp_path, mon
     # a timed run counts its updates at the cell's speed, and its repeat flags pin the rate
     monkeypatch.setattr(trainer_module, "EVAL_SPEEDUP", math.inf)  # validations take no time here
     monkeypatch.setattr(plan, "measure_updates_per_second", lambda model, train, batch: 10.0)
-    assert plan.plan_run(str(path), model="gru", time_budget=119).train.lr == 0.004  # 1,190 x 16 x 100: 1.9M
-    timed = plan.plan_run(str(path), model="gru", time_budget=130)
+    assert plan.plan_run(str(path), model="gru", time_budget=68).train.lr == 0.004  # 680 x 16 x 100: 1.088M
+    timed = plan.plan_run(str(path), model="gru", time_budget=70)
     assert timed.train.lr == 0.002 and timed.same_choices.endswith(" --lr 0.002")
     # from the command line: the run trains at the rate it chose, and records it
     monkeypatch.setattr(plan, "LOW_RATE_CHARACTERS", 16_000)

@@ -141,7 +141,7 @@ def add_train_arguments(p) -> None:
     g.add_argument("--seq-len", type=int, help=f"unrolled steps T per window (default {d.seq_len})")
     g.add_argument("--optimizer", choices=["rmsprop", "adam", "adamw", "sgd"], help=f"default {d.optimizer}")
     g.add_argument("--lr", type=float, help=f"learning rate (default {d.lr:g}; without --optimizer, a GRU or an RNN "
-                   "in a run planned to read 2M characters or more takes 0.002; docs/training.md)")
+                   "in a run planned to read 1.1M characters or more takes 0.002; docs/training.md)")
     g.add_argument("--rmsprop-alpha", type=float, help="RMSProp decay (default 0.95)")
     g.add_argument("--weight-decay", type=float)
     g.add_argument("--lr-schedule", choices=["step", "cosine", "wsd", "constant"],
