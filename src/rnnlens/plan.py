@@ -170,13 +170,20 @@ class RunLength:
     def describe(self) -> str:
         return f"~{self.updates:,} updates at batch {self.batch_size} by {self.measure}"
 
+    def windows_read(self, batch_size: int) -> int | None:
+        """Planned windows of seq_len read at `batch_size`; None when not counted. A --max-steps count reads more
+        text at a larger batch; any other count reads the same text at any batch."""
+        if self.updates is None:
+            return None
+        return self.updates * (batch_size if self.fixed_steps else self.batch_size)
+
     def passes(self, batch_size: int) -> float | None:
         """Planned passes over the training split at `batch_size`; None when not counted. A timed length counts
         them at the batch it was timed at (plan_run times the batch the run takes)."""
-        if self.updates is None or not self.windows:
+        read = self.windows_read(batch_size)
+        if read is None or not self.windows:
             return None
-        passes = self.updates / self.windows
-        return passes * batch_size / self.batch_size if self.fixed_steps else passes
+        return read / (self.windows * self.batch_size)
 
 
 def plan_length(model: ModelConfig, train: TrainConfig, corpus: Corpus, *, batch_size: int = SHORT_RUN_BATCH,
@@ -282,8 +289,7 @@ def choose_rate(cell: str, length: RunLength, batch_size: int, seq_len: int) -> 
     where the run reads under LOW_RATE_CHARACTERS or is not counted, LOW_RATE from there."""
     if length.updates is None:
         return Choice(TrainConfig.lr, length.measure)
-    # a count of --max-steps reads more text at a larger batch; any other reads the same text at any batch
-    characters = length.updates * (batch_size if length.fixed_steps else length.batch_size) * seq_len
+    characters = length.windows_read(batch_size) * seq_len
     name = ("an " if cell == "rnn" else "a ") + cell.upper()
     read = f"{name} in {length.describe()}, ~{characters / 1e6:.2g}M characters"
     limit = f"{LOW_RATE_CHARACTERS / 1e6:g}M"
