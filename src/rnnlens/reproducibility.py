@@ -6,9 +6,10 @@ MKL (sgemm) and oneDNN (the LSTM); MKL picks its code path at run time (by CPU, 
 of each buffer) and may change how many threads it uses, and each choice sums in another order.
 
 What fixes it (docs/training.md, "Reproducibility"):
-* MKL_CBWR=AVX2,STRICT  MKL's Conditional Numerical Reproducibility: one code path (AVX2's, on a CPU
-                        that has it; AUTO,STRICT, this CPU's own, on one that does not), and STRICT
-                        makes results independent of the buffers' alignment;
+* MKL_CBWR=AVX2,STRICT  MKL's Conditional Numerical Reproducibility: one code path (AVX2's, on an Intel
+                        CPU that has it; AUTO,STRICT, the CPU's own, on any other, where MKL would run
+                        AUTO whatever branch is named), and STRICT makes results independent of the
+                        buffers' alignment;
 * MKL_DYNAMIC=FALSE     MKL always uses the threads it was given (not fewer on a busy machine);
 * OMP_DYNAMIC=FALSE     the same for the OpenMP runtime;
 * torch.use_deterministic_algorithms(True) and, on GPUs, cuDNN's deterministic mode with
@@ -29,22 +30,28 @@ import os
 import sys
 
 
-def _cpu_has_avx2(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
-    """Whether the CPU lists AVX2 among its flags (/proc/cpuinfo; False where that cannot be read)."""
+def mkl_branch(cpuinfo_path: str = "/proc/cpuinfo") -> str:
+    """The code path MKL_CBWR asks for: "AVX2" on an Intel CPU that lists AVX2 among its flags, else "AUTO"
+    (the CPU's own; also where /proc/cpuinfo cannot be read)."""
     try:
         with open(cpuinfo_path) as cpuinfo:
-            return any(line.startswith("flags") and "avx2" in line.split() for line in cpuinfo)
+            lines = cpuinfo.read().splitlines()
     except OSError:
-        return False
+        return "AUTO"
+    intel = any(line.startswith("vendor_id") and line.split(":", 1)[-1].strip() == "GenuineIntel" for line in lines)
+    avx2 = any(line.startswith("flags") and "avx2" in line.split() for line in lines)
+    return "AVX2" if intel and avx2 else "AUTO"
 
 
 # the environment a reproducible run needs; set before torch loads MKL and OpenMP.
-# MKL_CBWR names AVX2's branch rather than AUTO where the CPU has AVX2: on an AVX-512 Xeon (avx512_bf16/fp16)
+# MKL_CBWR names AVX2's branch rather than AUTO on an Intel CPU with AVX2: on an AVX-512 Xeon (avx512_bf16/fp16)
 # the test's seeded 2-layer RNN with dropout, killed at step 18 and resumed, differed from the uninterrupted
 # run in 7 of 16 tries under AUTO,STRICT and in 0 of 12 under AVX2,STRICT, at the same speed (6.5-6.7 updates
-# per second of the 1x512 at batch 32 under both); one branch also sums alike on every AVX2 machine
+# per second of the 1x512 at batch 32 under both); one branch also sums alike on every such machine.
+# MKL takes a named branch on Intel CPUs only: on an AMD EPYC with AVX2 and AVX-512, MKL_CBWR=AVX2,STRICT ran
+# as AUTO,STRICT (mkl_serv_cbwr_get: 0x10002), so there we ask for the mode that runs
 ENV_DEFAULTS = {
-    "MKL_CBWR": "AVX2,STRICT" if _cpu_has_avx2() else "AUTO,STRICT",
+    "MKL_CBWR": f"{mkl_branch()},STRICT",
     "MKL_DYNAMIC": "FALSE",
     "OMP_DYNAMIC": "FALSE",
     "CUBLAS_WORKSPACE_CONFIG": ":4096:8",   # cuBLAS's deterministic mode (GPU; read at CUDA start)
