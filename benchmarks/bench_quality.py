@@ -6,7 +6,9 @@ first --max-chars characters; default: --data, tiny Shakespeare):
   shakespeare   /work/shared/data/tinyshakespeare.txt (prose/verse, 1,115,394 chars)
   warandpeace   /work/shared/data/warpeace_input.txt (prose, 3.2M chars)
   pystdlib      rnnlens's built-in default corpus (rnnlens.datasets.fetch('pystdlib'): this Python's
-                standard library, shuffled by file, 4M chars): code
+                standard library, shuffled by file, 4M chars): code, but with Python 3.11 its characters
+                1.53M-2.91M are one file of help text in string literals (pydoc_data/topics.py), so a cut
+                of 2M ends inside it and the last 10% (the validation split) is all that file
   cheaders      this machine's /usr/include/**/*.h, sorted by path, shuffled with random.Random(0),
                 concatenated (files that are not UTF-8 or hold NUL skipped, CR removed): C code
   manpages      this machine's /usr/share/man/man*/*.gz (English pages only), gunzipped, sorted,
