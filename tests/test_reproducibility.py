@@ -147,18 +147,18 @@ def test_mkl_takes_the_avx2_branch_on_an_intel_cpu_with_avx2(tmp_path):
         path = tmp_path / name
         path.write_text(f"processor\t: 0\nvendor_id\t: {vendor}\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
         return str(path)
-    assert reproducibility.mkl_branch(cpuinfo("xeon", "GenuineIntel", "fpu sse4_2 avx avx2 fma avx512f")) == "AVX2"
-    assert reproducibility.mkl_branch(cpuinfo("old", "GenuineIntel", "fpu sse4_2 avx avx512_vnni_like")) == "AUTO"
+    assert reproducibility._mkl_branch(cpuinfo("xeon", "GenuineIntel", "fpu sse4_2 avx avx2 fma avx512f")) == "AVX2"
+    assert reproducibility._mkl_branch(cpuinfo("old", "GenuineIntel", "fpu sse4_2 avx avx512_vnni_like")) == "AUTO"
     # MKL runs a named branch on Intel CPUs only (an AMD EPYC with AVX2 ran AVX2,STRICT as AUTO,STRICT)
-    assert reproducibility.mkl_branch(cpuinfo("epyc", "AuthenticAMD", "fpu sse4_2 avx avx2 fma avx512f")) == "AUTO"
-    assert reproducibility.mkl_branch(str(tmp_path / "missing")) == "AUTO"  # no /proc: the CPU's own branch
+    assert reproducibility._mkl_branch(cpuinfo("epyc", "AuthenticAMD", "fpu sse4_2 avx avx2 fma avx512f")) == "AUTO"
+    assert reproducibility._mkl_branch(str(tmp_path / "missing")) == "AUTO"  # no /proc: the CPU's own branch
     # MKL_CBWR's value as MKL's mode (mkl_service.h: AUTO 2, AVX2 10, STRICT 0x10000)
     assert reproducibility.cbwr_mode("AVX2,STRICT") == 0x1000A
     assert reproducibility.cbwr_mode("auto, strict") == 0x10002
     assert reproducibility.cbwr_mode("COMPATIBLE") == 3
     assert reproducibility.cbwr_mode("STRICT") == 0x10002  # no branch named: AUTO's
     # and the default is the mode MKL runs in, on this machine whatever its CPU
-    assert reproducibility.ENV_DEFAULTS["MKL_CBWR"] == f"{reproducibility.mkl_branch()},STRICT"
+    assert reproducibility.ENV_DEFAULTS["MKL_CBWR"] == f"{reproducibility._mkl_branch()},STRICT"
     code = "import rnnlens, torch\nfrom rnnlens import reproducibility as r\nprint(r._mkl_cbwr_get())\n"
     env = {k: v for k, v in _env().items() if k not in reproducibility.ENV_DEFAULTS}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)

@@ -30,7 +30,7 @@ import os
 import sys
 
 
-def mkl_branch(cpuinfo_path: str = "/proc/cpuinfo") -> str:
+def _mkl_branch(cpuinfo_path: str = "/proc/cpuinfo") -> str:
     """The code path MKL_CBWR asks for: "AVX2" on an Intel CPU that lists AVX2 among its flags, else "AUTO"
     (the CPU's own; also where /proc/cpuinfo cannot be read)."""
     try:
@@ -51,7 +51,7 @@ def mkl_branch(cpuinfo_path: str = "/proc/cpuinfo") -> str:
 # MKL takes a named branch on Intel CPUs only: on an AMD EPYC with AVX2 and AVX-512, MKL_CBWR=AVX2,STRICT ran
 # as AUTO,STRICT (mkl_serv_cbwr_get: 0x10002), so there we ask for the mode that runs
 ENV_DEFAULTS = {
-    "MKL_CBWR": f"{mkl_branch()},STRICT",
+    "MKL_CBWR": f"{_mkl_branch()},STRICT",
     "MKL_DYNAMIC": "FALSE",
     "OMP_DYNAMIC": "FALSE",
     "CUBLAS_WORKSPACE_CONFIG": ":4096:8",   # cuBLAS's deterministic mode (GPU; read at CUDA start)
