@@ -153,7 +153,9 @@ LONG_RUN_SIZE_UPDATES, LONGEST_RUN_SIZE_UPDATES = 3500, 9000
 # on three texts (by 0.025-0.072) and within 0.019 on War and Peace (two seeds), and at 7.7M (2,400 x B32, an RNN's
 # 300 s) on all four, by 0.010-0.134. At 19M (6,000 x B32, the C headers' RNN) 0.004 climbed twice, was rolled back at
 # half the rate each time (SlowCollapseWatch) and ended 0.012 below 0.002. LOW_RATE_CHARACTERS lies between 0.96M and
-# 1.28M; where between is not measured, nor a GRU at 1.28M.
+# 1.28M; where between is not measured. A GRU at 1.28M: 0.002 better on three texts, 0.013 behind on War and Peace;
+# at 17.6M (5,500 x B32) better on War and Peace and Python by 0.019 and 0.033. The miss past 1.28M: War and Peace's
+# RNN at 45M (14,000 x B32, 25 passes), 0.055 behind 0.004 rolled back to a quarter of its rate (docs/benchmarks.md).
 LOW_RATE_CELLS, LOW_RATE, LOW_RATE_CHARACTERS = ("gru", "rnn"), 2e-3, 1_100_000
 
 
