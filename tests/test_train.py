@@ -152,7 +152,8 @@ def test_nan_rolls_back_and_halves_the_learning_rate(tmp_path, text_file, monkey
 
 
 def test_the_collapse_watch_compares_each_window_with_its_last_epoch():
-    watch = SlowCollapseWatch(windows=120, span=50, margin=0.5)
+    watch = SlowCollapseWatch(windows=120)  # the trainer's: 50 windows, a margin of 0.3 nats
+    assert (watch.span, watch.margin) == (50, 0.3)
     # a text with a hard part (windows 40-79 read 4 nats, the rest 1): each epoch alike, a little better each time
     per_window = [4.0 if 40 <= w < 80 else 1.0 for w in range(120)]
     for epoch in range(3):
@@ -161,17 +162,18 @@ def test_the_collapse_watch_compares_each_window_with_its_last_epoch():
         watch.end_epoch()
     # the same windows, the loss climbing by 0.03 a window from window 10 on, each window 0.01 worse than one epoch
     # before, as the end of the last epoch read against the one before it: the rise over the last 50 windows is
-    # 0.03 x their mean climb - 0.01: 0.482 at window 50, 0.507 at 51
+    # 0.03 x their summed climb / 50 - 0.01: 0.288 at window 41 (1 + ... + 31 = 496), 0.307 at 42 (528)
     climbing = [per_window[w] - 0.03 + 0.03 * max(0, w - 10) for w in range(120)]
     fired = next(w for w in range(120) if watch.collapsed(w, climbing[w]))
-    assert fired == 51 and watch.rise(51, climbing[51]) == pytest.approx(0.03 * 861 / 50 - 0.01)
-    assert "climbing" in watch.collapsed(51, climbing[51]) and "0.51 above" in watch.collapsed(51, climbing[51])
+    assert fired == 42 and watch.rise(42, climbing[42]) == pytest.approx(0.03 * 528 / 50 - 0.01)
+    assert watch.rise(41, climbing[41]) == pytest.approx(0.03 * 496 / 50 - 0.01)  # under the margin
+    assert "climbing" in watch.collapsed(42, climbing[42]) and "0.31 above" in watch.collapsed(42, climbing[42])
     assert watch.rising
-    restored = SlowCollapseWatch(windows=120, span=50, margin=0.5)
+    restored = SlowCollapseWatch(windows=120)
     kept = watch.to_tensor()  # what last.safetensors keeps: the windows read, -1 for those not yet
-    assert kept.shape == (3, 120) and kept[2, 51] == climbing[51] and kept[2, 52] == -1
+    assert kept.shape == (3, 120) and kept[2, 42] == climbing[42] and kept[2, 43] == -1
     restored.load(kept)  # what a resumed or rolled-back run takes from last.safetensors
-    assert not restored.rising and restored.rise(51, climbing[51]) == pytest.approx(watch.latest_rise)
+    assert not restored.rising and restored.rise(42, climbing[42]) == pytest.approx(watch.latest_rise)
     restored.load(torch.zeros(3, 7))  # another run's windows: no reference until a whole epoch is read again
     assert all(restored.collapsed(w, 9.0) is None for w in range(120)) and not restored.rising
     short = SlowCollapseWatch(windows=3)  # an epoch shorter than the span compares whole epochs
@@ -205,13 +207,14 @@ def test_a_slow_climb_rolls_back_and_halves_the_learning_rate(tmp_path, text_fil
     assert state.step == 600 and state.rollbacks == 1 and state.lr_scale == 0.5
     warning = next(m for m in logs if "rolled back" in m)
     assert "a training loss climbing over many updates" in warning and "halved the learning rate" in warning
-    # it fired once the mean of the last 50 windows had risen 0.5: ~45 updates into the climb, not at once
+    # it fired once the mean of the last 50 windows had risen 0.3: ~33 updates into the climb, not at once
     fired_at = int(warning.split(" at step ")[1].split(";")[0])
-    assert climb_from + 30 < fired_at < climb_from + 60, (climb_from, fired_at)
+    assert climb_from + 25 < fired_at < climb_from + 45, (climb_from, fired_at)
     # and went back to a state from the start of the climb: the checkpoints written every 10 steps stop once the
-    # loss reads 0.05 above the last epoch's (~15 updates in), where a plain last checkpoint would be ~40 in
+    # loss reads 0.05 above the last epoch's (~15 updates in), where a plain last checkpoint would be ~30 in
     back_to = int(warning.split("rolled back to step ")[1].split(" ")[0])
-    assert climb_from - 10 <= back_to <= climb_from + 20 and back_to < fired_at - 20, (climb_from, back_to, fired_at)
+    plain_last = (fired_at - 1) // 10 * 10
+    assert climb_from - 10 <= back_to <= climb_from + 20 and back_to < plain_last, (climb_from, back_to, fired_at)
     # metrics.jsonl says so; the history the picture draws leaves out the climb, and the first row after the
     # rollback averages only updates after it
     rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
@@ -221,6 +224,20 @@ def test_a_slow_climb_rolls_back_and_halves_the_learning_rate(tmp_path, text_fil
     before = [r["train_loss"] for r in kept if "train_loss" in r and r["step"] <= climb_from][-1]
     after = [r["train_loss"] for r in kept if "train_loss" in r and back_to < r["step"] <= back_to + 20]
     assert after and max(after) < before + 0.1, (before, after)  # the climb read up to +1.3
+
+
+def test_a_resume_that_moves_the_schedules_end_leaves_the_watch_without_a_reference(tmp_path, text_file):
+    # wsd decays the rate towards the planned end: a later end raises it again, and with it the loss of windows the
+    # last epochs read at the decayed rate, which the watch must not take for a collapse
+    cfg = TrainConfig(data=str(text_file), max_steps=120, batch_size=4, seq_len=20, eval_every=1000)
+    Trainer.start(tmp_path / "run", cfg=cfg, progress=False, log=lambda m: None, layers=1, size=16).run()
+    same = Trainer.resume(tmp_path / "run", progress=False, log=lambda m: None)
+    read = same.collapse_watch.to_tensor()
+    assert (read[1] > 0).all()  # the last whole epoch's losses came back from last.safetensors
+    logs = []
+    longer = Trainer.resume(tmp_path / "run", overrides={"max_steps": 240}, progress=False, log=logs.append)
+    assert any("not bit-identical" in m for m in logs)
+    assert (longer.collapse_watch.to_tensor() == -1).all()  # no window read: no reference until an epoch passes
 
 
 def test_a_text_with_a_hard_part_trains_without_a_rollback(tmp_path, monkeypatch):
@@ -808,7 +825,7 @@ def test_the_default_dropout_follows_the_passes_over_the_text(tmp_path, monkeypa
 def test_a_gru_or_an_rnn_takes_half_the_lstms_rate_in_a_longer_run(tmp_path, monkeypatch, capsys):
     from rnnlens import plan
     path = tmp_path / "big.txt"
-    path.write_text(make_text(1200))
+    path.write_text(make_text(9000))  # 156,114 training characters: 1.1M of them is ~7.1 passes, under 8
     assert plan.LOW_RATE_CHARACTERS == 1_100_000
     for cell, article in (("gru", "a"), ("rnn", "an")):
         # 687 updates of batch 16 x 100 read 1.0992M characters
@@ -821,6 +838,15 @@ def test_a_gru_or_an_rnn_takes_half_the_lstms_rate_in_a_longer_run(tmp_path, mon
         assert (longer.train.lr, longer.train.batch_size) == (0.002, 16)
         assert (f"Adam 0.002 ({article} {cell.upper()} in ~688 updates at batch 16 by --max-steps 688, ~1.1M "
                 "characters: from 1.1M on, half the LSTM's rate learns more)") in longer.defaults
+    # an RNN that reads its training text 8 times or more takes a quarter of the LSTM's rate; a GRU keeps half
+    assert (plan.MANY_PASSES_RATE_CELLS, plan.MANY_PASSES_RATE_PASSES) == (("rnn",), 8)
+    assert plan.plan_run(str(path), model="rnn", max_steps=775).train.lr == 0.002  # 775 x 16 / (97 x 16): 7.99
+    many = plan.plan_run(str(path), model="rnn", max_steps=776)  # 8.0 passes
+    assert many.train.lr == 0.001
+    assert ("Adam 0.001 (an RNN in ~776 updates at batch 16 by --max-steps 776, ~1.2M characters, ~8 passes over "
+            "the training text: from 8 passes on, a quarter of the LSTM's rate keeps learning)") in many.defaults
+    assert plan.plan_run(str(path), model="gru", max_steps=5000).train.lr == 0.002
+    assert plan.plan_run(str(path), model="rnn", max_epochs=8).train.lr == 0.001  # counted from any stopping rule
     # the characters decide, whatever the batch: 344 updates of a given 32 read 1.1008M
     assert plan.plan_run(str(path), model="gru", max_steps=344, batch_size=32).train.lr == 0.002
     assert plan.plan_run(str(path), model="gru", max_steps=343, batch_size=32).train.lr == 0.004
@@ -838,6 +864,9 @@ def test_a_gru_or_an_rnn_takes_half_the_lstms_rate_in_a_longer_run(tmp_path, mon
     assert plan.plan_run(str(path), model="gru", time_budget=68).train.lr == 0.004  # 680 x 16 x 100: 1.088M
     timed = plan.plan_run(str(path), model="gru", time_budget=70)
     assert timed.train.lr == 0.002 and timed.same_choices.endswith(" --lr 0.002")
+    timed_rnn = plan.plan_run(str(path), model="rnn", time_budget=130)  # 1,300 updates: batch 32, ~27 passes
+    assert (timed_rnn.train.batch_size, timed_rnn.train.lr) == (32, 0.001)
+    assert timed_rnn.same_choices.endswith(" --lr 0.001")
     # from the command line: the run trains at the rate it chose, and records it
     monkeypatch.setattr(plan, "LOW_RATE_CHARACTERS", 16_000)
     code, _, err = run_cli(capsys, "train", "--data", path, "--out", tmp_path / "r", "--model", "rnn", "--size",

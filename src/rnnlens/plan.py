@@ -155,8 +155,18 @@ LONG_RUN_SIZE_UPDATES, LONGEST_RUN_SIZE_UPDATES = 3500, 9000
 # half the rate each time (SlowCollapseWatch) and ended 0.012 below 0.002. LOW_RATE_CHARACTERS lies between 0.96M and
 # 1.28M; where between is not measured. A GRU at 1.28M: 0.002 better on three texts, 0.013 behind on War and Peace;
 # at 17.6M (5,500 x B32) better on War and Peace and Python by 0.019 and 0.033. The miss past 1.28M: War and Peace's
-# RNN at 45M (14,000 x B32, 25 passes), 0.055 behind 0.004 rolled back to a quarter of its rate (docs/benchmarks.md).
+# RNN at 45M (14,000 x B32, 25 passes), 0.055 behind 0.004 rolled back to a quarter of its rate: MANY_PASSES_RATE.
 LOW_RATE_CELLS, LOW_RATE, LOW_RATE_CHARACTERS = ("gru", "rnn"), 2e-3, 1_100_000
+# An RNN that reads its text many times wants less again (docs/benchmarks.md, section 5, twenty-ninth session): at
+# 6,000 x B32 (~10.7 passes) 0.001 was within 0.02 of the best of 0.004/0.002/0.001 on four texts, where 0.002 read
+# 0.078 worse on the man pages (its loss climbed from ~7 passes on); at 14,000 x B32 (~25 passes) 0.001 read 0.073
+# and 0.027 below 0.002 on War and Peace and the C headers (0.002 collapsed slowly on the first, and was rolled back
+# once on the second) and 0.018 below 0.004 on War and Peace, which the collapse watch halved twice. At 2,400 x B32
+# (4.3 passes) 0.002 was better on three of four texts (0.001 0.011-0.045 worse, 0.029 better on Python). Between
+# 4.3 and 10.7 is not measured: a run planned at 8 passes keeps 0.002's full rate (wsd) to 6.4, short of the ~7
+# where the man pages' climbed. A GRU is not measured at 0.001 past ~1.6 passes, and kept 0.002 better than 0.004
+# at ~9.8: it keeps LOW_RATE.
+MANY_PASSES_RATE_CELLS, MANY_PASSES_RATE, MANY_PASSES_RATE_PASSES = ("rnn",), 1e-3, 8
 
 
 @dataclass
@@ -288,7 +298,8 @@ def choose_dropout(length: RunLength, batch_size: int, can_validate: bool,
 
 def choose_rate(cell: str, length: RunLength, batch_size: int, seq_len: int) -> Choice:
     """Adam's rate for a cell of LOW_RATE_CELLS in a run of `batch_size` x `seq_len`: TrainConfig's (the LSTM's)
-    where the run reads under LOW_RATE_CHARACTERS or is not counted, LOW_RATE from there."""
+    where the run reads under LOW_RATE_CHARACTERS or is not counted, LOW_RATE from there, and MANY_PASSES_RATE
+    for a cell of MANY_PASSES_RATE_CELLS that reads its training text MANY_PASSES_RATE_PASSES times or more."""
     if length.updates is None:
         return Choice(TrainConfig.lr, length.measure)
     characters = length.windows_read(batch_size) * seq_len
@@ -297,6 +308,11 @@ def choose_rate(cell: str, length: RunLength, batch_size: int, seq_len: int) -> 
     limit = f"{LOW_RATE_CHARACTERS / 1e6:g}M"
     if characters < LOW_RATE_CHARACTERS:
         return Choice(TrainConfig.lr, f"{read}: under {limit}, the LSTM's rate learns fastest")
+    passes = length.passes(batch_size)
+    if cell in MANY_PASSES_RATE_CELLS and passes is not None and passes >= MANY_PASSES_RATE_PASSES:
+        return Choice(MANY_PASSES_RATE, f"{read}, ~{passes:,.0f} passes over the training text: from "
+                                        f"{MANY_PASSES_RATE_PASSES:g} passes on, a quarter of the LSTM's rate "
+                                        "keeps learning")
     return Choice(LOW_RATE, f"{read}: from {limit} on, half the LSTM's rate learns more")
 
 
@@ -430,10 +446,11 @@ def plan_run(data: str | Path = "pystdlib", *, model: str | None = None, params:
         if "batch_size" not in given:
             choices["batch_size"] = choose_batch(length)
             cfg.batch_size = int(choices["batch_size"].value)
+        if ("dropout" not in given or default_rate) and length.timed and (
+                (cfg.batch_size, model_cfg.size) != (length.batch_size, timed_size)):
+            # count the passes at the speed of the model and batch the run takes
+            length = plan_length(model_cfg, cfg, corpus, batch_size=cfg.batch_size)
         if "dropout" not in given:
-            if length.timed and (cfg.batch_size, model_cfg.size) != (length.batch_size, timed_size):
-                # count the passes at the speed of the model and batch the run takes
-                length = plan_length(model_cfg, cfg, corpus, batch_size=cfg.batch_size)
             choices["dropout"], on_plateau = choose_dropout(
                 length, cfg.batch_size, can_validate=len(corpus.split("val")) >= 2,
                 bits_per_parameter=lambda: bits_per_default_parameter(corpus))
