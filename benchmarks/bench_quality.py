@@ -7,8 +7,9 @@ first --max-chars characters; default: --data, tiny Shakespeare):
   warandpeace   /work/shared/data/warpeace_input.txt (prose, 3.2M chars)
   pystdlib      rnnlens's built-in default corpus (rnnlens.datasets.fetch('pystdlib'): this Python's
                 standard library, shuffled by file, 4M chars): code, but with Python 3.11 its characters
-                1.53M-2.91M are one file of help text in string literals (pydoc_data/topics.py), so a cut
+                1.53M-2.29M are one file of help text in string literals (pydoc_data/topics.py), so a cut
                 of 2M ends inside it and the last 10% (the validation split) is all that file
+  pycode        pystdlib's files in its order with pydoc_data/ left out: Python code in both splits
   cheaders      this machine's /usr/include/**/*.h, sorted by path, shuffled with random.Random(0),
                 concatenated (files that are not UTF-8 or hold NUL skipped, CR removed): C code
   manpages      this machine's /usr/share/man/man*/*.gz (English pages only), gunzipped, sorted,
@@ -17,7 +18,7 @@ first --max-chars characters; default: --data, tiny Shakespeare):
 
 Every text is split by position: the first 90% trains, the last 10% is the validation split (rnnlens is
 given split=(0.9, 0.1, 0) and the script checks it cuts at the same character with the same vocabulary).
-The built texts (cheaders, manpages) depend on what this machine has installed; the script prints their
+The built texts (cheaders, manpages, pycode) depend on what this machine has installed; the script prints their
 file counts and sizes. Budgets: --budgets (seconds of training per run, one row group each) and/or a
 fixed-step row group (--steps N --batch B [--seq T]): every run then takes exactly N updates of B streams
 x T characters (rnnlens through max_steps, its batch_size/seq_len set to B/T over any preset, unless the
@@ -147,15 +148,40 @@ def _pystdlib(max_chars: int) -> tuple[str, str]:
     return read_file(path)[:max_chars], f"rnnlens.datasets.fetch('pystdlib') ({path})"
 
 
+def _pycode(max_chars: int) -> tuple[str, str]:
+    """pystdlib without pydoc_data/: the same files in the same shuffled order, so its validation split is code
+    (a 2M cut of pystdlib ends inside pydoc_data/topics.py, help text in string literals)."""
+    import sysconfig
+
+    from rnnlens import datasets
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = datasets._stdlib_files(root)  # [(relative path, bytes)], sorted, as pystdlib builds them
+    random.Random(datasets.SHUFFLE_SEED).shuffle(files)
+    parts, total = [], 0
+    for rel, _ in files:
+        if total >= max_chars:
+            break
+        if rel.startswith("pydoc_data/"):
+            continue
+        try:
+            text = (root / rel).read_bytes().decode("utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue  # pystdlib skips these too
+        parts.append(text)
+        total += len(text)
+    return "".join(parts)[:max_chars], f"{root}/**/*.py in pystdlib's order, pydoc_data/ left out: {len(parts)} files"
+
+
 TEXTS = {  # name -> (what it is, builder(max_chars) -> (text, where it came from))
     "shakespeare": ("prose/verse", lambda n: (read_file(DEFAULT_DATA)[:n], DEFAULT_DATA)),
     "warandpeace": ("prose", lambda n: (read_file("/work/shared/data/warpeace_input.txt")[:n],
                                         "/work/shared/data/warpeace_input.txt")),
     "pystdlib": ("code (Python)", _pystdlib),
+    "pycode": ("code (Python), code in its validation split", _pycode),
     "cheaders": ("code (C headers)", _built_cheaders),
     "manpages": ("markup (troff)", _built_manpages),
 }
-DEFAULT_BUILT_CHARS = 2_000_000  # cheaders/manpages without --max-chars
+DEFAULT_BUILT_CHARS = 2_000_000  # cheaders/manpages/pycode without --max-chars
 
 
 def read_file(path) -> str:
@@ -167,7 +193,7 @@ def build_text(name: str, max_chars: int | None, folder: Path) -> tuple[str, str
     """(path of the text file, kind, where it came from) for a --texts entry: a TEXTS name or a file path."""
     if name in TEXTS:
         kind, builder = TEXTS[name]
-        limit = max_chars or (DEFAULT_BUILT_CHARS if name in ("cheaders", "manpages") else 10**12)
+        limit = max_chars or (DEFAULT_BUILT_CHARS if name in ("cheaders", "manpages", "pycode") else 10**12)
         text, origin = builder(limit)
     elif Path(name).is_file():
         kind, origin = "file", name
