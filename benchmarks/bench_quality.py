@@ -149,27 +149,18 @@ def _pystdlib(max_chars: int) -> tuple[str, str]:
 
 
 def _pycode(max_chars: int) -> tuple[str, str]:
-    """pystdlib without pydoc_data/: the same files in the same shuffled order, so its validation split is code
-    (a 2M cut of pystdlib ends inside pydoc_data/topics.py, help text in string literals)."""
+    """pystdlib without pydoc_data/: the same files in the same shuffled order, concatenated and cut by pystdlib's
+    own code, so its validation split is code (a 2M cut of pystdlib ends inside pydoc_data/topics.py, help text in
+    string literals)."""
     import sysconfig
 
     from rnnlens import datasets
     root = Path(sysconfig.get_paths()["stdlib"])
     files = datasets._stdlib_files(root)  # [(relative path, bytes)], sorted, as pystdlib builds them
     random.Random(datasets.SHUFFLE_SEED).shuffle(files)
-    parts, total = [], 0
-    for rel, _ in files:
-        if total >= max_chars:
-            break
-        if rel.startswith("pydoc_data/"):
-            continue
-        try:
-            text = (root / rel).read_bytes().decode("utf-8")
-        except (OSError, UnicodeDecodeError):
-            continue  # pystdlib skips these too
-        parts.append(text)
-        total += len(text)
-    return "".join(parts)[:max_chars], f"{root}/**/*.py in pystdlib's order, pydoc_data/ left out: {len(parts)} files"
+    files = [f for f in files if not f[0].startswith("pydoc_data/")]
+    return (datasets._concat_cut(files, lambda rels: datasets._read_utf8_files(root, rels), max_chars),
+            f"{root}/**/*.py in pystdlib's order, pydoc_data/ left out ({len(files)} files to draw from)")
 
 
 TEXTS = {  # name -> (what it is, builder(max_chars) -> (text, where it came from))

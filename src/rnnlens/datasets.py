@@ -395,6 +395,17 @@ def _stdlib_files(root: Path) -> list[tuple[str, int]]:
     return out
 
 
+def _read_utf8_files(root: Path, rels: list[str]) -> dict[str, str]:
+    """{relative path: text} of the files under root that read as UTF-8; the others are skipped."""
+    got = {}
+    for rel in rels:
+        try:
+            got[rel] = (root / rel).read_bytes().decode("utf-8")
+        except (UnicodeDecodeError, OSError):
+            pass  # not UTF-8 (or unreadable): skipped
+    return got
+
+
 def _fetch_pystdlib(nc: NamedCorpus, folder: Path, source, url, progress: bool) -> Path:
     if url is not None:
         raise RnnlensError("pystdlib is built from this Python's standard library and has no URL; "
@@ -414,17 +425,7 @@ def _fetch_pystdlib(nc: NamedCorpus, folder: Path, source, url, progress: bool) 
     if hit:
         return hit
     random.Random(SHUFFLE_SEED).shuffle(files)
-
-    def read(rels: list[str]) -> dict[str, str]:
-        got = {}
-        for rel in rels:
-            try:
-                got[rel] = (root / rel).read_bytes().decode("utf-8")
-            except (UnicodeDecodeError, OSError):
-                pass  # not UTF-8 (or unreadable): skipped
-        return got
-
-    text = _concat_cut(files, read, cut)
+    text = _concat_cut(files, lambda rels: _read_utf8_files(root, rels), cut)
     target = folder / f"{nc.name}.txt"
     digest = _write_text(target, text)
     _write_sidecar(folder / f"{nc.name}.json", {"name": nc.name, "sha256": digest, "chars": len(text),
