@@ -822,6 +822,33 @@ def test_the_default_dropout_follows_the_passes_over_the_text(tmp_path, monkeypa
     assert dropout(max_epochs=20, model="ffn") == 0.2  # not measured on the n-NN: ModelConfig's default
 
 
+def test_an_rnn_takes_half_the_lstms_dropout(tmp_path):
+    from rnnlens import plan
+    path = tmp_path / "big.txt"
+    path.write_text(make_text(1200))
+
+    def dropouts(model, epochs):
+        run = plan.plan_run(str(path), model=model, max_epochs=epochs)
+        return run.model.dropout, run.train.dropout_on_plateau, run.train.wide_gap_dropout, run.defaults
+
+    assert plan.HALF_DROPOUT_CELLS == ("rnn",)
+    for epochs, lstm in ((2, (0.0, False, None)), (5, (0.2, True, 0.4)), (8, (0.2, False, None)),
+                         (12, (0.4, False, None))):
+        assert dropouts("lstm", epochs)[:3] == dropouts("gru", epochs)[:3] == lstm
+        rnn = dropouts("rnn", epochs)
+        assert rnn[:3] == (lstm[0] / 2, lstm[1], lstm[2] and lstm[2] / 2)
+    assert ("dropout 0.1 (~8 passes over the training text: from 7 on, against overfitting from the start; an RNN "
+            "half the LSTM's 0.2: fewer parameters to overfit with)") in dropouts("rnn", 8)[3]
+    assert ("dropout 0.1 from the first validation that does not improve (~5 passes over the training text: from "
+            "2.5 on, once the text shows overfitting; an RNN half the LSTM's 0.2: fewer parameters to overfit with), "
+            "0.2 if that validation reads 1.4x the training loss or more") in dropouts("rnn", 5)[3]
+    assert "half the LSTM's" not in dropouts("rnn", 2)[3]  # dropout 0 has nothing to halve
+    # a flag decides instead
+    given = plan.plan_run(str(path), model="rnn", max_epochs=8, dropout=0.3)
+    assert given.model.dropout == 0.3 and "dropout" not in given.defaults
+    assert plan.plan_run(str(path), model="rnn", max_epochs=5, wide_gap_dropout=0.5).train.wide_gap_dropout == 0.5
+
+
 def test_a_gru_or_an_rnn_takes_half_the_lstms_rate_in_a_longer_run(tmp_path, monkeypatch, capsys):
     from rnnlens import plan
     path = tmp_path / "big.txt"

@@ -115,6 +115,16 @@ LONG_RUN_UPDATES = 1200
 DROPOUT, MANY_PASSES_DROPOUT, WIDE_GAP_DROPOUT = 0.2, 0.4, 0.4
 FEW_PASSES, LATE_DROPOUT_PASSES, MANY_PASSES = 2.5, 7, 12
 MEMORIZABLE_BITS, UNMEMORIZABLE_BITS = 2.2, 3.2
+# The rules above were measured on the LSTM. A vanilla RNN (a 1x512 has 0.34-0.43M parameters against the LSTM's
+# 1.2M) takes half their dropout (docs/benchmarks.md, section 5, thirtieth and thirty-first sessions): at 6,000 x B32
+# (10.7 passes, the rules' 0.2 from the start, its rate 0.001) War and Peace and the man pages read 0.047 and 0.028
+# lower without dropout than with 0.2 (seed 1), the C headers 0.019 higher (mean of seeds 1-2). 0.1 was the best
+# of 0, 0.1 and 0.2 on the C headers (0.014 below 0.2 in the mean), 0.008 behind dropout 0 on the man pages (both
+# seeds), and 0.023 behind it on War and Peace (0.020 and 0.025): a miss of 0.003, where 0.2 missed by 0.027.
+# Below 7 passes, at 3,400 x B32 (6.0 passes, 0.002, seed 1), the halved 0.1 at a plateau (0.2 at a wide gap) was the
+# best of three on the C headers (the LSTM's 0.4 +0.040, dropout 0 +0.017) and 0.004 behind dropout 0 on the man
+# pages (the LSTM's 0.2 +0.014). From 12 passes on not measured.
+HALF_DROPOUT_CELLS, HALF_DROPOUT_SHARE = ("rnn",), 0.5
 
 
 # The width of the default model (no --model, --layers, --size or --params) in a run that a time budget ends
@@ -268,12 +278,28 @@ def choose_size(length: RunLength) -> Choice:
 
 
 def choose_dropout(length: RunLength, batch_size: int, can_validate: bool,
-                   bits_per_parameter: Callable[[], float]) -> tuple[Choice, bool]:
-    """(the dropout, whether it waits for a plateau, where plan_run sets WIDE_GAP_DROPOUT for a wide gap): none
-    for a run that reads its text fewer than FEW_PASSES times; DROPOUT up to MANY_PASSES, under LATE_DROPOUT_PASSES
-    switched on at the first validation that does not improve (when the run has a validation split to watch); from
-    MANY_PASSES on MANY_PASSES_DROPOUT, or less for a text that holds more bits per parameter of the default model
-    than MEMORIZABLE_BITS (bits_per_parameter() measures that, called only then)."""
+                   bits_per_parameter: Callable[[], float], cell: str = "lstm") -> tuple[Choice, bool]:
+    """(the dropout, whether it waits for a plateau, where plan_run sets the wide-gap dropout): the LSTM's
+    (lstm_dropout), times the cell's dropout_share."""
+    choice, on_plateau = lstm_dropout(length, batch_size, can_validate, bits_per_parameter)
+    if dropout_share(cell) != 1 and choice.value:
+        choice = Choice(round(choice.value * dropout_share(cell), 2),
+                        f"{choice.why}; an RNN half the LSTM's {choice.value:g}: fewer parameters to overfit with")
+    return choice, on_plateau
+
+
+def dropout_share(cell: str) -> float:
+    """The share of the LSTM's dropout rules a cell takes: HALF_DROPOUT_SHARE for HALF_DROPOUT_CELLS."""
+    return HALF_DROPOUT_SHARE if cell in HALF_DROPOUT_CELLS else 1.0
+
+
+def lstm_dropout(length: RunLength, batch_size: int, can_validate: bool,
+                 bits_per_parameter: Callable[[], float]) -> tuple[Choice, bool]:
+    """(the LSTM's dropout, whether it waits for a plateau): none for a run that reads its text fewer than
+    FEW_PASSES times; DROPOUT up to MANY_PASSES, under LATE_DROPOUT_PASSES switched on at the first validation that
+    does not improve (when the run has a validation split to watch); from MANY_PASSES on MANY_PASSES_DROPOUT, or
+    less for a text that holds more bits per parameter of the default model than MEMORIZABLE_BITS
+    (bits_per_parameter() measures that, called only then)."""
     passes = length.passes(batch_size)
     if passes is None:
         return Choice(DROPOUT, length.measure), False
@@ -456,12 +482,12 @@ def plan_run(data: str | Path = "pystdlib", *, model: str | None = None, params:
         if "dropout" not in given:
             choices["dropout"], on_plateau = choose_dropout(
                 length, cfg.batch_size, can_validate=len(corpus.split("val")) >= 2,
-                bits_per_parameter=lambda: bits_per_default_parameter(corpus))
+                bits_per_parameter=lambda: bits_per_default_parameter(corpus), cell=model_cfg.cell)
             model_cfg.dropout = choices["dropout"].value
             if "dropout_on_plateau" not in given:
                 cfg.dropout_on_plateau = on_plateau
             if on_plateau and cfg.dropout_on_plateau and "wide_gap_dropout" not in given:
-                cfg.wide_gap_dropout = WIDE_GAP_DROPOUT
+                cfg.wide_gap_dropout = round(WIDE_GAP_DROPOUT * dropout_share(model_cfg.cell), 2)
         if default_rate:
             choices["lr"] = choose_rate(model_cfg.cell, length, cfg.batch_size, cfg.seq_len)
             cfg.lr = choices["lr"].value
