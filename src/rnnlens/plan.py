@@ -278,13 +278,14 @@ def choose_size(length: RunLength) -> Choice:
 
 
 def choose_dropout(length: RunLength, batch_size: int, can_validate: bool,
-                   bits_per_parameter: Callable[[], float], cell: str = "lstm") -> tuple[Choice, bool]:
+                   bits_per_parameter: Callable[[], float], cell: str) -> tuple[Choice, bool]:
     """(the dropout, whether it waits for a plateau, where plan_run sets the wide-gap dropout): the LSTM's
     (lstm_dropout), times the cell's dropout_share."""
     choice, on_plateau = lstm_dropout(length, batch_size, can_validate, bits_per_parameter)
-    if dropout_share(cell) != 1 and choice.value:
-        choice = Choice(round(choice.value * dropout_share(cell), 2),
-                        f"{choice.why}; an RNN half the LSTM's {choice.value:g}: fewer parameters to overfit with")
+    share = dropout_share(cell)
+    if share != 1 and choice.value:
+        choice = Choice(round(choice.value * share, 2), f"{choice.why}; {cell_name(cell)} half the LSTM's "
+                                                        f"{choice.value:g}: fewer parameters to overfit with")
     return choice, on_plateau
 
 
@@ -332,8 +333,7 @@ def choose_rate(cell: str, length: RunLength, batch_size: int, seq_len: int) -> 
     if length.updates is None:
         return Choice(TrainConfig.lr, length.measure)
     characters = length.windows_read(batch_size) * seq_len
-    name = ("an " if cell == "rnn" else "a ") + cell.upper()
-    read = f"{name} in {length.describe()}, ~{characters / 1e6:.2g}M characters"
+    read = f"{cell_name(cell)} in {length.describe()}, ~{characters / 1e6:.2g}M characters"
     limit = f"{LOW_RATE_CHARACTERS / 1e6:g}M"
     if characters < LOW_RATE_CHARACTERS:
         return Choice(TrainConfig.lr, f"{read}: under {limit}, the LSTM's rate learns fastest")
@@ -343,6 +343,11 @@ def choose_rate(cell: str, length: RunLength, batch_size: int, seq_len: int) -> 
                                         f"{MANY_PASSES_RATE_PASSES:g} passes on, a quarter of the LSTM's rate "
                                         "keeps learning")
     return Choice(LOW_RATE, f"{read}: from {limit} on, half the LSTM's rate learns more")
+
+
+def cell_name(cell: str) -> str:
+    """'an RNN', 'a GRU', 'an LSTM': the cell as the defaults line names it."""
+    return ("an " if cell in ("rnn", "lstm") else "a ") + cell.upper()
 
 
 def bits_per_default_parameter(corpus: Corpus) -> float:
