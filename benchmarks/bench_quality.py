@@ -68,7 +68,7 @@ within 0.02 of the best run of its row, and at or below the bare loop's.
 Runs are sequential (a training run cannot be interleaved), so each is bracketed by sgemm probes:
 compare timed runs only when the probes agree (fixed-step rows do not depend on them).
 
-    python benchmarks/bench_quality.py --quick                       # 12 s per run, ~1 min
+    python benchmarks/bench_quality.py --quick                       # 12 s per run on 300K characters, ~1 min
     python benchmarks/bench_quality.py --budget 150 \\
         --rnnlens 'size=512,layers=1,lr=5e-3,optimizer=adam,batch_size=32,seq_len=64'
     python benchmarks/bench_quality.py --budget 1800 --skip gpt,lstm --rnnlens 'layers=2,size=512'
@@ -173,6 +173,9 @@ TEXTS = {  # name -> (what it is, builder(max_chars) -> (text, where it came fro
     "manpages": ("markup (troff)", _built_manpages),
 }
 DEFAULT_BUILT_CHARS = 2_000_000  # cheaders/manpages/pycode without --max-chars
+# --quick without --max-chars: a 2M text's 200K validation split took most of the 12 s budget under load
+# (the run reserves time for its last validation), leaving 1-2 updates; 300K leaves a 30K split
+QUICK_CHARS = 300_000
 
 
 def read_file(path) -> str:
@@ -535,7 +538,8 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=50, help="streams per update in the fixed-step rows (default 50)")
     ap.add_argument("--seq", type=int, default=100, help="characters per stream per update in the fixed-step rows "
                     "(default 100)")
-    ap.add_argument("--quick", action="store_true", help="12 s per run: checks that the script works")
+    ap.add_argument("--quick", action="store_true", help="12 s per run, every text cut to its first "
+                    f"{QUICK_CHARS:,} characters unless --max-chars: checks that the script works")
     ap.add_argument("--rnnlens", action="append", metavar="K=V,...",
                     help="an rnnlens configuration (repeatable); '' or none given: rnnlens's own defaults")
     ap.add_argument("--preset", action="append", default=[], metavar="NAME",
@@ -564,6 +568,7 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     texts = parse_list(args.texts) or [args.data]
+    max_chars = args.max_chars or (QUICK_CHARS if args.quick else None)
 
     def group_label(budget, steps):
         return f"{budget:g} s" if steps is None else f"{steps} steps x B{args.batch} T{args.seq}"
@@ -579,7 +584,7 @@ def main(argv=None):
         runs = tmp / "runs"
         runs.mkdir()
         for name in texts:
-            data, kind, origin = build_text(name, args.max_chars, tmp / "texts")
+            data, kind, origin = build_text(name, max_chars, tmp / "texts")
             ids, chars, cut = load_text(data)
             train, val = ids[:cut], ids[cut:]
             tname = Path(name).stem if name not in TEXTS else name
