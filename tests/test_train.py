@@ -435,11 +435,50 @@ def test_a_plateau_far_above_the_training_loss_turns_on_the_wide_gap_dropout(tmp
     from rnnlens.report import build_report
     assert "dropout 0.4 from step 8" in build_report(tmp_path / "wide", make_text(20),
                                                      sections=[model_card_section]).html()
-    # it is the dropout a plateau turns on: without one it has nothing to set
-    code, out, err = run_cli(capsys, *args[:-3], "--wide-gap-dropout", "0.4", "--out", tmp_path / "none")
-    assert code != 0 and ("--wide-gap-dropout is the dropout --dropout-on-plateau turns on when the validation "
-                          "loss lies far above the training loss, but this run's dropout does not wait") in err
-    assert not (tmp_path / "none").exists()
+
+
+
+def test_without_a_plateau_a_wide_gap_raises_the_dropout_once(tmp_path, text_file, monkeypatch, capsys):
+    """The C headers' LSTM and GRU at ~10 passes read 0.025-0.032 lower with 0.4 than with the 0.2 they had from
+    the start, where War and Peace and the man pages read under 1.4x: without --dropout-on-plateau,
+    --wide-gap-dropout raises --dropout at the first validation that reads 1.4x the training loss or more."""
+    train_step = Trainer.train_step
+    monkeypatch.setattr(Trainer, "train_step", lambda self, x, y: (1.0, train_step(self, x, y)[1]))  # loss 1.0
+    # step 4 at 1.35x keeps 0.2, step 8 at 1.45x raises it to 0.4, and nothing changes it again
+    monkeypatch.setattr(Trainer, "validate", lambda self: {4: 1.35, 8: 1.45, 12: 1.6, 16: 1.5}[self.state.step])
+    args = ["train", "--data", text_file, "--max-steps", "16", "--eval-every", "4", "--size", "16", "--quiet",
+            "--dropout", "0.2", "--wide-gap-dropout", "0.4"]
+    code, out, err = run_cli(capsys, *args, "--out", tmp_path / "wide")
+    assert code == 0, err
+    assert ("step 8: val 1.4500 is 1.45x the training loss of the last 4 updates, 1.0000: dropout 0.4 from here "
+            "instead of 0.2 (--wide-gap-dropout: from 1.4x the held-out text is learned much worse)\n") in err
+    assert err.count("dropout 0.4 from here") == 1 and "did not improve" not in err
+    rows = [json.loads(line) for line in (tmp_path / "wide" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["dropout"]) for r in rows if "dropout" in r] == [(8, 0.4)]
+    last = read_checkpoint(tmp_path / "wide" / "last.safetensors")
+    assert (last.meta["state"]["dropout_from"], last.meta["state"]["plateau_dropout"]) == (8, 0.4)
+    assert last.config.dropout == 0.2
+    assert Trainer.resume(tmp_path / "wide", progress=False, log=lambda m: None).model.drop.p == 0.4
+    from rnnlens.render.report import model_card_section
+    from rnnlens.report import build_report
+    page = build_report(tmp_path / "wide", make_text(20), sections=[model_card_section]).html()
+    assert "dropout 0.2, 0.4 from step 8" in page
+    # in the last fifth of the run (--decay-fraction 0.2: step 13 of 16 on) a wide gap changes nothing: the rate
+    # decays there, and the dropout would have little time to help
+    monkeypatch.setattr(Trainer, "validate", lambda self: 1.6 if self.state.step > 12 else 1.35)
+    code, out, err = run_cli(capsys, *args, "--eval-every", "2", "--out", tmp_path / "late")
+    assert code == 0 and "from here" not in err, err
+    # before a wide gap the run trains at --dropout; it watches the validation split, so it needs one
+    monkeypatch.setattr(Trainer, "validate", lambda self: 1.2)
+    code, out, err = run_cli(capsys, *args, "--out", tmp_path / "narrow")
+    assert code == 0 and "from here" not in err
+    last = read_checkpoint(tmp_path / "narrow" / "last.safetensors")
+    assert last.meta["state"]["dropout_from"] is None
+    assert Trainer.resume(tmp_path / "narrow", progress=False, log=lambda m: None).model.drop.p == 0.2
+    code, out, err = run_cli(capsys, *args, "--split", "1,0,0", "--out", tmp_path / "unwatched")
+    assert code != 0 and ("--wide-gap-dropout sets the dropout when the validation loss lies far above the training "
+                          "loss, but the validation split is empty: give --split a validation share") in err
+    assert not (tmp_path / "unwatched").exists()
 
 
 def test_a_time_budget_decays_the_rate_to_its_end_where_the_updates_stop(tmp_path, monkeypatch):
@@ -779,26 +818,31 @@ def test_the_default_dropout_follows_the_passes_over_the_text(tmp_path, monkeypa
     assert dropout(max_steps=windows) == 0.0 and dropout(max_epochs=2.4) == 0.0
     assert dropout(max_steps=math.ceil(2.5 * windows) - 1) == 0.0
     few = plan.plan_run(str(path), max_steps=math.ceil(2.5 * windows))
-    assert few.model.dropout == 0.2 and dropout(max_epochs=2.5) == 0.2 and dropout(max_epochs=11.9) == 0.2
+    assert few.model.dropout == 0.2 and dropout(max_epochs=2.5) == 0.2 and dropout(max_epochs=6.9) == 0.2
     # ... and from 2.5 passes it comes on once a validation does not improve
     assert few.train.dropout_on_plateau and plan.plan_run(str(path), max_epochs=6.9).train.dropout_on_plateau
-    later = plan.plan_run(str(path), max_epochs=7)  # from 7 passes on it is on from the start
-    assert later.model.dropout == 0.2 and not later.train.dropout_on_plateau
-    assert "dropout 0.2 (~7 passes over the training text: from 7 on, against overfitting from the start)" in \
-        later.defaults
+    # from 7 passes on it is on from the start, and follows the bits the text holds (the next test)
+    later = plan.plan_run(str(path), max_epochs=7)
+    assert later.model.dropout == 0.4 and not later.train.dropout_on_plateau
+    assert ("dropout 0.4 (~7 passes over the training text, which holds 0.031 bits per parameter of a 1x512 LSTM "
+            "under lzma: from 7 passes on, up to 2.2 bits, more against overfitting), batch") in later.defaults
     assert ("dropout 0.2 from the first validation that does not improve (~2.5 passes over the training text: "
             "from 2.5 on, once the text shows overfitting), 0.4 if that validation reads 1.4x the training loss or "
             "more") in few.defaults
-    # ... at 0.4 where the validation then lies far above the training loss
+    # ... at 0.4 where the validation then lies far above the training loss (from 7 passes a wide gap has nothing
+    # to raise here: the next test)
     assert few.train.wide_gap_dropout == 0.4 and later.train.wide_gap_dropout is None
-    # with no validation split to watch it is on from the start
+    # with no validation split to watch it is on from the start, and stays
     unwatched = plan.plan_run(str(path), max_epochs=3, split="1,0,0")
     assert unwatched.model.dropout == 0.2 and not unwatched.train.dropout_on_plateau
-    assert "dropout 0.2 (~3 passes over the training text: from 2.5 on, against overfitting)" in unwatched.defaults
+    assert "dropout 0.2 (~3 passes over the training text: from 2.5 on, against overfitting), batch" in \
+        unwatched.defaults
+    assert unwatched.train.wide_gap_dropout is None
+    assert plan.plan_run(str(path), max_epochs=8, split="1,0,0").train.wide_gap_dropout is None
     many = plan.plan_run(str(path), max_epochs=12)
-    assert many.model.dropout == 0.4 and not many.train.dropout_on_plateau
+    assert many.model.dropout == 0.4 and not many.train.dropout_on_plateau and many.train.wide_gap_dropout is None
     assert "dropout 0.4 (~12 passes over the training text, which holds 0.031 bits per parameter of a 1x512 LSTM " \
-        "under lzma: from 12 passes on, up to 2.2 bits, more against overfitting)" in many.defaults
+        "under lzma: from 7 passes on, up to 2.2 bits, more against overfitting)" in many.defaults
     # a fixed number of updates at batch 32 reads twice the text of batch 16
     long = plan.LONG_RUN_UPDATES
     assert plan.plan_run(str(path), max_steps=long).train.batch_size == 32 and dropout(max_steps=long) == 0.4
@@ -832,11 +876,12 @@ def test_an_rnn_takes_half_the_lstms_dropout(tmp_path):
         return run.model.dropout, run.train.dropout_on_plateau, run.train.wide_gap_dropout, run.defaults
 
     assert plan.HALF_DROPOUT_CELLS == ("rnn",)
-    for epochs, lstm in ((2, (0.0, False, None)), (5, (0.2, True, 0.4)), (8, (0.2, False, None)),
-                         (12, (0.4, False, None))):
+    # (the dropout, whether it waits for a plateau, the dropout a wide gap takes): an RNN's follows the bits the text
+    # holds from 12 passes only (this one: 0.031 bits per parameter, 0.4 for the LSTM from 7 passes)
+    for epochs, lstm, rnn in ((2, (0.0, False, None), (0.0, False, None)), (5, (0.2, True, 0.4), (0.1, True, 0.2)),
+                              (8, (0.4, False, None), (0.1, False, None)), (12, (0.4, False, None), (0.2, False, None))):
         assert dropouts("lstm", epochs)[:3] == dropouts("gru", epochs)[:3] == lstm
-        rnn = dropouts("rnn", epochs)
-        assert rnn[:3] == (lstm[0] / 2, lstm[1], lstm[2] and lstm[2] / 2)
+        assert dropouts("rnn", epochs)[:3] == rnn
     assert ("dropout 0.1 (~8 passes over the training text: from 7 on, against overfitting from the start; an RNN "
             "half the LSTM's 0.2: fewer parameters to overfit with)") in dropouts("rnn", 8)[3]
     assert ("dropout 0.1 from the first validation that does not improve (~5 passes over the training text: from "
@@ -927,12 +972,12 @@ def test_at_many_passes_the_dropout_follows_the_bits_the_text_holds_per_paramete
         run = plan.plan_run(str(path), max_epochs=20, **options)
         assert run.model.dropout == 0.4 and not run.train.dropout_on_plateau, options
         assert (f"dropout 0.4 (~20 passes over the training text, which holds {bits / default_parameters:.2g} bits "
-                "per parameter of a 1x512 LSTM under lzma: from 12 passes on, up to 2.2 bits, more against "
+                "per parameter of a 1x512 LSTM under lzma: from 7 passes on, up to 2.2 bits, more against "
                 "overfitting)") in run.defaults
     # texts that hold more (the size under lzma given: its measure is tested above and in test_corpus)
     for per_parameter, dropout, why in ((3.5, 0.2, "from 3.2 bits on, too much to learn by heart"),
                                         (2.7, 0.3, "from 0.4 at 2.2 bits to 0.2 at 3.2"),
-                                        (2.2, 0.4, "from 12 passes on, up to 2.2 bits, more against overfitting")):
+                                        (2.2, 0.4, "from 7 passes on, up to 2.2 bits, more against overfitting")):
         monkeypatch.setattr(Corpus, "compressed_bits",
                             lambda self, name="train", held=per_parameter * default_parameters: held)
         for options in ({}, {"size": 8}, {"size": 1024}):
@@ -940,10 +985,27 @@ def test_at_many_passes_the_dropout_follows_the_bits_the_text_holds_per_paramete
             assert run.model.dropout == dropout, (per_parameter, options)
             assert (f"dropout {dropout:g} (~20 passes over the training text, which holds {per_parameter:.2g} bits "
                     f"per parameter of a 1x512 LSTM under lzma: {why})") in run.defaults
-    # under 12 passes the text is not measured (a long text's lzma takes seconds), nor when the dropout is given
+            # under 12 passes a wide gap raises what the line gives under 0.4 (not tested here: 20 passes)
+            assert run.train.wide_gap_dropout is None and not run.train.dropout_on_plateau
+    # from 7 passes on: the man pages (1.85 bits) read 0.033 lower with 0.4 than with 0.2 at 9.8 passes; under 12
+    # passes the text's validation may raise the line's 0.2-0.4 to 0.4 (the C headers' wide gap)
+    for per_parameter, dropout, wide in ((3.5, 0.2, 0.4), (2.7, 0.3, 0.4), (2.2, 0.4, None)):
+        monkeypatch.setattr(Corpus, "compressed_bits",
+                            lambda self, name="train", held=per_parameter * default_parameters: held)
+        run = plan.plan_run(str(path), max_epochs=9)
+        assert (run.model.dropout, run.train.dropout_on_plateau, run.train.wide_gap_dropout) == (dropout, False, wide)
+        assert (f"dropout {dropout:g} (~9 passes over the training text, which holds {per_parameter:.2g} bits per "
+                "parameter of a 1x512 LSTM under lzma: ") in run.defaults
+        raised = ", 0.4 from the first validation that reads 1.4x the training loss or more, batch"
+        assert (raised in run.defaults) == (wide is not None), run.defaults
+        assert plan.plan_run(str(path), max_epochs=9, split="1,0,0").train.wide_gap_dropout is None  # none to read
+        assert plan.plan_run(str(path), max_epochs=9, model="gru").train.wide_gap_dropout == wide
+    # under 7 passes the text is not measured (a long text's lzma takes seconds), nor when the dropout is given, nor
+    # for an RNN under 12 passes (its halved 0.1 from 7 on: test_an_rnn_takes_half_the_lstms_dropout)
     monkeypatch.setattr(Corpus, "compressed_bits", lambda self, name="train": pytest.fail("measured"))
-    assert plan.plan_run(str(path), max_epochs=11.9, size=40).model.dropout == 0.2
+    assert plan.plan_run(str(path), max_epochs=6.9, size=40).model.dropout == 0.2
     assert plan.plan_run(str(path), max_epochs=20, size=40, dropout=0.3).model.dropout == 0.3
+    assert plan.plan_run(str(path), max_epochs=11.9, model="rnn").model.dropout == 0.1
 
 
 def test_timing_updates_for_the_plan_leaves_the_random_state_alone():

@@ -351,13 +351,14 @@ def model_card(ctx: ReportContext) -> dict:
     seconds = max((r["elapsed_s"] for r in rows if "elapsed_s" in r), default=None)
     vals = [(r["val_loss"], r["step"]) for r in rows if isinstance(r.get("val_loss"), (int, float))]
     best_val, best_step = min(vals) if vals else (meta.get("val_loss"), meta.get("step"))
-    came = next((r for r in rows if "dropout" in r), None)  # --dropout-on-plateau: where it came on, and at what
+    came = next((r for r in rows if "dropout" in r), None)  # where the dropout came on or rose, and to what
     return {
         "cell": cfg.cell, "layers": cfg.layers, "size": cfg.size, "parameters": count_parameters(cfg),
         "vocab": len(ctx.lm.vocab), "dropout": cfg.dropout if came is None else came["dropout"], "input": cfg.input,
-        # --dropout-on-plateau: the dropout was off until this step (None: it never came on)
+        # --dropout-on-plateau: the dropout was off until this step (None: it never came on); else --wide-gap-dropout:
+        # the model's dropout until this step, then "dropout" (None: it never changed)
         "dropout_on_plateau": bool(train.get("dropout_on_plateau")),
-        "dropout_from": None if came is None else came["step"],
+        "dropout_from": None if came is None else came["step"], "model_dropout": cfg.dropout,
         "corpus": corpus.get("name") or train.get("data"), "corpus_chars": corpus.get("chars"),
         "split": train.get("split"), "optimizer": train.get("optimizer"), "lr": train.get("lr"),
         "batch_size": train.get("batch_size"), "seq_len": train.get("seq_len"),

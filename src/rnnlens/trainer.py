@@ -91,8 +91,10 @@ class TrainConfig:
     # train without the model's dropout until a validation does not improve on the best, then with it to the end:
     # dropout only once the text shows overfitting (rnnlens.plan.choose_dropout; docs/training.md)
     dropout_on_plateau: bool = False
-    # with dropout_on_plateau: the dropout that comes on instead of the model's when the validation loss there is
-    # WIDE_GAP times the training loss of the last GAP_UPDATES updates or more (None: always the model's)
+    # the dropout a wide gap takes: where the validation loss is WIDE_GAP times the training loss of the last
+    # GAP_UPDATES updates or more. With dropout_on_plateau it comes on instead of the model's at the plateau;
+    # without, the model's rises to it at the first validation that reads so wide a gap before the last
+    # decay_fraction of the planned run (None: the model's only)
     wide_gap_dropout: float | None = None
     # stopping
     max_epochs: float | None = None
@@ -363,8 +365,8 @@ class TrainState:
     bad_evals: int = 0           # validations since the last improvement
     lr_scale: float = 1.0        # lowered by each rollback after a NaN / exploding loss
     rollbacks: int = 0
-    dropout_from: int | None = None  # --dropout-on-plateau: the step the dropout came on (None: not yet)
-    plateau_dropout: float | None = None  # the dropout that came on then (None: the model's)
+    dropout_from: int | None = None  # the step a --dropout-on-plateau dropout came on or a wide gap raised it
+    plateau_dropout: float | None = None  # the dropout from then on (None: the model's)
     averaged: int = 0            # updates in the running mean of the weights (--average-fraction); 0: none yet
     done: bool = False
     stop_reason: str | None = None
@@ -411,12 +413,14 @@ class Trainer:
             self.log("note: the validation split is empty; best.safetensors will track the last step instead")
         torch.manual_seed(cfg.seed)
         self.model = CharRNN(model_cfg).to(self.device)
-        if cfg.dropout_on_plateau:
-            if self.val_data is None:
-                raise RnnlensError("--dropout-on-plateau turns dropout on when the validation loss stops improving, "
-                                   "but the validation split is empty: give --split a validation share (e.g. "
-                                   "0.9,0.1,0) or drop --dropout-on-plateau")
-            self._sync_dropout()
+        for flag, does, given in (("--dropout-on-plateau", "turns dropout on when the validation loss stops "
+                                   "improving", cfg.dropout_on_plateau),
+                                  ("--wide-gap-dropout", "sets the dropout when the validation loss lies far above "
+                                   "the training loss", cfg.wide_gap_dropout is not None)):
+            if given and self.val_data is None:
+                raise RnnlensError(f"{flag} {does}, but the validation split is empty: give --split a validation "
+                                   f"share (e.g. 0.9,0.1,0) or drop {flag}")
+        self._sync_dropout()  # (a resumed run goes on at the dropout it had come to)
         if cfg.bf16 and self.device.type == "cpu":
             _check_cpu_bf16(self.model)
         self.dist.seed_rank(cfg.seed)
@@ -940,8 +944,11 @@ class Trainer:
             if bar is not None:
                 bar.write(f"step {s.step}: val {val:.4f} nats/char ({val / math.log(2):.3f} bits/char)"
                           + (" *best*" if improved else ""))
-            if not improved and self.cfg.dropout_on_plateau and s.dropout_from is None and s.stop_reason is None:
-                self._dropout_on(val, bar, metrics)  # (not at the validation that ends the run)
+            if s.dropout_from is None and s.stop_reason is None:  # (not at the validation that ends the run)
+                if self.cfg.dropout_on_plateau and not improved:
+                    self._dropout_on(val, bar, metrics)
+                elif not self.cfg.dropout_on_plateau and self.cfg.wide_gap_dropout is not None:
+                    self._dropout_up_at_wide_gap(val, bar, metrics)
         self._recent_losses.clear()  # the gap compares a validation with the updates since the one before
         self._plot_now_and_then()
         # what the final validation, its best checkpoint, the last checkpoint and the picture will cost: a run
@@ -951,39 +958,61 @@ class Trainer:
     @property
     def dropout_now(self) -> float:
         """The dropout the model trains with now: a --dropout-on-plateau run has none until it came on, then the
-        one it came on at."""
+        one it came on at; a --wide-gap-dropout run without it has the model's until a wide gap raised it."""
         s = self.state
-        if not self.cfg.dropout_on_plateau:
-            return self.model_cfg.dropout
-        if s.dropout_from is None:
-            return 0.0
-        return self.model_cfg.dropout if s.plateau_dropout is None else s.plateau_dropout
+        if s.dropout_from is not None:
+            return self.model_cfg.dropout if s.plateau_dropout is None else s.plateau_dropout
+        return 0.0 if self.cfg.dropout_on_plateau else self.model_cfg.dropout
 
     def _sync_dropout(self) -> None:
-        if self.cfg.dropout_on_plateau:
-            self.model.set_dropout(self.dropout_now)
+        self.model.set_dropout(self.dropout_now)
+
+    def _gap(self, val: float) -> tuple[float, int, float] | None:
+        """(the validation loss over the mean training loss of the updates since the validation before, how many
+        updates, that mean): how much worse the held-out text is learned. None without a training loss."""
+        losses = self._recent_losses
+        train = sum(losses) / len(losses) if losses else None
+        if train is None or train <= 0:
+            return None
+        return val / train, len(losses), train
 
     def _dropout_on(self, val: float, bar, metrics) -> None:
         s, wide = self.state, self.cfg.wide_gap_dropout
         why = "--dropout-on-plateau"
         if wide is not None:
-            losses = self._recent_losses
-            train = sum(losses) / len(losses) if losses else None
-            if train is None or train <= 0:
+            gap = self._gap(val)
+            if gap is None:
                 why += "; no training loss since the last validation to weigh the gap by"
-            elif val >= WIDE_GAP * train:
+            elif gap[0] >= WIDE_GAP:
                 s.plateau_dropout = wide
-                why = (f"--wide-gap-dropout: {val / train:.2f}x the training loss of the last {len(losses)} "
-                       f"updates, {train:.4f}; from {WIDE_GAP:g}x the held-out text is learned much worse")
+                why = (f"--wide-gap-dropout: {gap[0]:.2f}x the training loss of the last {gap[1]} updates, "
+                       f"{gap[2]:.4f}; from {WIDE_GAP:g}x the held-out text is learned much worse")
             else:
-                why += f"; {val / train:.2f}x the training loss of the last {len(losses)} updates, under {WIDE_GAP:g}x"
+                why += f"; {gap[0]:.2f}x the training loss of the last {gap[1]} updates, under {WIDE_GAP:g}x"
         s.dropout_from = s.step
+        self._dropout_changed(f"step {s.step}: val {val:.4f} did not improve on {s.best_val:.4f}: dropout "
+                              f"{self.dropout_now:g} on from here ({why})", bar, metrics)
+
+    def _dropout_up_at_wide_gap(self, val: float, bar, metrics) -> None:
+        s, gap, done = self.state, self._gap(val), self.progress_fraction()
+        # not in the planned run's last decay_fraction: there the rate decays (--lr-schedule wsd), which lowers the
+        # training loss faster than the validation loss (the man pages' 1.15-1.2x rose to 1.30x) and leaves a new
+        # dropout little time to help
+        if gap is None or gap[0] < WIDE_GAP or (done is not None and done > 1 - self.cfg.decay_fraction):
+            return
+        s.plateau_dropout, s.dropout_from = self.cfg.wide_gap_dropout, s.step
+        self._dropout_changed(f"step {s.step}: val {val:.4f} is {gap[0]:.2f}x the training loss of the last "
+                              f"{gap[1]} updates, {gap[2]:.4f}: dropout {self.dropout_now:g} from here instead of "
+                              f"{self.model_cfg.dropout:g} (--wide-gap-dropout: from {WIDE_GAP:g}x the held-out text "
+                              "is learned much worse)", bar, metrics)
+
+    def _dropout_changed(self, msg: str, bar, metrics) -> None:
+        """Train with dropout_now from this step (state.dropout_from) on, and say so in metrics.jsonl and msg."""
+        s = self.state
         self._sync_dropout()
         self.collapse_watch.forget()  # dropout raises the training loss by itself
         self._write_metrics(metrics, {"step": s.step, "epoch": round(self.epochs_read, 4),
                                       "dropout": self.dropout_now, "elapsed_s": s.elapsed})
-        msg = (f"step {s.step}: val {val:.4f} did not improve on {s.best_val:.4f}: dropout {self.dropout_now:g} "
-               f"on from here ({why})")
         if bar is not None:
             bar.write(msg)
         else:

@@ -120,16 +120,19 @@ def add_train_arguments(p) -> None:
                    "--time-budget run planned under 3,500 updates, 768 from 9,000; docs/training.md)")
     g.add_argument("--params", help="size the width to this parameter count instead of --size, e.g. 3.3M")
     g.add_argument("--dropout", type=float, help="dropout between layers and before the output, in [0, 1) (default: 0 for a run "
-                   "planned to read its text under 2.5 times, 0.2 up to 12 passes (under 7, on at the first "
-                   "validation that does not improve), from 12 on 0.4, down to 0.2 for a text of more bits per "
-                   "parameter of the default 1x512 under lzma; docs/training.md)")
+                   "planned to read its text under 2.5 times, 0.2 from 2.5 passes (on at the first validation that "
+                   "does not improve; 0.4 at a wide gap: --wide-gap-dropout), from 7 on 0.4, down to 0.2 for a text "
+                   "of more bits per parameter of the default 1x512 under lzma (under 12 passes raised to 0.4 at a "
+                   "wide gap); an RNN half as much, 0.1 from 7 passes, the bits from 12; docs/training.md)")
     g.add_argument("--dropout-on-plateau", action=argparse.BooleanOptionalAction, default=None,
                    help="train without dropout until a validation does not improve, then with --dropout (default: on "
                    "for the 0.2 of a run planned to read its text 2.5-7 times, when it has a validation split)")
     g.add_argument("--wide-gap-dropout", type=float,
-                   help="with --dropout-on-plateau: the dropout that comes on instead of --dropout when that "
-                   "validation loss is 1.4x the training loss or more (default: 0.4 where the dropout waits for a "
-                   "plateau by default)")
+                   help="the dropout a validation loss 1.4x the training loss or more takes: with "
+                   "--dropout-on-plateau it comes on instead of --dropout at the plateau; without, --dropout rises "
+                   "to it at the first validation that reads so wide a gap (default: 0.4 for a run planned to read "
+                   "its text 2.5-7 times, and 7-12 times where its dropout is under 0.4, when it has a validation "
+                   "split; an RNN's 0.2, at a plateau only)")
     g.add_argument("--input", choices=["embedding", "onehot"], help="input encoding (default embedding)")
     g.add_argument("--embedding-size", type=int, help="embedding width (default 64)")
     g.add_argument("--init", choices=["uniform", "torch"], help="uniform +-init-range like char-rnn (default), or torch's")

@@ -38,7 +38,7 @@ def plot_loss_curve(rows: list[dict], out_path: str | Path) -> Path:
     for r in means:
         ax.plot([r["step"]], [r["val_loss"]], linestyle="none", marker="*", markersize=11, color="#55a868",
                 label=f"validation, the mean of the last {r['averaged']:,} updates' weights (kept)")
-    for r in rows:  # a --dropout-on-plateau run: where its dropout came on
+    for r in rows:  # a --dropout-on-plateau or --wide-gap-dropout run: where its dropout came on or rose
         if "dropout" in r:
             ax.axvline(r["step"], color="0.45", linestyle=":", linewidth=1.2, label=f"dropout {r['dropout']:g} on")
     ax.set_xlabel("step")

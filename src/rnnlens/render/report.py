@@ -207,6 +207,9 @@ def model_card_section(ctx) -> Section:
         came = card["dropout_from"]
         when = f"from step {came:,}" if came is not None else "on plateau (it never came on)"
         settings = [f"dropout {card['dropout']:g} {when}" if k.startswith("dropout ") else k for k in settings]
+    elif card.get("dropout_from") is not None:  # a wide gap raised the dropout (--wide-gap-dropout)
+        settings = [f"dropout {card['model_dropout']:g}, {card['dropout']:g} from step {card['dropout_from']:,}"
+                    if k.startswith("dropout ") else k for k in settings]
     body = _tiles(tiles) + (f"<p class=rlr-small>settings: {escape(', '.join(settings).replace('_', ' '))} \u00b7 "
                             f"checkpoint {escape(card['checkpoint'] or '(in memory)')}</p>")
     return Section("model", "Model card",
@@ -224,9 +227,10 @@ def training_section(ctx) -> Section:
         return Section("training", "Training curves", why, note="not available: there is no metrics.jsonl beside "
                        "this checkpoint (it is written in the run folder by rnnlens train)")
     if any("dropout" in r for r in ctx.metrics):
-        why += (" The dotted line is where the run's dropout came on (--dropout-on-plateau: at the first validation "
-                "that did not improve); the training loss steps up there because part of the network is now dropped "
-                "at random in training, not because the model got worse.")
+        why += (" The dotted line is where the run's dropout came on or rose (--dropout-on-plateau: at the first "
+                "validation that did not improve; --wide-gap-dropout: at the first that lay far above the training "
+                "loss); the training loss steps up there because more of the network is now dropped at random in "
+                "training, not because the model got worse.")
     if any("rolled_back_from" in r for r in ctx.metrics):
         why += (" The faded dashed line is training the run undid: a non-finite or climbing loss made it go back to "
                 "an earlier checkpoint and go on at half the learning rate (Recovery, in docs/training.md).")
