@@ -43,6 +43,12 @@ MAX_ROLLBACKS = 8
 # twenty-sixth session; 0.010 on their 1x512 at 1.83x). The ratio, not the difference: a text's loss sets how far
 # apart the two can lie.
 WIDE_GAP, GAP_UPDATES = 1.4, 100
+# --wide-gap-dropout without --dropout-on-plateau: the gap that raises the dropout a run trains with from the start.
+# Lower than a plateau's: 4M characters of the C headers (the bits line's 0.24 at 7.6 passes) read at most 1.34x
+# before the decay on two seeds, and 0.24 raised to 0.4 there read 0.008 above 0.4 from the start on seed 1, where
+# 0.24 throughout read 0.024 above it, and 0.043 below it on seed 2; War and Peace, whose line gives under 0.4 too,
+# read at most 1.11x there, and the man pages 1.21x (docs/benchmarks.md, thirty-fourth and thirty-fifth sessions).
+RAISE_GAP = 1.3
 STOPPING_OPTIONS = ("max_epochs", "max_steps", "time_budget")
 # What may change when a run resumes: when to stop, where to run, how often to write things down.
 RESUMABLE_OPTIONS = STOPPING_OPTIONS + ("patience", "device", "eval_every", "checkpoint_every", "snapshot_every",
@@ -91,10 +97,10 @@ class TrainConfig:
     # train without the model's dropout until a validation does not improve on the best, then with it to the end:
     # dropout only once the text shows overfitting (rnnlens.plan.choose_dropout; docs/training.md)
     dropout_on_plateau: bool = False
-    # the dropout a wide gap takes: where the validation loss is WIDE_GAP times the training loss of the last
-    # GAP_UPDATES updates or more. With dropout_on_plateau it comes on instead of the model's at the plateau;
-    # without, the model's rises to it at the first validation that reads so wide a gap before the last
-    # decay_fraction of the planned run (None: the model's only)
+    # the dropout a wide gap takes (the gap: the validation loss over the mean training loss of the last
+    # GAP_UPDATES updates). With dropout_on_plateau it comes on instead of the model's at a plateau that reads
+    # WIDE_GAP or more; without, the model's rises to it at the first validation that reads RAISE_GAP or more
+    # before the last decay_fraction of the planned run (None: the model's only)
     wide_gap_dropout: float | None = None
     # stopping
     max_epochs: float | None = None
@@ -998,12 +1004,12 @@ class Trainer:
         # not in the planned run's last decay_fraction: there the rate decays (--lr-schedule wsd), which lowers the
         # training loss faster than the validation loss (the man pages' 1.15-1.2x rose to 1.30x) and leaves a new
         # dropout little time to help
-        if gap is None or gap[0] < WIDE_GAP or (done is not None and done > 1 - self.cfg.decay_fraction):
+        if gap is None or gap[0] < RAISE_GAP or (done is not None and done > 1 - self.cfg.decay_fraction):
             return
         s.plateau_dropout, s.dropout_from = self.cfg.wide_gap_dropout, s.step
         self._dropout_changed(f"step {s.step}: val {val:.4f} is {gap[0]:.2f}x the training loss of the last "
                               f"{gap[1]} updates, {gap[2]:.4f}: dropout {self.dropout_now:g} from here instead of "
-                              f"{self.model_cfg.dropout:g} (--wide-gap-dropout: from {WIDE_GAP:g}x the held-out text "
+                              f"{self.model_cfg.dropout:g} (--wide-gap-dropout: from {RAISE_GAP:g}x the held-out text "
                               "is learned much worse)", bar, metrics)
 
     def _dropout_changed(self, msg: str, bar, metrics) -> None:
