@@ -439,7 +439,7 @@ def test_a_plateau_far_above_the_training_loss_turns_on_the_wide_gap_dropout(tmp
 
 def test_without_a_plateau_a_wide_gap_raises_the_dropout_once(tmp_path, text_file, monkeypatch, capsys):
     """The C headers' LSTM and GRU at ~10 passes read 0.025-0.032 lower with 0.4 than with the 0.2 they had from
-    the start, where War and Peace and the man pages read under 1.21x: without --dropout-on-plateau,
+    the start, where War and Peace and the man pages read at most 1.21x: without --dropout-on-plateau,
     --wide-gap-dropout raises --dropout at the first validation that reads 1.3x the training loss or more (the C
     headers' 4M characters peaked at 1.34x, under a plateau's 1.4x)."""
     train_step = Trainer.train_step
