@@ -130,9 +130,9 @@ def add_train_arguments(p) -> None:
     g.add_argument("--wide-gap-dropout", type=float,
                    help="the dropout a wide gap between the validation and the training loss takes: with "
                    "--dropout-on-plateau it comes on instead of --dropout at a plateau 1.4x the training loss or "
-                   "more; without, --dropout rises to it at the first validation 1.3x or more (default: 0.4 for a run planned to read "
-                   "its text 2.5-7 times, and 7-12 times where its dropout is under 0.4, when it has a validation "
-                   "split; an RNN's 0.2, at a plateau only)")
+                   "more; without, --dropout rises to it at the first validation 1.3x or more (default: 0.4 for a "
+                   "run planned to read its text 2.5-7 times, and 7-12 times where its dropout is under 0.4, when it "
+                   "has a validation split; an RNN's 0.2, at a plateau only)")
     g.add_argument("--input", choices=["embedding", "onehot"], help="input encoding (default embedding)")
     g.add_argument("--embedding-size", type=int, help="embedding width (default 64)")
     g.add_argument("--init", choices=["uniform", "torch"], help="uniform +-init-range like char-rnn (default), or torch's")
