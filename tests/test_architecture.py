@@ -12,7 +12,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "rnnlens"
 LAYERS = {
     "core": ["_version", "errors", "fileio", "checks", "names", "corpus", "cache", "datasets", "batches", "model", "recurrence",
              "interventions",
-             "trainer", "distributed", "checkpoint", "evaluate", "sample", "plan", "reproducibility"],
+             "trainer", "distributed", "checkpoint", "evaluate", "sample", "plan", "reproducibility",
+             "threads"],
     "inspection": ["trace", "predictions", "ngram", "api", "runs", "analysis."],
     "rendering": ["render."],
     "apps": ["report", "explorer.", "grid.", "lstmvis", "demo", "workflows."],

@@ -19,6 +19,7 @@ from rnnlens.checks import parse_count
 from rnnlens.corpus import Corpus, load_corpus, parse_split
 from rnnlens.errors import RnnlensError
 from rnnlens.model import ModelConfig, count_parameters, size_for_params
+from rnnlens.threads import ThreadChoice, apply_threads, choose_threads
 from rnnlens.trainer import (
     RAISE_GAP,
     RESUMABLE_OPTIONS,
@@ -28,6 +29,7 @@ from rnnlens.trainer import (
     final_validations,
     measure_updates_per_second,
     parse_duration,
+    resolve_device,
     validation_seconds,
 )
 
@@ -387,6 +389,7 @@ class RunPlan:
     corpus: Corpus
     defaults: str | None = None  # which of rnnlens's defaults the run took, and why (defaults_note)
     same_choices: str | None = None  # flags that make the choices a timing made again (choice_flags)
+    threads: ThreadChoice | None = None  # the CPU threads the run takes, chosen before its updates were timed
 
     def describe(self) -> str:
         m = self.model
@@ -489,6 +492,9 @@ def plan_run(data: str | Path = "pystdlib", *, model: str | None = None, params:
     model_cfg = ModelConfig(vocab_size=len(corpus.vocab), cell=model, **model_options)
     if params is not None:
         model_cfg.size = size_for_params(model_cfg, parse_count(params) if isinstance(params, str) else params)
+    # the updates the plan times run on the threads the run will have
+    threads = choose_threads(cfg.threads, timed=bool(cfg.time_budget), device_type=resolve_device(cfg.device).type)
+    apply_threads(threads)
     choices, timed = {}, False
     default_shape = not given & SHAPE_OPTIONS
     default_rate = model_cfg.cell in LOW_RATE_CELLS and not given & {"optimizer", "lr"}
@@ -527,7 +533,7 @@ def plan_run(data: str | Path = "pystdlib", *, model: str | None = None, params:
     # a timed plan can choose otherwise in another run of the same command (a machine's speed moves): say how to pin it
     same_choices = choice_flags(given, model_cfg, cfg, choices) if timed and choices else None
     return RunPlan(model_cfg, cfg, corpus, None if preset else defaults_note(given, model_cfg, cfg, choices),
-                   same_choices)
+                   same_choices, threads)
 
 
 def start_run(out: str | Path, *, force: bool = False, progress: bool = True, log=None, **options) -> Trainer:
@@ -535,7 +541,8 @@ def start_run(out: str | Path, *, force: bool = False, progress: bool = True, lo
     cfg_device = options.get("device") or TrainConfig.device
     distributed.setup(cfg_device)
     plan = plan_run(progress=progress, **options)
-    trainer = Trainer.start(out, plan.model, plan.train, force=force, progress=progress, corpus=plan.corpus, log=log)
+    trainer = Trainer.start(out, plan.model, plan.train, force=force, progress=progress, corpus=plan.corpus, log=log,
+                            threads=plan.threads)
     if trainer.dist.is_main:
         trainer.log(f"training {plan.describe()} into {out}{ranks_note(trainer)}")
         if plan.defaults:

@@ -183,7 +183,7 @@ def resume_note(saved: dict | None, now: dict, world_then: int | None, world_now
         reasons.append("the run is not in --deterministic mode")
     if saved.get("threads") != now.get("threads") and now.get("device") == "cpu":
         reasons.append(f"it was trained on {saved.get('threads')} threads and now runs on {now.get('threads')} "
-                       "(set OMP_NUM_THREADS to match)")
+                       f"(give --threads {saved.get('threads')} to match)")
     if saved.get("device") != now.get("device"):
         reasons.append(f"it moves from {saved.get('device')} to {now.get('device')}")
     if world_then is not None and world_then != world_now:

@@ -30,6 +30,7 @@ from rnnlens.errors import RnnlensError
 from rnnlens.evaluate import evaluate
 from rnnlens.fileio import write_json_atomic
 from rnnlens.model import CharRNN, ModelConfig, detach_state, state_from_tensors, state_tensors
+from rnnlens.threads import ThreadChoice, apply_threads, choose_threads
 
 OPTIMIZERS = ("rmsprop", "adam", "adamw", "sgd")
 SCHEDULES = ("step", "cosine", "wsd", "constant")
@@ -51,8 +52,9 @@ WIDE_GAP, GAP_UPDATES = 1.4, 100
 RAISE_GAP = 1.3
 STOPPING_OPTIONS = ("max_epochs", "max_steps", "time_budget")
 # What may change when a run resumes: when to stop, where to run, how often to write things down.
-RESUMABLE_OPTIONS = STOPPING_OPTIONS + ("patience", "device", "eval_every", "checkpoint_every", "snapshot_every",
-                                        "log_every", "tensorboard", "compile", "bf16", "deterministic")
+RESUMABLE_OPTIONS = STOPPING_OPTIONS + ("patience", "device", "threads", "eval_every", "checkpoint_every",
+                                        "snapshot_every", "log_every", "tensorboard", "compile", "bf16",
+                                        "deterministic")
 
 
 @dataclass
@@ -115,6 +117,7 @@ class TrainConfig:
     eval_batch_size: int | None = None
     seed: int = 0
     device: str = "auto"
+    threads: int | None = None         # CPU threads; None: torch's, or fewer when other processes hold cores (threads.py)
     deterministic: bool = True         # reproducible kernels (rnnlens/reproducibility.py)
     bf16: bool = False
     compile: bool = False
@@ -153,6 +156,8 @@ class TrainConfig:
         if self.eval_batch_size is not None:
             check_range("--eval-batch-size", self.eval_batch_size, 1, None, integer=True)
         check_range("--seed", self.seed, 0, 2**63 - 1, integer=True)
+        if self.threads is not None:
+            check_range("--threads", self.threads, 1, None, integer=True)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -387,7 +392,9 @@ class Trainer:
     plot_loss = None
 
     def __init__(self, run_dir: Path, corpus: Corpus, model_cfg: ModelConfig, cfg: TrainConfig,
-                 state: TrainState | None = None, progress: bool = True, log=None, plot_loss=None):
+                 state: TrainState | None = None, progress: bool = True, log=None, plot_loss=None,
+                 threads: ThreadChoice | None = None):
+        """threads: the thread count a plan chose before it timed updates (rnnlens.plan); None: choose it here."""
         self.run_dir = Path(run_dir)
         if plot_loss is not None:
             self.plot_loss = plot_loss
@@ -403,6 +410,10 @@ class Trainer:
         if not self.dist.is_main:
             self.log = lambda msg: None
         self.device = resolve_device(cfg.device)
+        threads = threads or choose_threads(cfg.threads, timed=bool(cfg.time_budget), device_type=self.device.type)
+        apply_threads(threads)
+        if threads.note:
+            self.log(threads.note)
         if cfg.tensorboard:
             _check_tensorboard()
         reproducibility.configure(cfg.deterministic, self.device.type)
@@ -452,8 +463,9 @@ class Trainer:
     @classmethod
     def start(cls, run_dir, model_cfg: ModelConfig | None = None, cfg: TrainConfig | None = None,
               force: bool = False, progress: bool = True, corpus: Corpus | None = None, log=None,
-              plot_loss=None, **model_kwargs) -> Trainer:
-        """A new run. `model_cfg` may be None: then it is built from model_kwargs and the corpus vocab."""
+              plot_loss=None, threads: ThreadChoice | None = None, **model_kwargs) -> Trainer:
+        """A new run. `model_cfg` may be None: then it is built from model_kwargs and the corpus vocab. `threads`: as
+        for Trainer()."""
         cfg = cfg or TrainConfig()
         run_dir = Path(run_dir)
         ctx = distributed.setup(cfg.device)
@@ -476,7 +488,7 @@ class Trainer:
             raise RnnlensError(f"model vocab_size {model_cfg.vocab_size} does not match the corpus ({len(corpus.vocab)})")
         # everything that can fail on the user's settings (a text too short for one batch, no GPU, a missing
         # package) fails here, in building the trainer, before the run folder is touched
-        trainer = cls(run_dir, corpus, model_cfg, cfg, progress=progress, log=log, plot_loss=plot_loss)
+        trainer = cls(run_dir, corpus, model_cfg, cfg, progress=progress, log=log, plot_loss=plot_loss, threads=threads)
         if ctx.is_main:
             if force and run_dir.exists():
                 for name in (LAST, BEST, "metrics.jsonl", "run.json", "summary.json", "loss.png"):

@@ -49,9 +49,10 @@ def add_parsers(sub) -> None:
     train = argparse.ArgumentParser(add_help=False)
     add_train_arguments(train)
     dests = []
-    for group in train._action_groups:  # the train parser's own groups, minus what a grid sets per cell
+    for group in train._action_groups:  # the train parser's own groups, minus what a grid sets per cell (and the
+        # grid's own --threads, per worker)
         actions = [a for a in group._group_actions if a.option_strings and a.dest not in CELL_OPTIONS
-                   and a.dest != "help"]
+                   and a.dest not in ("help", "threads")]
         if not actions:
             continue
         target = p.add_argument_group(f"{group.title} (every cell)" if group.title != "data" else "data")

@@ -1,0 +1,96 @@
+"""A timed `rnnlens train` on a machine where other processes hold cores: torch's thread count against the one the
+run now chooses (rnnlens.threads), side by side in one run of this script.
+
+    python benchmarks/bench_busy_cores.py                                    # tiny Shakespeare, 60 s, 0 and 1 busy core
+    python benchmarks/bench_busy_cores.py --data my.txt --budget 120 --busy 0,1,2
+    python benchmarks/bench_busy_cores.py --quick                            # 15 s runs: about a minute
+
+For each count of busy cores (a pure-Python loop per core, started a second before the runs and stopped after
+them), two fresh `rnnlens train --data D --time-budget B` processes run one after the other with the defaults: the
+reference with `--threads T` (torch's own count, what every run took before) and ours without (the run chooses).
+Each prints its thread count, the updates it took, updates per second of the budget and its best validation loss
+(nats/char); the ratios say what the choice bought. With no core busy the two should take the same threads.
+Every process gets torch's default environment (no OMP_NUM_THREADS), as a user's shell does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import benchutil as bu
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
+BURNER = "while True: pass"
+
+
+def _env() -> dict:
+    """The environment a user's run gets: rnnlens's own defaults, torch's default thread count."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+def train(data: str, budget: float, out: Path, threads: int | None) -> dict:
+    """One `rnnlens train` process: its thread count, updates, updates per second of the budget and best
+    validation loss, read from what it prints."""
+    cmd = [sys.executable, "-m", "rnnlens", "train", "--data", data, "--time-budget", f"{budget:g}",
+           "--out", str(out), "--force", "--quiet"] + (["--threads", str(threads)] if threads else [])
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
+    text = done.stdout + done.stderr
+    if done.returncode != 0:
+        raise SystemExit(f"rnnlens train failed ({done.returncode}):\n{text}")
+    used = re.search(r"deterministic on (\d+) thread", text)
+    stop = re.search(r"at step (\d+) .*best val ([\d.]+)", text)
+    note = next((line for line in text.splitlines() if line.startswith(("threads:", "warning:"))), "")
+    steps = int(stop.group(1))
+    return {"threads": int(used.group(1)) if used else None, "steps": steps, "rate": steps / budget,
+            "val": float(stop.group(2)), "note": note}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", default=str(DEFAULT_DATA), help="a text file (default: ../shared's tiny Shakespeare)")
+    ap.add_argument("--budget", type=float, default=60.0, help="--time-budget of every run, seconds (default 60)")
+    ap.add_argument("--busy", default="0,1", help="counts of cores kept busy by other processes (default 0,1)")
+    ap.add_argument("--quick", action="store_true", help="--budget 15 (to check that it works)")
+    args = ap.parse_args()
+    if args.quick:
+        args.budget = 15.0
+    if not Path(args.data).is_file():
+        raise SystemExit(f"no text at {args.data}: give one with --data")
+    torch_threads = torch.get_num_threads()
+    bu.print_header("busy cores: torch's threads against the run's choice, timed runs")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="rnnlens-busy-") as tmp:
+        for busy in [int(b) for b in args.busy.split(",")]:
+            burners = [subprocess.Popen([sys.executable, "-c", BURNER]) for _ in range(busy)]
+            try:
+                time.sleep(1.0)
+                ref = train(args.data, args.budget, Path(tmp) / f"ref{busy}", torch_threads)
+                ours = train(args.data, args.budget, Path(tmp) / f"ours{busy}", None)
+            finally:
+                for b in burners:
+                    b.kill()
+                    b.wait()
+            rows.append([busy, ref["threads"], ours["threads"], f"{ref['rate']:.2f}", f"{ours['rate']:.2f}",
+                         f"{ours['rate'] / ref['rate']:.2f}x", f"{ref['val']:.4f}", f"{ours['val']:.4f}",
+                         f"{ours['val'] - ref['val']:+.4f}"])
+            if ours["note"]:
+                print(f"busy {busy}: ours printed: {ours['note']}")
+    print(f"\n{Path(args.data).name}, --time-budget {args.budget:g}, {os.cpu_count()} cores, torch's threads "
+          f"{torch_threads}; updates/s = the run's updates over its budget; val = best validation loss, nats/char\n")
+    print(bu.markdown_table(["busy cores", "threads: ref", "ours", "updates/s: ref", "ours", "ours/ref",
+                             "val: ref", "ours", "ours - ref"], rows))
+
+
+if __name__ == "__main__":
+    main()
