@@ -26,27 +26,36 @@ def test_cpu_times_counts_idle_and_iowait_as_free_and_reads_only_the_given_cpus(
     assert threads.cpu_times(STAT, {1}) == {1: (350, 805)}
 
 
-def test_busy_cores_reads_the_share_each_core_was_busy_while_the_run_slept(tmp_path, monkeypatch):
+def test_others_busy_is_the_machines_busy_time_less_this_process_own():
+    tick = 1.0 / os.sysconf("SC_CLK_TCK")
+    before = threads.CoreReading(busy_ticks=1000, all_ticks=5000, cores=2, own_seconds=3.0)
+    # 1 s passes on each of 2 cores; the machine was busy 1.5 cores' worth, this process 0.5 s of it
+    after = threads.CoreReading(busy_ticks=1000 + round(1.5 / tick), all_ticks=5000 + round(2 / tick), cores=2,
+                                own_seconds=3.5)
+    assert threads.others_busy(before, after) == pytest.approx(1.0)
+    assert threads.others_busy(before, before) is None  # no tick passed
+
+
+def test_busy_cores_reads_the_kernels_counters_over_the_sample(tmp_path, monkeypatch):
+    cpus = sorted(os.sched_getaffinity(0))
     stat = tmp_path / "stat"
-    stat.write_text(STAT)
-    cpus = sorted(os.sched_getaffinity(0))[:2]
-    lines = {0: "cpu0 200 0 50 450 5 0 0 0 0 0", 1: "cpu1 300 0 50 450 5 0 0 0 0 0"}
-    stat.write_text("\n".join(f"cpu{c} " + lines[i].split(" ", 1)[1] for i, c in enumerate(cpus)) + "\n")
-    # over the sleep: the first core 10 busy ticks of 10, the second 1 of 10 (steal counts as busy)
-    after = [f"cpu{cpus[0]} 210 0 50 450 5 0 0 0 0 0"] + ([f"cpu{cpus[1]} 300 0 50 459 5 0 0 1 0 0"]
-                                                         if len(cpus) > 1 else [])
+    stat.write_text("".join(f"cpu{c} 200 0 50 450 5 0 0 0 0 0\n" for c in cpus))
+    # over the sleep: the first core 10 busy ticks of 10 (steal counts as busy), the others 10 idle ticks
+    after = [f"cpu{cpus[0]} 205 0 50 450 5 0 0 5 0 0"] + [f"cpu{c} 200 0 50 460 5 0 0 0 0 0" for c in cpus[1:]]
     monkeypatch.setattr(threads.time, "sleep", lambda s: stat.write_text("\n".join(after) + "\n"))
-    assert threads.busy_cores(stat_path=str(stat)) == ([1.0, 0.1] if len(cpus) > 1 else [1.0])
+    monkeypatch.setattr(threads.os, "times", lambda: os.times_result((1.0, 0.0, 0.0, 0.0, 0.0)))  # this process idle
+    busy, cores = threads.busy_cores(stat_path=str(stat))
+    assert cores == len(cpus) and busy == pytest.approx(1.0)
     assert threads.busy_cores(stat_path=str(tmp_path / "missing")) is None
 
 
 def test_a_core_counts_as_free_when_others_use_at_most_a_quarter_of_it():
-    assert threads.free_cores([0.0, 0.0]) == 2
-    assert threads.free_cores([0.2, 0.05]) == 2
-    assert threads.free_cores([1.0, 0.0]) == 1
-    assert threads.free_cores([0.4, 0.0]) == 1
-    assert threads.free_cores([0.5, 0.5, 0.0, 0.0]) == 3
-    assert threads.free_cores([1.0, 1.0]) == 0
+    assert threads.free_cores(0.0, 2) == 2
+    assert threads.free_cores(0.25, 2) == 2
+    assert threads.free_cores(0.3, 2) == 1
+    assert threads.free_cores(1.0, 2) == 1
+    assert threads.free_cores(1.0, 4) == 3
+    assert threads.free_cores(2.0, 2) == 0
 
 
 @pytest.fixture
@@ -60,7 +69,7 @@ def two_torch_threads(monkeypatch):
 
 
 def test_a_timed_run_takes_the_free_cores_and_an_untimed_one_keeps_torchs_threads_and_warns(two_torch_threads):
-    one_busy = lambda: [1.0, 0.0]  # noqa: E731
+    one_busy = lambda: (1.0, 2)  # noqa: E731
     timed = threads.choose_threads(None, timed=True, device_type="cpu", busy=one_busy)
     assert timed.threads == 1
     assert timed.note == ("threads: 1 of torch's 2, because other processes keep 1.0 of the 2 cores busy, and a "
@@ -70,10 +79,10 @@ def test_a_timed_run_takes_the_free_cores_and_an_untimed_one_keeps_torchs_thread
     assert counted.note.startswith("warning: other processes keep 1.0 of the 2 cores busy: on 2 threads")
     assert "--threads 1 is faster here" in counted.note
     # every core busy: still one thread
-    assert threads.choose_threads(None, timed=True, device_type="cpu", busy=lambda: [1.0, 1.0]).threads == 1
-    # quiet: torch's, without a word
-    assert threads.choose_threads(None, timed=True, device_type="cpu", busy=lambda: [0.1, 0.0]) == \
-        threads.ThreadChoice(2, None)
+    assert threads.choose_threads(None, timed=True, device_type="cpu", busy=lambda: (2.0, 2)).threads == 1
+    # quiet: torch's, without a word, and the run keeps looking
+    assert threads.choose_threads(None, timed=True, device_type="cpu", busy=lambda: (0.1, 2)) == \
+        threads.ThreadChoice(2, None, watched=True, timed=True)
 
 
 def test_a_given_count_a_gpu_or_omp_num_threads_skip_the_look_at_the_cores(two_torch_threads, monkeypatch):
@@ -85,24 +94,68 @@ def test_a_given_count_a_gpu_or_omp_num_threads_skip_the_look_at_the_cores(two_t
     assert threads.choose_threads(None, timed=True, device_type="cpu", busy=never) == threads.ThreadChoice(2, None)
 
 
+class FakeCores:
+    """Readings of a 2-core machine, one per second: (seconds of both cores busy, seconds this process used)."""
+
+    def __init__(self, *busy_and_own):
+        self.per_second, self.t, self.busy, self.own = list(busy_and_own), 0, 0.0, 0.0
+
+    def __call__(self):
+        if self.t:
+            busy, own = self.per_second.pop(0)
+            self.busy, self.own = self.busy + busy, self.own + own
+        self.t += 1
+        tick = 1.0 / os.sysconf("SC_CLK_TCK")
+        return threads.CoreReading(round(self.busy / tick), round(2 * self.t / tick), 2, self.own)
+
+
+def test_a_timed_run_moves_to_the_free_cores_as_others_take_and_free_them(two_torch_threads, monkeypatch):
+    monkeypatch.setattr(threads, "WATCH_SECONDS", 0.0)
+    # quiet; then another process takes a core (the run's 2 threads stall on it: 1 s of its own); then it ends
+    watch = threads.ThreadWatch(threads.ThreadChoice(2, watched=True, timed=True),
+                                read=FakeCores((1.9, 1.9), (2.0, 1.0), (1.0, 1.0), (1.0, 1.0)))
+    assert watch.look(10) is None
+    assert watch.look(20) == "threads: 1 from step 20, because other processes keep 1.0 of the 2 cores busy"
+    assert torch.get_num_threads() == 1
+    assert watch.look(30) == "threads: 2 from step 30, because the other processes freed the cores"
+    assert torch.get_num_threads() == 2
+    assert watch.look(40) is None
+
+
+def test_a_counted_run_keeps_its_threads_and_warns_once_when_a_core_is_taken(two_torch_threads, monkeypatch):
+    monkeypatch.setattr(threads, "WATCH_SECONDS", 0.0)
+    torch.set_num_threads(2)
+    watch = threads.ThreadWatch(threads.ThreadChoice(2, watched=True, timed=False),
+                                read=FakeCores((2.0, 1.0), (2.0, 1.0)))
+    line = watch.look(70)
+    assert line.startswith("from step 70, warning: other processes keep 1.0 of the 2 cores busy: on 2 threads")
+    assert watch.look(80) is None and torch.get_num_threads() == 2
+
+
+def test_the_watch_reads_the_counters_only_every_watch_seconds(two_torch_threads):
+    cores = FakeCores((2.0, 1.0))  # a core taken: a look would move the run to 1 thread
+    watch = threads.ThreadWatch(threads.ThreadChoice(2, watched=True, timed=True), read=cores)
+    assert watch.look(10) is None and cores.t == 1  # the reading at the start only: WATCH_SECONDS have not passed
+
+
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs a core to keep busy and one to run on")
 def test_a_process_spinning_on_one_core_reads_as_that_core_busy():
     cpu = sorted(os.sched_getaffinity(0))[-1]
     burner = subprocess.Popen([sys.executable, "-c", f"import os; os.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"])
     try:
         time.sleep(0.3)  # the interpreter started and spins
-        shares = threads.busy_cores(sample_s=0.3)
+        busy, cores = threads.busy_cores(sample_s=0.3)
     finally:
         burner.kill()
         burner.wait()
-    assert shares is not None and len(shares) == len(os.sched_getaffinity(0))
-    assert max(shares) >= 0.8, shares
-    assert threads.free_cores(shares) <= len(shares) - 1
+    assert cores == len(os.sched_getaffinity(0))
+    assert busy >= 0.8, busy
+    assert threads.free_cores(busy, cores) <= cores - 1
 
 
 def test_a_timed_run_on_a_busy_machine_trains_on_the_free_core_then_an_untimed_one_is_back_on_torchs(
         tmp_path, text_file, two_torch_threads, monkeypatch):
-    monkeypatch.setattr(threads, "busy_cores", lambda: [1.0, 0.0])
+    monkeypatch.setattr(threads, "busy_cores", lambda: (1.0, 2))
     logs = []
     small = dict(data=str(text_file), layers=1, size=16, embedding_size=8, batch_size=4, seq_len=20, eval_every=0,
                  progress=False, log=logs.append)

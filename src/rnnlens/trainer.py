@@ -30,7 +30,7 @@ from rnnlens.errors import RnnlensError
 from rnnlens.evaluate import evaluate
 from rnnlens.fileio import write_json_atomic
 from rnnlens.model import CharRNN, ModelConfig, detach_state, state_from_tensors, state_tensors
-from rnnlens.threads import ThreadChoice, apply_threads, choose_threads
+from rnnlens.threads import ThreadChoice, ThreadWatch, apply_threads, choose_threads
 
 OPTIMIZERS = ("rmsprop", "adam", "adamw", "sgd")
 SCHEDULES = ("step", "cosine", "wsd", "constant")
@@ -414,6 +414,8 @@ class Trainer:
         apply_threads(threads)
         if threads.note:
             self.log(threads.note)
+        # a run that chose its own threads keeps looking at the cores (rnnlens.threads)
+        self.thread_watch = ThreadWatch(threads) if threads.watched and not self.dist.active else None
         if cfg.tensorboard:
             _check_tensorboard()
         reproducibility.configure(cfg.deterministic, self.device.type)
@@ -833,6 +835,8 @@ class Trainer:
                     if bar is not None:
                         bar.set_postfix_str(self._postfix(row), refresh=False)
                     loss_sum, loss_n, window_t0, window_steps = 0.0, 0, time.perf_counter(), 0
+                if self.thread_watch is not None and (msg := self.thread_watch.look(s.step)):
+                    self._say(msg, bar)
                 validated = False
                 if ((cfg.eval_every and s.step % cfg.eval_every == 0) or epoch_end) and not self._final_validation_near():
                     self._validate_and_track(metrics, bar)
@@ -1031,6 +1035,10 @@ class Trainer:
         self.collapse_watch.forget()  # dropout raises the training loss by itself
         self._write_metrics(metrics, {"step": s.step, "epoch": round(self.epochs_read, 4),
                                       "dropout": self.dropout_now, "elapsed_s": s.elapsed})
+        self._say(msg, bar)
+
+    def _say(self, msg: str, bar) -> None:
+        """One line for the run's log, above the progress bar when there is one."""
         if bar is not None:
             bar.write(msg)
         else:

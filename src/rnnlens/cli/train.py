@@ -177,7 +177,7 @@ def add_train_arguments(p) -> None:
     g.add_argument("--seed", type=int)
     g.add_argument("--device", choices=["auto", "cpu", "cuda"])
     g.add_argument("--threads", type=int, metavar="N",
-                   help="CPU threads (default: torch's, one per core; a --time-budget run takes fewer when other "
+                   help="CPU threads (default: torch's, one per core; a --time-budget run takes fewer while other "
                         "processes keep cores busy, since a thread on a busy core stalls every update)")
     g.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=None,
                    help="bit-reproducible training: the same seed gives the same weights and --resume is exact, at "
