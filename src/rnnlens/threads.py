@@ -115,7 +115,7 @@ class ThreadChoice:
     threads: int
     note: str | None = None  # one line for the run's log: why it took fewer threads, or why it will be slow
     watched: bool = False    # whether the run keeps looking at the cores as it trains (ThreadWatch)
-    timed: bool = False
+    timed: bool = False      # whether the run is timed, and so may change its threads as the cores free or fill
 
 
 def _held(busy: float, cores: int) -> str:
