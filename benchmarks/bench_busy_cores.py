@@ -34,13 +34,6 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 BURNER = "while True: pass"
 
 
-def _env() -> dict:
-    """The environment a user's run gets: rnnlens's own defaults, torch's default thread count."""
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    return env
-
-
 def train(data: str, budget: float, out: Path, threads: int | None, busy: int, busy_from: float,
           busy_until: float | None, extra: list[str]) -> dict:
     """One `rnnlens train` process beside `busy` busy cores from `busy_from` seconds into the run (0: from before
@@ -53,7 +46,7 @@ def train(data: str, budget: float, out: Path, threads: int | None, busy: int, b
         if busy_from == 0:
             burners = [subprocess.Popen([sys.executable, "-c", BURNER]) for _ in range(busy)]
             time.sleep(1.0)
-        run = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        run = subprocess.Popen(cmd, env=bu.user_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if busy_from > 0:
             time.sleep(busy_from)
             burners = [subprocess.Popen([sys.executable, "-c", BURNER]) for _ in range(busy)]

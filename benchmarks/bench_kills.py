@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shutil
 import signal
@@ -47,13 +46,6 @@ from rnnlens.checkpoint import read_checkpoint  # noqa: E402
 from rnnlens.errors import RnnlensError  # noqa: E402
 
 
-def _env() -> dict:
-    """The environment a user's run gets: rnnlens's own defaults, torch's default thread count."""
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    return env
-
-
 def _train(args: list[str], log: Path | None = None, kill_at: int | None = None,
            rng: random.Random | None = None) -> dict:
     """Run `rnnlens train ARGS`. With `kill_at`, watch the run's metrics.jsonl (`log`, one line a step) and
@@ -61,7 +53,7 @@ def _train(args: list[str], log: Path | None = None, kill_at: int | None = None,
     in a validation or in a checkpoint write. Returns seconds, killed, stderr and the median step seconds."""
     t0 = time.perf_counter()
     offset = _size(log) if log is not None else 0
-    proc = subprocess.Popen([sys.executable, "-m", "rnnlens", "train", *args], env=_env(),
+    proc = subprocess.Popen([sys.executable, "-m", "rnnlens", "train", *args], env=bu.user_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seen: list[tuple[int, float]] = []  # (step, seconds since the start) as the log shows them
     if kill_at is not None:

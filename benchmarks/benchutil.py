@@ -37,6 +37,15 @@ print(best)
 """
 
 
+def user_env() -> dict:
+    """The environment a user's `rnnlens` process gets: rnnlens's own defaults, torch's default thread count, and
+    this checkout's src/ on the path."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
 def sgemm_probe(label: str = "", n: int = 2048, reps: int = 5) -> float:
     """Best-of-`reps` numpy float32 n^3 matmul GFLOP/s, measured in a fresh subprocess."""
     out = subprocess.run([sys.executable, "-c", _SGEMM, str(n), str(reps)], check=True,
