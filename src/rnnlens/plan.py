@@ -199,6 +199,14 @@ LOW_RATE_CELLS, LOW_RATE, LOW_RATE_CHARACTERS = ("gru", "rnn"), 2e-3, 1_100_000
 # ~7 where the man pages' climbed. A GRU is not measured at 0.001 past ~1.6 passes, and kept 0.002 better than 0.004
 # at ~9.8: it keeps LOW_RATE.
 MANY_PASSES_RATE_CELLS, MANY_PASSES_RATE, MANY_PASSES_RATE_PASSES = ("rnn",), 1e-3, 8
+# The LSTM's rate in a long run (docs/benchmarks.md, section 5, thirty-sixth and thirty-seventh sessions): in 8,500
+# updates of batch 32 (27M characters, 7.6 passes) over 4M characters of the C headers and of the man pages (3.0 and
+# 3.2 bits per parameter), 0.003 read 0.004-0.047 below 0.004 on all four text-seed pairs; 0.004 climbed and was
+# rolled back at half its rate on three of them, after 18.7M-22.4M characters (0.003 once, at 22.1M). At 12.4M
+# characters (War and Peace's first 1.4M, 3,860 x B32, 9.8 passes) 0.004 was 0.007 better in the mean of two seeds
+# (0.033 better and 0.020 worse); at 9.1M (the C headers' 600K, ~17 passes) it beat 0.002 by 0.10. So the passes do
+# not decide; LONG_RUN_RATE_CHARACTERS lies between 12.4M and 27M, where 0.004 began to climb.
+LONG_RUN_RATE_CELLS, LONG_RUN_RATE, LONG_RUN_RATE_CHARACTERS = ("lstm",), 3e-3, 20_000_000
 
 
 @dataclass
@@ -352,13 +360,19 @@ def lstm_dropout(length: RunLength, batch_size: int, can_validate: bool, bits_pe
 
 
 def choose_rate(cell: str, length: RunLength, batch_size: int, seq_len: int) -> Choice:
-    """Adam's rate for a cell of LOW_RATE_CELLS in a run of `batch_size` x `seq_len`: TrainConfig's (the LSTM's)
-    where the run reads under LOW_RATE_CHARACTERS or is not counted, LOW_RATE from there, and MANY_PASSES_RATE
-    for a cell of MANY_PASSES_RATE_CELLS that reads its training text MANY_PASSES_RATE_PASSES times or more."""
+    """Adam's rate for a recurrent cell in a run of `batch_size` x `seq_len`: TrainConfig's (the LSTM's) where the
+    run is not counted; for the LSTM LONG_RUN_RATE where it reads LONG_RUN_RATE_CHARACTERS or more; for a cell of
+    LOW_RATE_CELLS LOW_RATE from LOW_RATE_CHARACTERS on, and MANY_PASSES_RATE for a cell of MANY_PASSES_RATE_CELLS
+    that reads its training text MANY_PASSES_RATE_PASSES times or more."""
     if length.updates is None:
         return Choice(TrainConfig.lr, length.measure)
     characters = length.windows_read(batch_size) * seq_len
     read = f"{cell_name(cell)} in {length.describe()}, ~{characters / 1e6:.2g}M characters"
+    if cell in LONG_RUN_RATE_CELLS:  # the batch's reason has named the updates already
+        read, limit = f"~{characters / 1e6:.2g}M characters", f"{LONG_RUN_RATE_CHARACTERS / 1e6:g}M"
+        if characters < LONG_RUN_RATE_CHARACTERS:
+            return Choice(TrainConfig.lr, f"{read}: under {limit}")
+        return Choice(LONG_RUN_RATE, f"{read}: from {limit} on, {TrainConfig.lr:g} climbs late in a run this long")
     limit = f"{LOW_RATE_CHARACTERS / 1e6:g}M"
     if characters < LOW_RATE_CHARACTERS:
         return Choice(TrainConfig.lr, f"{read}: under {limit}, the LSTM's rate learns fastest")
@@ -497,7 +511,7 @@ def plan_run(data: str | Path = "pystdlib", *, model: str | None = None, params:
     apply_threads(threads)
     choices, timed = {}, False
     default_shape = not given & SHAPE_OPTIONS
-    default_rate = model_cfg.cell in LOW_RATE_CELLS and not given & {"optimizer", "lr"}
+    default_rate = model_cfg.cell in LOW_RATE_CELLS + LONG_RUN_RATE_CELLS and not given & {"optimizer", "lr"}
     # measured on recurrent models only
     if not preset and model_cfg.cell != "ffn" and (default_shape or default_rate
                                                    or not {"batch_size", "dropout"} <= given):
