@@ -205,7 +205,8 @@ MANY_PASSES_RATE_CELLS, MANY_PASSES_RATE, MANY_PASSES_RATE_PASSES = ("rnn",), 1e
 # rolled back at half its rate on three of them, after 18.7M-22.4M characters (0.003 once, at 22.1M). At 12.4M
 # characters (War and Peace's first 1.4M, 3,860 x B32, 9.8 passes) 0.004 was 0.007 better in the mean of two seeds
 # (0.033 better and 0.020 worse); at 9.1M (the C headers' 600K, ~17 passes) it beat 0.002 by 0.10. So the passes do
-# not decide; LONG_RUN_RATE_CHARACTERS lies between 12.4M and 27M, where 0.004 began to climb.
+# not decide; LONG_RUN_RATE_CHARACTERS lies between 12.4M and 27M, where 0.004 began to climb. Just above it, at 20.8M
+# (3M characters of Python code, 6,500 x B32, one seed), 0.003 read 0.010 below 0.004.
 LONG_RUN_RATE_CELLS, LONG_RUN_RATE, LONG_RUN_RATE_CHARACTERS = ("lstm",), 3e-3, 20_000_000
 
 
