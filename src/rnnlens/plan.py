@@ -368,13 +368,13 @@ def choose_rate(cell: str, length: RunLength, batch_size: int, seq_len: int) -> 
     if length.updates is None:
         return Choice(TrainConfig.lr, length.measure)
     characters = length.windows_read(batch_size) * seq_len
-    read = f"{cell_name(cell)} in {length.describe()}, ~{characters / 1e6:.2g}M characters"
-    if cell in LONG_RUN_RATE_CELLS:  # the batch's reason has named the updates already
-        read, limit = f"~{characters / 1e6:.2g}M characters", f"{LONG_RUN_RATE_CHARACTERS / 1e6:g}M"
+    amount = f"~{characters / 1e6:.2g}M characters"
+    if cell in LONG_RUN_RATE_CELLS:  # every LSTM run's line has this reason: the characters alone keep it short
+        limit = f"{LONG_RUN_RATE_CHARACTERS / 1e6:g}M"
         if characters < LONG_RUN_RATE_CHARACTERS:
-            return Choice(TrainConfig.lr, f"{read}: under {limit}")
-        return Choice(LONG_RUN_RATE, f"{read}: from {limit} on, {TrainConfig.lr:g} climbs late in a run this long")
-    limit = f"{LOW_RATE_CHARACTERS / 1e6:g}M"
+            return Choice(TrainConfig.lr, f"{amount}: under {limit}")
+        return Choice(LONG_RUN_RATE, f"{amount}: from {limit} on, {TrainConfig.lr:g} climbs late in a run this long")
+    read, limit = f"{cell_name(cell)} in {length.describe()}, {amount}", f"{LOW_RATE_CHARACTERS / 1e6:g}M"
     if characters < LOW_RATE_CHARACTERS:
         return Choice(TrainConfig.lr, f"{read}: under {limit}, the LSTM's rate learns fastest")
     passes = length.passes(batch_size)
