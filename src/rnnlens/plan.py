@@ -200,16 +200,15 @@ LOW_RATE_CELLS, LOW_RATE, LOW_RATE_CHARACTERS = ("gru", "rnn"), 2e-3, 1_100_000
 # at ~9.8: it keeps LOW_RATE.
 MANY_PASSES_RATE_CELLS, MANY_PASSES_RATE, MANY_PASSES_RATE_PASSES = ("rnn",), 1e-3, 8
 # The LSTM's rate in a long run (docs/benchmarks.md, section 5, thirty-sixth to thirty-eighth sessions): in 8,500
-# updates of batch 32 (27M characters, 7.6 passes) over 4M characters of the C headers and of the man pages (3.0 and
-# 3.2 bits per parameter), 0.003 read 0.004-0.047 below 0.004 on all four text-seed pairs; 0.004 climbed and was
-# rolled back at half its rate on three of them, after 18.7M-22.4M characters (0.003 once, at 22.1M). At 20.8M (3M
-# characters of Python code, one seed) 0.003 read 0.010 below 0.004. At 16M (5,000 x B32) it read 0.011 below 0.004
-# on the man pages' 4M, 0.046 and 0.032 below on the C headers' 4M (4.4 passes) and 0.006 and 0.010 below on the
-# whole of War and Peace (5.6 passes; seeds 1-2 each), with no climb: 0.004 was behind from the first validation on the C
-# headers. At 12.4M characters (War and Peace's first 1.4M, 3,860 x B32, 9.8 passes) 0.004 was 0.007 better in the
-# mean of two seeds (0.033 better and 0.020 worse); at 9.1M (the C headers' 600K, ~17 passes) it beat 0.002 by 0.10.
-# So the passes do not decide; LONG_RUN_RATE_CHARACTERS is the least measured where 0.003 won (12.4M-16M is not
-# measured).
+# updates of batch 32 (27M characters, 7.6 passes) over 4M characters of the C headers and of the man pages (3.0 and 3.2
+# bits per parameter), 0.003 read 0.004-0.047 below 0.004 on all four text-seed pairs; 0.004 climbed and was rolled back
+# at half its rate on three of them, after 18.7M-22.4M characters (0.003 once, at 22.1M). At 20.8M (3M characters of
+# Python code, one seed) 0.003 read 0.010 below 0.004. At 16M (5,000 x B32) it read 0.011 below 0.004 on the man pages'
+# 4M, 0.046 and 0.032 below on the C headers' 4M (4.4 passes) and 0.006 and 0.010 below on the whole of War and Peace
+# (5.6 passes; seeds 1-2 each), with no climb: on the C headers 0.004 was behind from the first validation. At 12.4M
+# characters (War and Peace's first 1.4M, 3,860 x B32, 9.8 passes) 0.004 was 0.007 better in the mean of two seeds
+# (0.033 better and 0.020 worse); at 9.1M (the C headers' 600K, ~17 passes) it beat 0.002 by 0.10. So the passes do not
+# decide; LONG_RUN_RATE_CHARACTERS is the least measured where 0.003 won (12.4M-16M is not measured).
 LONG_RUN_RATE_CELLS, LONG_RUN_RATE, LONG_RUN_RATE_CHARACTERS = ("lstm",), 3e-3, 16_000_000
 
 
