@@ -210,8 +210,8 @@ MANY_PASSES_RATE_CELLS, MANY_PASSES_RATE, MANY_PASSES_RATE_PASSES = ("rnn",), 1e
 # passes) 0.004 was 0.007 better in the mean of two seeds (0.033 better and 0.020 worse), which 0.003 there is within;
 # at 9.1M (the C headers' 600K, ~17 passes) 0.004 beat 0.002 by 0.10. LONG_RUN_RATE_CHARACTERS is the least measured
 # where 0.003 won on every text. Below it, at 4.8M (1,500 x B32), 0.003 read 0.024 and 0.023 below 0.004 on the C
-# headers (seeds 1-2), 0.007 below on War and Peace and 0.003 above on the man pages (seed 1): lower would move the 300
-# s and 1,800 s rows of the quality table (~6-10M characters here), which were not run at 0.003.
+# headers (seeds 1-2), 0.007 below on War and Peace and 0.003 above on the man pages (seed 1): lower would move the
+# 300 s and 1,800 s rows of the quality table (~6-10M characters here), which were not run at 0.003.
 LONG_RUN_RATE_CELLS, LONG_RUN_RATE, LONG_RUN_RATE_CHARACTERS = ("lstm",), 3e-3, 11_200_000
 
 
