@@ -756,13 +756,13 @@ def test_a_run_says_in_one_line_which_defaults_it_took_and_why(text_file, tmp_pa
     assert note.startswith("defaults: 1x512 LSTM, dropout 0 (~0.75 passes over the training text: under 2.5, "
                            "too few to overfit), batch 16 (a short run, ~3 updates at batch 16 by "
                            f"--max-steps 3: under {LONG:,}, the most updates per second win), Adam 0.004 (~0.0048M "
-                           "characters: under 11.2M), the wsd "
+                           "characters: under 4.8M), the wsd "
                            "schedule (the full rate, then down to 0.1x over the last 20% of the planned run), the "
                            "mean of the weights over the last 20% if it validates better: ")
     assert "\n" not in note
     note = plan_run(str(text_file), max_steps=3, size=16, batch_size=4, lr_schedule="cosine").defaults
     assert note.startswith("defaults: dropout 0 (~0.18 passes over the training text: under 2.5, too "
-                           "few to overfit), Adam 0.004 (~0.0012M characters: under 11.2M), the mean of the weights "
+                           "few to overfit), Adam 0.004 (~0.0012M characters: under 4.8M), the mean of the weights "
                            "over the last 20% if it validates better: ")
     assert plan_run(str(text_file), max_steps=3, model="gru", layers=1, dropout=0.0, batch_size=4, lr=1e-3,
                     lr_schedule="constant", average_fraction=0.0).defaults is None
@@ -924,8 +924,8 @@ def test_a_gru_or_an_rnn_takes_half_the_lstms_rate_in_a_longer_run(tmp_path, mon
     assert plan.plan_run(str(path), model="gru", max_steps=344, batch_size=32).train.lr == 0.002
     assert plan.plan_run(str(path), model="gru", max_steps=343, batch_size=32).train.lr == 0.004
     # the LSTM keeps its rate up to LONG_RUN_RATE_CHARACTERS (test_an_lstm_takes_a_lower_rate_in_a_long_run)
-    lstm = plan.plan_run(str(path), max_steps=3000)
-    assert lstm.train.lr == 0.004 and "Adam 0.004 (~9.6M characters: under 11.2M), " in lstm.defaults
+    lstm = plan.plan_run(str(path), max_steps=1400)
+    assert lstm.train.lr == 0.004 and "Adam 0.004 (~4.5M characters: under 4.8M), " in lstm.defaults
     # a flag or a preset decides instead
     assert plan.plan_run(str(path), model="gru", max_steps=5000, lr=0.003).train.lr == 0.003
     rmsprop = plan.plan_run(str(path), model="rnn", max_steps=5000, optimizer="rmsprop")
@@ -956,16 +956,16 @@ def test_an_lstm_takes_a_lower_rate_in_a_long_run(tmp_path, monkeypatch, capsys)
     from rnnlens import plan
     path = tmp_path / "big.txt"
     path.write_text(make_text(9000))
-    assert (plan.LONG_RUN_RATE, plan.LONG_RUN_RATE_CHARACTERS) == (0.003, 11_200_000)
-    # 3,499 updates of batch 32 x 100 read 11.1968M characters; 3,500 read 11.2M
-    short = plan.plan_run(str(path), max_steps=3499, batch_size=32)
-    assert short.train.lr == 0.004 and "Adam 0.004 (~11M characters: under 11.2M), " in short.defaults
-    long = plan.plan_run(str(path), max_steps=3500, batch_size=32)
+    assert (plan.LONG_RUN_RATE, plan.LONG_RUN_RATE_CHARACTERS) == (0.003, 4_800_000)
+    # 1,499 updates of batch 32 x 100 read 4.7968M characters; 1,500 read 4.8M
+    short = plan.plan_run(str(path), max_steps=1499, batch_size=32)
+    assert short.train.lr == 0.004 and "Adam 0.004 (~4.8M characters: under 4.8M), " in short.defaults
+    long = plan.plan_run(str(path), max_steps=1500, batch_size=32)
     assert long.train.lr == 0.003
-    assert "Adam 0.003 (~11M characters: from 11.2M on, a lower rate reads better in a run this long), " in long.defaults
-    # counted from any stopping rule: 11.2M characters are ~72 passes over 156,114 training characters
-    assert plan.plan_run(str(path), max_epochs=72).train.lr == 0.004
-    assert plan.plan_run(str(path), max_epochs=73).train.lr == 0.003
+    assert "Adam 0.003 (~4.8M characters: from 4.8M on, a lower rate reads better in a run this long), " in long.defaults
+    # counted from any stopping rule: 4.8M characters are ~31 passes over 156,114 training characters
+    assert plan.plan_run(str(path), max_epochs=30).train.lr == 0.004
+    assert plan.plan_run(str(path), max_epochs=31).train.lr == 0.003
     # the other cells keep their own rules; a flag or a preset decides instead
     assert plan.plan_run(str(path), model="gru", max_steps=5000, batch_size=32).train.lr == 0.002
     assert plan.plan_run(str(path), max_steps=5000, batch_size=32, lr=0.004).train.lr == 0.004
@@ -974,10 +974,10 @@ def test_an_lstm_takes_a_lower_rate_in_a_long_run(tmp_path, monkeypatch, capsys)
     # a timed run counts its characters at the speed timed before it, and its repeat flags pin the rate
     monkeypatch.setattr(trainer_module, "EVAL_SPEEDUP", math.inf)  # validations take no time here
     monkeypatch.setattr(plan, "measure_updates_per_second", lambda model, train, batch: 10.0)
-    timed = plan.plan_run(str(path), time_budget=360)  # 3,600 updates: batch 32, 11.52M characters
+    timed = plan.plan_run(str(path), time_budget=160)  # 1,600 updates: batch 32, 5.12M characters
     assert (timed.train.batch_size, timed.train.lr) == (32, 0.003)
     assert timed.same_choices.endswith(" --lr 0.003")
-    assert plan.plan_run(str(path), time_budget=340).train.lr == 0.004  # 3,400 x 32 x 100: 10.88M
+    assert plan.plan_run(str(path), time_budget=140).train.lr == 0.004  # 1,400 x 32 x 100: 4.48M
     # from the command line: the run trains at the rate it chose, and records it
     monkeypatch.setattr(plan, "LONG_RUN_RATE_CHARACTERS", 16_000)
     code, _, err = run_cli(capsys, "train", "--data", path, "--out", tmp_path / "r", "--size", "16", "--max-steps",
