@@ -974,12 +974,22 @@ def test_an_lstm_takes_a_lower_rate_in_a_long_run(tmp_path, monkeypatch, capsys)
     # a timed run counts its characters at the speed timed before it, and its repeat flags pin the rate
     monkeypatch.setattr(trainer_module, "EVAL_SPEEDUP", math.inf)  # validations take no time here
     monkeypatch.setattr(plan, "measure_updates_per_second", lambda model, train, batch: 10.0)
-    timed = plan.plan_run(str(path), time_budget=160)  # 1,600 updates: batch 32, 5.12M characters
-    assert (timed.train.batch_size, timed.train.lr) == (32, 0.003)
+    timed = plan.plan_run(str(path), time_budget=350)  # 3,500 updates: the 1x512, batch 32, 11.2M characters
+    assert (timed.model.size, timed.train.batch_size, timed.train.lr) == (512, 32, 0.003)
     assert timed.same_choices.endswith(" --lr 0.003")
-    assert plan.plan_run(str(path), time_budget=140).train.lr == 0.004  # 1,400 x 32 x 100: 4.48M
+    # a narrower model keeps 0.004 past 4.8M: the 1x384 of a shorter timed run, or one the user sizes
+    assert plan.LONG_RUN_RATE_SIZE == 512
+    narrow = plan.plan_run(str(path), time_budget=160)  # 1,600 updates: the 1x384, batch 32, 5.12M characters
+    assert (narrow.model.size, narrow.train.batch_size, narrow.train.lr) == (384, 32, 0.004)
+    assert ("Adam 0.004 (~5.1M characters, 384 units: under 512 units a model keeps this rate past 4.8M too), "
+            in narrow.defaults)
+    assert narrow.same_choices.endswith(" --lr 0.004")
+    assert plan.plan_run(str(path), size=384, max_steps=5000, batch_size=32).train.lr == 0.004
+    assert plan.plan_run(str(path), size=768, max_steps=5000, batch_size=32).train.lr == 0.003
+    assert plan.plan_run(str(path), layers=2, size=256, max_steps=5000, batch_size=32).train.lr == 0.004
     # from the command line: the run trains at the rate it chose, and records it
     monkeypatch.setattr(plan, "LONG_RUN_RATE_CHARACTERS", 16_000)
+    monkeypatch.setattr(plan, "LONG_RUN_RATE_SIZE", 16)
     code, _, err = run_cli(capsys, "train", "--data", path, "--out", tmp_path / "r", "--size", "16", "--max-steps",
                            "10", "--lr-schedule", "constant", "--quiet")
     assert code == 0, err

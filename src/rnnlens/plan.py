@@ -199,10 +199,10 @@ LOW_RATE_CELLS, LOW_RATE, LOW_RATE_CHARACTERS = ("gru", "rnn"), 2e-3, 1_100_000
 # ~7 where the man pages' climbed. A GRU is not measured at 0.001 past ~1.6 passes, and kept 0.002 better than 0.004
 # at ~9.8: it keeps LOW_RATE.
 MANY_PASSES_RATE_CELLS, MANY_PASSES_RATE, MANY_PASSES_RATE_PASSES = ("rnn",), 1e-3, 8
-# The LSTM's rate in a long run (docs/benchmarks.md, section 5, thirty-sixth to fortieth sessions): in 8,500 updates of
-# batch 32 (27M characters, 7.6 passes) over 4M characters of the C headers and of the man pages (3.0 and 3.2 bits per
-# parameter), 0.003 read 0.004-0.047 below 0.004 on all four text-seed pairs; 0.004 climbed and was rolled back at half
-# its rate on three of them, after 18.7M-22.4M characters (0.003 once, at 22.1M). At 20.8M (3M characters of Python
+# The LSTM's rate in a long run (docs/benchmarks.md, section 5, thirty-sixth to forty-second sessions): in 8,500 updates
+# of batch 32 (27M characters, 7.6 passes) over 4M characters of the C headers and of the man pages (3.0 and 3.2 bits
+# per parameter), 0.003 read 0.004-0.047 below 0.004 on all four text-seed pairs; 0.004 climbed and was rolled back at
+# half its rate on three of them, after 18.7M-22.4M characters (0.003 once, at 22.1M). At 20.8M (3M characters of Python
 # code, one seed) 0.003 read 0.010 below 0.004. At 16M (5,000 x B32) it read 0.006-0.046 below on all six pairs of the
 # man pages' and the C headers' 4M and the whole of War and Peace, and at 11.2M (3,500 x B32, 3.1-3.9 passes)
 # 0.003-0.027 below on the same six, with no climb. At 12.4M (War and Peace's first 1.4M, 3,860 x B32, 9.8 passes) 0.004
@@ -214,10 +214,15 @@ MANY_PASSES_RATE_CELLS, MANY_PASSES_RATE, MANY_PASSES_RATE_PASSES = ("rnn",), 1e
 # (1,500 x B32, 1.3-1.7 passes) 0.003 read 0.024 and 0.023 below 0.004 on the C headers (seeds 1-2), 0.007 below on War
 # and Peace and 0.003 above on the man pages. LONG_RUN_RATE_CHARACTERS is the least measured where 0.003 is within 0.02
 # of the best rate tried on every text (in the mean of the seeds run), and where 0.004 missed on the C headers; under it
-# is not measured. Not settled: timed at 300 s (7-8M characters, forty-first session) 0.004 read lower on 8 of 10 pairs
-# and 0.024 and 0.021 lower on War and Peace and the man pages in the mean, though its runs took 6% more updates.
+# is not measured. All of those runs were 1x512 but the 1x384 at 10.2M. The narrower model wants the higher rate: timed
+# at 300 s (the 1x384, 7-8M characters, forty-first and forty-second sessions, the two rates in alternation in the
+# second) 0.004 read 0.021 and 0.020 lower on War and Peace and the man pages in the mean of six and four runs (level on
+# the C headers over four), and at 10.2M in fixed steps 0.004 is within 0.02 of 0.003 in the mean on every text; on the
+# man pages at 10.2M the 1x768 wanted 0.003 (0.006 lower) where the 1x384 wanted 0.004. So LONG_RUN_RATE_SIZE: a model
+# narrower than it keeps 0.004 (past ~10M characters, where a timed 1x384 no longer runs, not measured).
 # At 9.1M on the C headers' 600K (~17 passes) 0.004 beat 0.002 by 0.10: 0.003 is not measured that many passes in.
 LONG_RUN_RATE_CELLS, LONG_RUN_RATE, LONG_RUN_RATE_CHARACTERS = ("lstm",), 3e-3, 4_800_000
+LONG_RUN_RATE_SIZE = LONG_RUN_SIZE  # 512 units
 
 
 @dataclass
@@ -370,11 +375,12 @@ def lstm_dropout(length: RunLength, batch_size: int, can_validate: bool, bits_pe
     return choice, False, can_validate and passes < MANY_PASSES and choice.value < WIDE_GAP_DROPOUT
 
 
-def choose_rate(cell: str, length: RunLength, batch_size: int, seq_len: int) -> Choice:
-    """Adam's rate for a recurrent cell in a run of `batch_size` x `seq_len`: TrainConfig's (the LSTM's) where the
-    run is not counted; for the LSTM LONG_RUN_RATE where it reads LONG_RUN_RATE_CHARACTERS or more; for a cell of
-    LOW_RATE_CELLS LOW_RATE from LOW_RATE_CHARACTERS on, and MANY_PASSES_RATE for a cell of MANY_PASSES_RATE_CELLS
-    that reads its training text MANY_PASSES_RATE_PASSES times or more."""
+def choose_rate(cell: str, size: int, length: RunLength, batch_size: int, seq_len: int) -> Choice:
+    """Adam's rate for a recurrent cell of `size` units in a run of `batch_size` x `seq_len`: TrainConfig's (the
+    LSTM's) where the run is not counted; for an LSTM of LONG_RUN_RATE_SIZE units or more LONG_RUN_RATE where it
+    reads LONG_RUN_RATE_CHARACTERS or more; for a cell of LOW_RATE_CELLS LOW_RATE from LOW_RATE_CHARACTERS on, and
+    MANY_PASSES_RATE for a cell of MANY_PASSES_RATE_CELLS that reads its training text MANY_PASSES_RATE_PASSES times
+    or more."""
     if length.updates is None:
         return Choice(TrainConfig.lr, length.measure)
     characters = length.windows_read(batch_size) * seq_len
@@ -383,6 +389,9 @@ def choose_rate(cell: str, length: RunLength, batch_size: int, seq_len: int) -> 
         limit = f"{LONG_RUN_RATE_CHARACTERS / 1e6:g}M"
         if characters < LONG_RUN_RATE_CHARACTERS:
             return Choice(TrainConfig.lr, f"{amount}: under {limit}")
+        if size < LONG_RUN_RATE_SIZE:
+            return Choice(TrainConfig.lr, f"{amount}, {size} units: under {LONG_RUN_RATE_SIZE} units a model keeps "
+                                          f"this rate past {limit} too")
         return Choice(LONG_RUN_RATE, f"{amount}: from {limit} on, a lower rate reads better in a run this long")
     read, limit = f"{cell_name(cell)} in {length.describe()}, {amount}", f"{LOW_RATE_CHARACTERS / 1e6:g}M"
     if characters < LOW_RATE_CHARACTERS:
@@ -550,7 +559,7 @@ def plan_run(data: str | Path = "pystdlib", *, model: str | None = None, params:
             if wide_gap and "wide_gap_dropout" not in given:  # at the plateau, or up from the start's at a wide gap
                 cfg.wide_gap_dropout = round(WIDE_GAP_DROPOUT * dropout_share(model_cfg.cell), 2)
         if default_rate:
-            choices["lr"] = choose_rate(model_cfg.cell, length, cfg.batch_size, cfg.seq_len)
+            choices["lr"] = choose_rate(model_cfg.cell, model_cfg.size, length, cfg.batch_size, cfg.seq_len)
             cfg.lr = choices["lr"].value
     if cfg.dropout_on_plateau and model_cfg.dropout == 0:
         raise RnnlensError("--dropout-on-plateau turns the model's dropout on when validation stops improving, but "

@@ -77,8 +77,8 @@ class TrainConfig:
     # at ~17 passes too: 0.002 read 0.05-0.10 worse on the man pages and C headers, 0.006 0.16 worse on the
     # headers (docs/benchmarks.md, twenty-second session); a GRU or an RNN there collapses after ~7 passes and
     # SlowCollapseWatch rolls it back at half the rate (the headers' GRU then ends below a run at 0.002; 23rd session).
-    # The LSTM's rate: `rnnlens train` and rnnlens.train() lower it in a long run, and more for a GRU or an RNN
-    # (plan.choose_rate)
+    # The LSTM's rate: `rnnlens train` and rnnlens.train() lower it in a long run of 512 units or more, and more for
+    # a GRU or an RNN (plan.choose_rate)
     lr: float = 4e-3
     rmsprop_alpha: float = 0.95
     weight_decay: float = 0.0
