@@ -219,7 +219,8 @@ MANY_PASSES_RATE_CELLS, MANY_PASSES_RATE, MANY_PASSES_RATE_PASSES = ("rnn",), 1e
 # second) 0.004 read 0.021 and 0.020 lower on War and Peace and the man pages in the mean of six and four runs (level on
 # the C headers over four), and at 10.2M in fixed steps 0.004 is within 0.02 of 0.003 in the mean on every text; on the
 # man pages at 10.2M the 1x768 wanted 0.003 (0.006 lower) where the 1x384 wanted 0.004. So LONG_RUN_RATE_SIZE: a model
-# narrower than it keeps 0.004 (past ~10M characters, where a timed 1x384 no longer runs, not measured).
+# narrower than it keeps 0.004. Past ~10M characters, where a timed 1x384 no longer runs, one run: at 16M (5,000 x B32,
+# 8.9 passes over the C headers' 2M, seed 1) the 1x384 read 0.031 lower at 0.004 than at 0.003.
 # At 9.1M on the C headers' 600K (~17 passes) 0.004 beat 0.002 by 0.10: 0.003 is not measured that many passes in.
 LONG_RUN_RATE_CELLS, LONG_RUN_RATE, LONG_RUN_RATE_CHARACTERS = ("lstm",), 3e-3, 4_800_000
 LONG_RUN_RATE_SIZE = LONG_RUN_SIZE  # 512 units
