@@ -398,12 +398,21 @@ def test_the_stop_line_says_when_a_plateau_dropout_came_on(tmp_path, text_file, 
     assert "dropout 0.25 from step 8" in page and "The dotted line is where the run" in page
     monkeypatch.setattr(Trainer, "validate", lambda self: 3.0 - self.state.step / 10)  # better every time
     code, out, err = run_cli(capsys, *args, "--out", tmp_path / "off")
-    assert code == 0 and "at step 12; dropout stayed off (no validation failed to improve)\n" in err, err
+    assert code == 0 and ("at step 12; dropout stayed off (no validation before the last 20% of the run failed to "
+                         "improve)\n") in err, err
     assert "on from here" not in err
     page = build_report(tmp_path / "off", make_text(20), sections=[model_card_section, training_section]).html()
     assert "dropout 0.25 on plateau (it never came on)" in page and "dotted line" not in page
     code, _, err = run_cli(capsys, *args, "--no-dropout-on-plateau", "--out", tmp_path / "plain")
     assert code == 0 and "dropout stayed off" not in err and "on from here" not in err
+    # a validation that does not improve in the last fifth of the run (--decay-fraction 0.2: step 10 of 12) turns
+    # nothing on: the rate decays there, and the dropout would have little time to help
+    monkeypatch.setattr(Trainer, "validate", lambda self: {2: 2.0, 4: 1.9, 6: 1.8, 8: 1.7, 10: 1.75, 12: 1.6}[
+        self.state.step])
+    code, _, err = run_cli(capsys, *args, "--eval-every", "2", "--out", tmp_path / "late")
+    assert code == 0 and "on from here" not in err, err
+    assert ("at step 12; dropout stayed off (no validation before the last 20% of the run failed to improve)\n"
+            in err)
 
 
 def test_a_plateau_far_above_the_training_loss_turns_on_the_wide_gap_dropout(tmp_path, text_file, monkeypatch,

@@ -626,7 +626,8 @@ def stop_message(trainer, state) -> str:
     if state.dropout_from is not None:  # (--dropout-on-plateau or --wide-gap-dropout)
         msg += f"; dropout {trainer.dropout_now:g} from step {state.dropout_from}"
     elif trainer.cfg.dropout_on_plateau:
-        msg += "; dropout stayed off (no validation failed to improve)"
+        msg += (f"; dropout stayed off (no validation before the last {trainer.cfg.decay_fraction:.0%} of the run "
+                "failed to improve)")
     return msg
 
 

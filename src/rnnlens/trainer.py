@@ -967,7 +967,11 @@ class Trainer:
             if bar is not None:
                 bar.write(f"step {s.step}: val {val:.4f} nats/char ({val / math.log(2):.3f} bits/char)"
                           + (" *best*" if improved else ""))
-            if s.dropout_from is None and s.stop_reason is None:  # (not at the validation that ends the run)
+            # not at the validation that ends the run, nor in the planned run's last decay_fraction: there the rate
+            # decays (--lr-schedule wsd), which lowers the training loss faster than the validation loss (the man
+            # pages' 1.15-1.2x rose to 1.30x), and a new dropout has little time to help (a plateau's 0.2 at 81% of a
+            # 300 s War and Peace run cost ~0.017; the C headers' 0.4 at 82% gained nothing: docs/benchmarks.md)
+            if s.dropout_from is None and s.stop_reason is None and not self._in_last_decay():
                 if self.cfg.dropout_on_plateau and not improved:
                     self._dropout_on(val, bar, metrics)
                 elif not self.cfg.dropout_on_plateau and self.cfg.wide_gap_dropout is not None:
@@ -986,6 +990,10 @@ class Trainer:
         if s.dropout_from is not None:
             return self.model_cfg.dropout if s.plateau_dropout is None else s.plateau_dropout
         return 0.0 if self.cfg.dropout_on_plateau else self.model_cfg.dropout
+
+    def _in_last_decay(self) -> bool:
+        done = self.progress_fraction()
+        return done is not None and done > 1 - self.cfg.decay_fraction
 
     def _sync_dropout(self) -> None:
         self.model.set_dropout(self.dropout_now)
@@ -1017,11 +1025,8 @@ class Trainer:
                               f"{self.dropout_now:g} on from here ({why})", bar, metrics)
 
     def _dropout_up_at_wide_gap(self, val: float, bar, metrics) -> None:
-        s, gap, done = self.state, self._gap(val), self.progress_fraction()
-        # not in the planned run's last decay_fraction: there the rate decays (--lr-schedule wsd), which lowers the
-        # training loss faster than the validation loss (the man pages' 1.15-1.2x rose to 1.30x) and leaves a new
-        # dropout little time to help
-        if gap is None or gap[0] < RAISE_GAP or (done is not None and done > 1 - self.cfg.decay_fraction):
+        s, gap = self.state, self._gap(val)
+        if gap is None or gap[0] < RAISE_GAP:
             return
         s.plateau_dropout, s.dropout_from = self.cfg.wide_gap_dropout, s.step
         self._dropout_changed(f"step {s.step}: val {val:.4f} is {gap[0]:.2f}x the training loss of the last "
